@@ -1,0 +1,339 @@
+"""``wrapperlab`` command line: parse, validate, call one function, print. No logic lives here.
+
+Bad input ends with one line on stderr naming the field, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import yaml
+
+from wrapperlab.errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime (does not change a run's identity)")
+    g.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
+    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--iters", type=int, help="training iterations")
+    p.add_argument("--lr", help="learning rate (a number; for finetune also L, M, S = 1e-4, 1e-5, 1e-6)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (pays off at d_model >= 256)")
+    p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="override any profile setting, e.g. --set train.answer_weight=2 --set model.d_model=96")
+    _runtime_args(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wrapperlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="pretrain a GPT on the PCFG tasks")
+    p.add_argument("--prior", help="operand prior: low | 0.99 | medium | 0.7 | high | 'pa,pb,pc'")
+    p.add_argument("--window", type=int, help="terminals per string (paper: 250)")
+    p.add_argument("--tasks", help="comma-separated task families (default: all five)")
+    _run_args(p)
+
+    p = sub.add_parser("finetune", help="fine-tune a run on one (task, operand) pair with a spurious correlation")
+    p.add_argument("parent", help="run id, id prefix, or run directory")
+    p.add_argument("--task", choices=["count", "index"])
+    p.add_argument("--operand", help="O_FT (default b)")
+    p.add_argument("--pt-operand", help="O_PT (default a)")
+    p.add_argument("--c-tr", type=float, help="fraction of correlated training samples, in [0, 1]")
+    p.add_argument("--q", type=int, help="offset r(x,O_FT) - r(x,O_PT) of correlated samples (default 1)")
+    _run_args(p)
+
+    p = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("run", help="run id or directory")
+    _runtime_args(p)
+
+    p = sub.add_parser("eval", help="accuracy per (task, operand); the four fine-tuning numbers for a fine-tuned run")
+    p.add_argument("run", help="run id, id prefix, or run directory")
+    p.add_argument("--n", type=int, default=1000, help="samples per pair (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("demo", help="quick reproduction: pretrain, fine-tune a (lr x C_Tr) grid, print the table")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--seed", type=int, default=0)
+    _runtime_args(p)
+
+    data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
+        dest="what", required=True, parser_class=_Parser
+    )
+    p = data.add_parser("derivations", help="full PCFG derivations")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grammar", default="cfg3b")
+    for name, help_ in (("sample", "pretraining samples"), ("finetune", "fine-tuning samples with planted correlations")):
+        p = data.add_parser(name, help=help_)
+        p.add_argument("--n", type=int, default=10)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--window", type=int, default=250)
+        if name == "sample":
+            p.add_argument("--task", help="task family (default: drawn uniformly)")
+            p.add_argument("--operand", help="operand (default: drawn from the prior)")
+            p.add_argument("--prior", default="low")
+        else:
+            p.add_argument("--task", default="count")
+            p.add_argument("--operand", default="b")
+            p.add_argument("--pt-operand", default="a")
+            p.add_argument("--c-tr", type=float, default=1.0)
+            p.add_argument("--q", type=int, default=1)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(name, value, "a positive integer")
+
+
+def _overrides(args, mapping: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    if getattr(args, "bf16", False):
+        out["train.precision"] = "bf16"
+    out.update(dict(args.overrides))
+    return out
+
+
+def _runtime(args):
+    from wrapperlab.training.config import Runtime
+
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError("threads", args.threads, "a positive integer")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device", args.device, "a device this machine has (no CUDA here; use --device cpu)")
+    elif args.device != "cpu":
+        raise ConfigError("device", args.device, "cpu, cuda or cuda:N")
+    return Runtime(device=args.device, compile=args.compile, threads=args.threads, progress=not args.quiet)
+
+
+_COMMON = {"seed": "seed", "iters": "train.iters", "lr": "train.lr", "batch_size": "train.batch_size"}
+
+
+def cmd_pretrain(args) -> int:
+    from wrapperlab.experiments.configs import pretrain_config
+    from wrapperlab.experiments.pipeline import pretrain
+    from wrapperlab.experiments.store import RunStore
+
+    if args.lr is not None:
+        try:
+            args.lr = float(args.lr)
+        except ValueError:
+            raise ConfigError("lr", args.lr, "a positive number")
+    if args.tasks is not None:
+        args.tasks = [t.strip() for t in args.tasks.split(",")]
+    overrides = _overrides(args, {**_COMMON, "prior": "data.prior", "window": "data.window", "tasks": "data.tasks"})
+    cfg = pretrain_config(args.profile, overrides)
+    stage = pretrain(cfg, RunStore(args.runs), _runtime(args), say=_say)
+    _print_pretrain(stage.run.id, stage.result)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from wrapperlab.experiments.configs import finetune_config
+    from wrapperlab.experiments.pipeline import finetune
+    from wrapperlab.experiments.store import RunStore
+
+    store = RunStore(args.runs)
+    parent = store.resolve(args.parent, field="parent")
+    overrides = _overrides(
+        args,
+        {**_COMMON, "task": "data.task", "operand": "data.operand", "pt_operand": "data.pt_operand",
+         "c_tr": "data.c_tr", "q": "data.q"},
+    )
+    cfg = finetune_config(parent.id, args.profile, overrides)
+    stage = finetune(cfg, store, _runtime(args), say=_say)
+    _print_finetune([{"model": stage.run.id, "lr": cfg.train.lr, "c_tr": cfg.data.c_tr, **stage.result["after"]}],
+                    stage.result["before"])
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, validated
+    from wrapperlab.experiments.pipeline import finetune, pretrain
+    from wrapperlab.experiments.store import Run, RunStore
+
+    store = RunStore(args.runs)
+    run = next((r for r in (Run(store.root / args.run), Run(__import__("pathlib").Path(args.run)))
+                if (r.path / "config.json").exists()), None)
+    if run is None:
+        raise ConfigError("run", args.run, f"a run id or directory with a config.json (under {store.root})")
+    store = RunStore(run.path.parent)
+    if run.kind == "pretrain":
+        stage = pretrain(validated(PretrainRunConfig, run.config()), store, _runtime(args), say=_say)
+        _print_pretrain(stage.run.id, stage.result)
+    elif run.kind == "finetune":
+        cfg = validated(FinetuneRunConfig, run.config())
+        stage = finetune(cfg, store, _runtime(args), say=_say)
+        _print_finetune([{"model": stage.run.id, "lr": cfg.train.lr, "c_tr": cfg.data.c_tr, **stage.result["after"]}],
+                        stage.result["before"])
+    else:
+        raise ConfigError("run", args.run, "a pretrain or finetune run")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from wrapperlab.experiments.pipeline import evaluate_run
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.tables import text_table
+
+    _positive("n", args.n)
+    result = evaluate_run(RunStore(args.runs).resolve(args.run), n=args.n, seed=args.seed)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    rows = [{"pair": k, "acc": v} for k, v in result["accuracy"].items()]
+    print(text_table(rows, [("pair", "task/operand", "s"), ("acc", "accuracy %", "pct")]))
+    if "finetune" in result:
+        print()
+        _print_finetune([{"model": result["run"], **result["finetune"]}])
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from wrapperlab.experiments.demo import run_demo
+    from wrapperlab.experiments.store import RunStore
+
+    result = run_demo(args.profile, RunStore(args.runs), _runtime(args), seed=args.seed, say=_say)
+    print()
+    print(f"Fine-tuning to count b (profile {args.profile}, seed {args.seed}); exact-match accuracy in %:")
+    _print_finetune(result.rows())
+    print(f"\nruns are in {args.runs}/ (config.json, metrics.jsonl, result.json per run)")
+    return 0
+
+
+def cmd_data(args) -> int:
+    import numpy as np
+
+    from wrapperlab.data.pcfg import Grammar, PCFGSampler
+
+    _positive("n", args.n)
+    if args.seed < 0:
+        raise ConfigError("seed", args.seed, "a non-negative integer")
+    if args.what == "derivations":
+        sampler = PCFGSampler(Grammar.named(args.grammar))
+        d = sampler.derivations(args.n, np.random.default_rng(args.seed))
+        terminals = np.array(sampler.grammar.terminals)
+        for i in range(len(d)):
+            _emit({"derivation": "".join(terminals[d[i]])})
+        return 0
+
+    from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+    from wrapperlab.experiments.configs import validated
+
+    rng = np.random.default_rng(args.seed)
+    if args.what == "sample":
+        if args.operand is not None and args.task is None:
+            raise ConfigError("operand", args.operand, "to come with --task")
+        tasks = [args.task] if args.task else None
+        cfg = validated(PCFGDataConfig, {"window": args.window, "prior": args.prior, **({"tasks": tasks} if tasks else {})})
+        data = PCFGData(cfg)
+        for row in data.sample(args.n, rng, task=args.task, operand=args.operand).records(data.vocab):
+            _emit(row)
+        return 0
+
+    from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
+
+    ft_cfg = validated(FinetuneDataConfig, {"task": args.task, "operand": args.operand, "pt_operand": args.pt_operand,
+                                            "c_tr": args.c_tr, "q": args.q})
+    data = PCFGData(validated(PCFGDataConfig, {"window": args.window, "tasks": [args.task]}))
+    samples = FinetuneData(data, ft_cfg).sample(args.n, rng)
+    for row, corr in zip(samples.records(data.vocab), samples.correlated):
+        _emit({**row, "correlated": bool(corr), "pt_operand": args.pt_operand})
+    return 0
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _print_pretrain(run_id: str, result: dict) -> None:
+    from wrapperlab.report.tables import text_table
+
+    rows = [{"pair": k, "acc": v} for k, v in result["accuracy"].items()]
+    print(f"run {run_id}: {result['steps']} steps in {result['train_seconds']:.0f} s")
+    print(text_table(rows, [("pair", "task/operand", "s"), ("acc", "accuracy %", "pct")]))
+
+
+def _print_finetune(rows: list[dict], before: dict | None = None) -> None:
+    from wrapperlab.report.tables import FINETUNE_COLUMNS, text_table
+
+    if before is not None:
+        rows = [{"model": "before fine-tuning", **before}] + rows
+    print(text_table(rows, FINETUNE_COLUMNS))
+
+
+COMMANDS = {
+    "pretrain": cmd_pretrain,
+    "finetune": cmd_finetune,
+    "resume": cmd_resume,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+    "data": cmd_data,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"wrapperlab: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("wrapperlab: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `wrapperlab data sample | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Stages as functions over the run store: pretrain, fine-tune, evaluate, and the quick demo.
+
+Each stage validates its config, opens its content-addressed run (reusing a finished one, resuming
+an interrupted one), trains through the one training loop and writes its result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from wrapperlab.analysis.evaluate import finetune_accuracies, finetune_test_sets, pretrain_accuracies
+from wrapperlab.data.finetune_data import FinetuneData
+from wrapperlab.data.samples import PCFGData
+from wrapperlab.errors import ConfigError
+from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, validated
+from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.training.checkpoint import load_weights, save_weights
+from wrapperlab.training.config import Runtime
+from wrapperlab.training.loop import train
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class StageResult:
+    run: Run
+    result: dict[str, Any]
+    reused: bool
+
+
+def _dump(cfg) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
+    with store.open("pretrain", _dump(cfg)) as run:
+        if run.done:
+            say(f"reusing finished run {run.path}")
+            return StageResult(run, run.result(), reused=True)
+        run.write_json("runtime.json", runtime.model_dump())
+        say(f"pretraining into {run.path}")
+        data = PCFGData(cfg.data)
+        torch.manual_seed(cfg.seed)
+        model = GPT(cfg.model)
+        watch = [("count", op) for op in ("a", "b", "c")] if "count" in cfg.data.tasks else None
+
+        def evaluate(m, step):
+            accs = pretrain_accuracies(m, data, n=cfg.eval.n_during, seed=cfg.seed, pairs=watch)
+            return {f"acc/{k}": v for k, v in accs.items()}
+
+        state = train(
+            model, data.stream(cfg.seed, cfg.train.batch_size), cfg.train, runtime,
+            checkpoint_dir=run.checkpoint_dir, evaluate=evaluate, log=run.log_metrics,
+            on_resume=run.truncate_metrics, desc=f"pretrain {run.id}",
+        )
+        save_weights(model, run.weights_path)
+        t0 = time.perf_counter()
+        result = {
+            "accuracy": pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed),
+            "steps": state.step,
+            "train_seconds": state.seconds,
+            "resumed_from": state.resumed_from,
+            "tokens_per_second": state.tokens_per_second,
+            "final_loss": state.last_loss,
+            "params": model.num_params(),
+        }
+        result["eval_seconds"] = time.perf_counter() - t0
+        run.finish(result)
+        return StageResult(run, result, reused=False)
+
+
+def load_model(run: Run, field: str = "run") -> GPT:
+    """The trained model of a finished run; a corrupt weights file is a clear error."""
+    cfg = validated(GPTConfig, pretraining_config(run).model.model_dump(), "model")
+    model = GPT(cfg)
+    try:
+        load_weights(model, run.weights_path)
+    except Exception as e:  # safetensors raises several types for truncated or foreign files
+        raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})")
+    model.eval()
+    return model
+
+
+def pretraining_config(run: Run) -> PretrainRunConfig:
+    """The pretraining config at the root of a run's lineage (fine-tunes name their parent)."""
+    store = RunStore(run.path.parent)
+    seen = 0
+    while run.kind != "pretrain":
+        run = store.resolve(run.config()["parent"], field="parent")
+        seen += 1
+        if seen > 100:
+            raise ConfigError("parent", run.id, "a finite chain of parent runs")
+    return validated(PretrainRunConfig, run.config())
+
+
+def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
+    """Fine-tune the parent run on one (task, operand) pair with correlation rate ``C_Tr``."""
+    parent = store.resolve(cfg.parent, field="parent")
+    if parent.id != cfg.parent:  # hash over the canonical id, whatever form the user typed
+        cfg = cfg.model_copy(update={"parent": parent.id})
+    pt_cfg = pretraining_config(parent)
+    model = load_model(parent, field="parent")
+    data = FinetuneData(PCFGData(pt_cfg.data), cfg.data)
+    with store.open("finetune", _dump(cfg)) as run:
+        if run.done:
+            say(f"reusing finished run {run.path}")
+            return StageResult(run, run.result(), reused=True)
+        run.write_json("runtime.json", runtime.model_dump())
+        say(f"fine-tuning {parent.id} into {run.path}")
+        during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
+        final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
+        before = finetune_accuracies(model, data, test_sets=final).as_dict()
+
+        def evaluate(m, step):
+            return finetune_accuracies(m, data, test_sets=during).as_dict()
+
+        state = train(
+            model, data.stream(cfg.seed, cfg.train.batch_size), cfg.train, runtime,
+            checkpoint_dir=run.checkpoint_dir, evaluate=evaluate, log=run.log_metrics,
+            on_resume=run.truncate_metrics, desc=f"finetune {run.id}",
+        )
+        save_weights(model, run.weights_path)
+        result = {
+            "before": before,
+            "after": finetune_accuracies(model, data, test_sets=final).as_dict(),
+            "steps": state.step,
+            "train_seconds": state.seconds,
+            "resumed_from": state.resumed_from,
+        }
+        run.finish(result)
+        return StageResult(run, result, reused=False)
+
+
+def evaluate_run(run: Run, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Accuracy per (task, operand) and, for a fine-tuned run, the four fine-tuning numbers."""
+    model = load_model(run)
+    pt_cfg = pretraining_config(run)
+    data = PCFGData(pt_cfg.data)
+    out: dict[str, Any] = {"run": run.id, "n": n, "seed": seed, "accuracy": pretrain_accuracies(model, data, n=n, seed=seed)}
+    if run.kind == "finetune":
+        ft_cfg = validated(FinetuneRunConfig, run.config())
+        out["finetune"] = finetune_accuracies(model, FinetuneData(data, ft_cfg.data), n=n, seed=seed).as_dict()
+    return out

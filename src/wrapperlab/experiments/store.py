@@ -1,0 +1,152 @@
+"""Runs on disk, addressed by their content.
+
+A run lives in ``<root>/<kind>-<hash>/`` where the hash is taken over the run's resolved config
+(which names its parent run, itself content-addressed). So the same config twice is the same
+directory: a finished run is reused, an unfinished one is resumed from its checkpoint.
+
+Layout of a run directory::
+
+    config.json        resolved config (what the hash is over), written first
+    runtime.json       how it was run (device, threads): not part of the identity
+    checkpoint/        step-stamped weights + optimiser state + pointer (resumable)
+    metrics.jsonl      one JSON object per evaluation
+    model.safetensors  final weights
+    result.json        headline numbers
+    DONE               completion marker, written last
+
+Only this module knows the layout; a lock file keeps two processes from computing one run at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.training.checkpoint import atomic_write_text
+
+DONE = "DONE"
+
+
+def run_id(kind: str, config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return f"{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class Run:
+    """Handle on one run directory."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.id.rsplit("-", 1)[0]
+
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE).exists()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
+    def result(self) -> dict[str, Any]:
+        return json.loads((self.path / "result.json").read_text())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records written after ``step`` (they came from the part of a killed run being redone)."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        atomic_write_text(self.path / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Write the result, then the completion marker: a run is finished only once both exist."""
+        self.write_json("result.json", result)
+        atomic_write_text(self.path / DONE, "")
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # the final weights supersede it
+
+
+class RunStore:
+    def __init__(self, root: str | Path = "runs"):
+        self.root = Path(root)
+
+    def run_for(self, kind: str, config: dict[str, Any]) -> Run:
+        return Run(self.root / run_id(kind, config))
+
+    @contextmanager
+    def open(self, kind: str, config: dict[str, Any]) -> Iterator[Run]:
+        """Create (or re-enter) the run for ``config`` and hold its lock while the caller computes it.
+
+        A second process asking for the same run waits here, then finds it finished.
+        """
+        run = self.run_for(kind, config)
+        run.path.mkdir(parents=True, exist_ok=True)
+        with open(run.path / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                config_path = run.path / "config.json"
+                if config_path.exists() and json.loads(config_path.read_text()) != config:
+                    raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
+                if not config_path.exists():
+                    run.write_json("config.json", config)
+                yield run
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def resolve(self, ref: str | os.PathLike, field: str = "run") -> Run:
+        """A finished run from an id, a unique id prefix, or a path; a clear error otherwise."""
+        candidates = [Path(ref), self.root / str(ref)]
+        path = next((p for p in candidates if (p / "config.json").exists()), None)
+        if path is None and self.root.exists():
+            matches = sorted(p for p in self.root.glob(f"{ref}*") if (p / "config.json").exists())
+            if len(matches) > 1:
+                raise ConfigError(field, str(ref), f"a unique run; it matches {[m.name for m in matches]}")
+            path = matches[0] if matches else None
+        if path is None:
+            raise ConfigError(field, str(ref), f"a run id or run directory (none found under {self.root})")
+        run = Run(path)
+        try:
+            config = run.config()
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(field, str(ref), f"a readable run (config.json is corrupt: {e})")
+        if not run.done:
+            raise ConfigError(field, str(ref), "a finished run (no DONE marker: it was interrupted; re-run it to resume)")
+        if run_id(run.kind, config) != run.id:
+            raise ConfigError(field, str(ref), "an intact run (config.json does not match the run id)")
+        return run
+
+    def runs(self) -> list[Run]:
+        if not self.root.exists():
+            return []
+        return sorted((Run(p) for p in self.root.iterdir() if (p / "config.json").exists()), key=lambda r: r.id)

@@ -1,0 +1,215 @@
+"""One decoder for every model in wrapperlab (nanoGPT/minGPT shape, TransformerLens hook names).
+
+Options cover the PCFG minGPT (LayerNorm, GELU, learned positions, causal), Tracr-compiled models
+(no norm, ReLU, bidirectional or causal) and llama-style story models (RMSNorm, RoPE, SwiGLU).
+
+Weights are stored the PyTorch way (``out x in``). The unit of the paper's pruning, "a row in the
+weight matrix", is therefore one output row of ``attn.qkv`` (a Q, K or V row), ``attn.out``,
+``mlp.fc_in`` or ``mlp.fc_out`` together with its bias entry.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.models.hooks import HookedModule, HookPoint
+
+PRESETS: dict[str, dict] = {
+    # the paper's PCFG model (minGPT "gpt-mini", about 3 M parameters with its vocabulary)
+    "paper": dict(n_layers=6, n_heads=6, d_model=192),
+    # CPU-sized: the pilot's 4 x 128 model learns counting in minutes on 2 cores
+    "quick": dict(n_layers=4, n_heads=4, d_model=128),
+    # seconds-scale mechanics tests
+    "test": dict(n_layers=2, n_heads=2, d_model=64),
+}
+
+
+class GPTConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vocab_size: int = Field(gt=0)
+    n_ctx: int = Field(gt=0)
+    d_model: int = Field(128, gt=0)
+    n_layers: int = Field(4, gt=0)
+    n_heads: int = Field(4, gt=0)
+    d_mlp: int | None = Field(None, gt=0, description="default 4 * d_model")
+    norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
+    act: Literal["gelu", "relu", "swiglu"] = "gelu"
+    positions: Literal["learned", "rope"] = "learned"
+    attention: Literal["causal", "bidirectional"] = "causal"
+    bias: bool = True
+    tie_embeddings: bool = False
+    init_std: float = Field(0.02, gt=0)
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.d_model % self.n_heads:
+            raise ConfigError("n_heads", self.n_heads, f"a divisor of d_model={self.d_model}")
+        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError("positions", "rope", "an even head dimension")
+        return self
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "GPTConfig":
+        if name not in PRESETS:
+            raise ConfigError("model preset", name, f"one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+
+def _norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.d_model)
+    return nn.Identity()
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half form), applied to queries and keys."""
+
+    def __init__(self, d_head: int, n_ctx: int, base: float = 10000.0):
+        super().__init__()
+        inv = 1.0 / base ** (torch.arange(0, d_head, 2).float() / d_head)
+        angles = torch.outer(torch.arange(n_ctx).float(), inv)
+        self.register_buffer("cos", torch.cat([angles.cos()] * 2, -1), persistent=False)
+        self.register_buffer("sin", torch.cat([angles.sin()] * 2, -1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, h, pos, d_head)
+        n = x.shape[-2]
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
+        return x * self.cos[:n].to(x.dtype) + rotated * self.sin[:n].to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.rotary = Rotary(cfg.d_head, cfg.n_ctx) if cfg.positions == "rope" else None
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (b, pos, h, d_head)
+        self.hook_attn_scores = HookPoint()  # (b, h, q, k), before softmax
+        self.hook_pattern = HookPoint()  # (b, h, q, k)
+        self.hook_z = HookPoint()  # (b, pos, h, d_head): per-head output before W_O
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h, dh = self.cfg.n_heads, self.cfg.d_head
+        q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, h, pos, dh)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        causal = self.cfg.attention == "causal"
+        if self.hook_pattern.active or self.hook_attn_scores.active:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
+            if causal:
+                mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
+                scores = scores.masked_fill(mask, float("-inf"))
+            scores = self.hook_attn_scores(scores)
+            pattern = self.hook_pattern(scores.softmax(-1))
+            z = pattern @ v
+        else:  # fast path: fused kernel, no pattern materialised
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        z = self.hook_z(z.transpose(1, 2))
+        return self.out(z.reshape(b, n, h * dh))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        width = cfg.mlp_width
+        self.act = cfg.act
+        self.fc_in = nn.Linear(cfg.d_model, 2 * width if cfg.act == "swiglu" else width, bias=cfg.bias)
+        self.fc_out = nn.Linear(width, cfg.d_model, bias=cfg.bias)
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(self.fc_in(x))
+        if self.act == "swiglu":
+            gate, up = pre.chunk(2, -1)
+            post = F.silu(gate) * up
+        elif self.act == "relu":
+            post = F.relu(pre)
+        else:
+            post = F.gelu(pre)
+        return self.fc_out(self.hook_post(post))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1, self.ln2 = _norm(cfg), _norm(cfg)
+        self.attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
+        self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+
+
+class GPT(HookedModule):
+    """Decoder-only transformer. ``model(tokens)`` -> logits ``(b, pos, vocab)``.
+
+    ``logits_at`` (a ``(b,)`` tensor of positions) unembeds only those positions and returns
+    ``(b, vocab)``: answer-only losses and accuracies need one position, not all of them.
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positions == "learned" else None
+        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = _norm(cfg)
+        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self._init_weights()
+        self.setup_hooks()
+
+    def _init_weights(self) -> None:
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                # GPT-2: projections into the residual stream shrink with depth so its variance stays put
+                scale = 1 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("attn.out.weight", "fc_out.weight")) else 1
+                nn.init.normal_(p, 0.0, std * scale)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        b, n = tokens.shape
+        if n > self.cfg.n_ctx:
+            raise ValueError(f"sequence of {n} tokens exceeds n_ctx={self.cfg.n_ctx}")
+        x = self.hook_embed(self.embed(tokens))
+        if self.pos_embed is not None:
+            x = x + self.hook_pos_embed(self.pos_embed(torch.arange(n, device=tokens.device)))
+        for block in self.blocks:
+            x = block(x)
+        if logits_at is not None:
+            x = x[torch.arange(b, device=x.device), logits_at]
+        return self.unembed(self.ln_final(x))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,42 @@
+"""Plain-text tables for the terminal (and Markdown, which is the same table with pipes)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+Column = tuple[str, str, str]  # (key, header, format: "pct" | "g" | "s")
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if fmt == "pct":
+        return f"{100 * value:.1f}"
+    if fmt == "g":
+        return f"{value:g}"
+    return str(value)
+
+
+def text_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], markdown: bool = False) -> str:
+    cells = [[header for _, header, _ in columns]]
+    cells += [[_cell(row.get(key), fmt) for key, _, fmt in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = []
+    for n, r in enumerate(cells):
+        parts = [c.rjust(w) if n and col[2] != "s" else c.ljust(w) for c, w, col in zip(r, widths, columns)]
+        lines.append(("| " + " | ".join(parts) + " |") if markdown else "  ".join(parts))
+        if n == 0:
+            rule = ("|" + "|".join("-" * (w + 2) for w in widths) + "|") if markdown else "  ".join("-" * w for w in widths)
+            lines.append(rule)
+    return "\n".join(lines)
+
+
+FINETUNE_COLUMNS: list[Column] = [
+    ("model", "model", "s"),
+    ("lr", "lr", "g"),
+    ("c_tr", "C_Tr", "g"),
+    ("acc_ft_cte0", "O_FT C_Te=0 %", "pct"),
+    ("acc_ft_cte1", "O_FT C_Te=1 %", "pct"),
+    ("acc_pt_cte0", "O_PT C_Te=0 %", "pct"),
+    ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
+]

@@ -1,0 +1,45 @@
+"""Settings of the one training loop. Pretraining, fine-tuning, reFT and randFT differ only here,
+in their data and in their starting weights."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """What determines the result of a training run (hashed into the run id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iters: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    warmup_frac: float = Field(0.2, ge=0, lt=1, description="linear warm-up share of iters (paper: 20 %)")
+    min_lr_frac: float = Field(0.01, ge=0, le=1, description="cosine floor as a fraction of lr (paper FT: 1/100)")
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    loss: Literal["sequence", "answer"] = "sequence"
+    answer_weight: float = Field(
+        0.0,
+        ge=0,
+        description="sequence loss only: extra weight on the answer token's CE (loss = mean CE + w * CE_ans)",
+    )
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_every: int = Field(250, gt=0)
+    checkpoint_every: int = Field(250, gt=0)
+
+
+class Runtime(BaseModel):
+    """How to run, not what to compute: never part of a run's identity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = "cpu"
+    compile: bool = False
+    progress: bool = True
+    threads: int | None = Field(None, gt=0)

@@ -1,0 +1,174 @@
+"""The one training loop: pretraining, fine-tuning, reFT and randFT all run through :func:`train`.
+
+Data come from ``batch_at(step)``, a pure function of the step, and the learning rate from
+:func:`~wrapperlab.training.schedule.lr_at`; with weights and optimiser state restored from a
+checkpoint, a resumed run therefore repeats bit for bit what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
+from wrapperlab.training.config import Runtime, TrainConfig
+from wrapperlab.training.schedule import lr_at
+
+PAD_ID = 0  # "<pad>" is token 0 in every wrapperlab vocabulary
+
+
+class BatchLike(Protocol):
+    tokens: np.ndarray  # (b, L) token ids
+    answer_pos: np.ndarray  # (b,) index of the answer token
+
+
+def to_device(batch: BatchLike, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.from_numpy(batch.tokens).to(device, non_blocking=True)
+    answer_pos = torch.from_numpy(batch.answer_pos).to(device, non_blocking=True)
+    return tokens, answer_pos
+
+
+def answer_logits(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
+    """Logits ``(b, vocab)`` predicting each sequence's answer token.
+
+    The answer token itself is replaced by padding in the input, so that a bidirectional model
+    cannot read the answer it is asked for (a causal model never sees it anyway).
+    """
+    rows = torch.arange(len(tokens), device=tokens.device)
+    inputs = tokens.clone()
+    inputs[rows, answer_pos] = PAD_ID
+    return model(inputs[:, : int(answer_pos.max())], logits_at=answer_pos - 1)
+
+
+def compute_loss(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    rows = torch.arange(len(tokens), device=tokens.device)
+    if cfg.loss == "answer":
+        return F.cross_entropy(answer_logits(model, tokens, answer_pos).float(), tokens[rows, answer_pos])
+    logits = model(tokens[:, :-1]).float()
+    targets = tokens[:, 1:]
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD_ID)
+    if cfg.answer_weight:
+        at = answer_pos - 1
+        loss = loss + cfg.answer_weight * F.cross_entropy(logits[rows, at], targets[rows, at])
+    return loss
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW decays only matrices (minGPT's rule: no decay on biases, norms, embeddings); SGD+momentum
+    (the paper's choice for compiled Tracr models, where adaptive optimisers were unstable) decays none."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+@dataclass
+class TrainState:
+    step: int  # steps completed
+    resumed_from: int | None
+    seconds: float
+    tokens_per_second: float
+    last_loss: float
+
+
+Evaluate = Callable[[nn.Module, int], dict]
+Log = Callable[[dict], None]
+
+
+def train(
+    model: nn.Module,
+    batch_at: Callable[[int], BatchLike],
+    cfg: TrainConfig,
+    runtime: Runtime = Runtime(),
+    checkpoint_dir: Path | None = None,
+    evaluate: Evaluate | None = None,
+    log: Log | None = None,
+    on_resume: Callable[[int], None] | None = None,
+    desc: str = "train",
+) -> TrainState:
+    """Train ``model`` in place for ``cfg.iters`` steps, resuming from ``checkpoint_dir`` if it holds one.
+
+    ``evaluate(model, step)`` runs every ``cfg.eval_every`` steps and at the end; its numbers go to
+    ``log`` with the step, loss, learning rate and throughput. ``on_resume(step)`` lets the caller
+    drop log lines written after the checkpoint it resumes from.
+    """
+    device = torch.device(runtime.device)
+    if runtime.threads:
+        torch.set_num_threads(runtime.threads)
+    model.to(device)
+    optimizer = make_optimizer(model, cfg)
+    start = 0
+    if checkpoint_dir is not None:
+        pointer = load_checkpoint(checkpoint_dir, model, optimizer)
+        if pointer is not None:
+            start = pointer["step"]
+            if on_resume:
+                on_resume(start)
+    forward_model = torch.compile(model) if runtime.compile else model
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
+    )
+    log = log or (lambda _: None)
+    bar = tqdm(
+        total=cfg.iters,
+        initial=start,
+        desc=desc,
+        disable=not runtime.progress,
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    loss_value, tokens_seen, t0 = float("nan"), 0, time.perf_counter()
+    model.train()
+    for step in range(start, cfg.iters):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens, answer_pos = to_device(batch_at(step), device)
+        with autocast:
+            loss = compute_loss(forward_model, tokens, answer_pos, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        tokens_seen += tokens.numel()
+        done = step + 1
+        bar.update(1)
+        if done % cfg.eval_every == 0 or done == cfg.iters:
+            loss_value = loss.item()
+            elapsed = time.perf_counter() - t0
+            record = {"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
+            if evaluate is not None:
+                model.eval()
+                with torch.no_grad(), autocast:
+                    record.update(evaluate(model, done))
+                model.train()
+            bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
+            log(record)
+        if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item()})
+    bar.close()
+    model.eval()
+    elapsed = time.perf_counter() - t0
+    return TrainState(
+        step=cfg.iters,
+        resumed_from=start or None,
+        seconds=elapsed,
+        tokens_per_second=tokens_seen / max(elapsed, 1e-9),
+        last_loss=loss_value,
+    )

@@ -1,0 +1,134 @@
+"""The training loop: it learns, checkpoints atomically, and a SIGKILLed run resumes bit for bit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
+from wrapperlab.training.config import Runtime, TrainConfig
+from wrapperlab.training.loop import compute_loss, make_optimizer, train
+from wrapperlab.training.schedule import lr_at
+
+
+def setup(window=64, tasks=("count",)):
+    data = PCFGData(PCFGDataConfig(window=window, tasks=tasks))
+    torch.manual_seed(0)
+    return data, GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len))
+
+
+def test_schedule_warmup_then_cosine_to_floor():
+    cfg = TrainConfig(iters=100, batch_size=1, lr=1.0, warmup_frac=0.2, min_lr_frac=0.01)
+    lrs = [lr_at(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.05) and lrs[19] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[19:], lrs[20:]))
+    assert lr_at(100, cfg) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("loss", ["sequence", "answer"])
+def test_loss_goes_down(optimizer, loss):
+    data, model = setup()
+    lr = 3e-3 if optimizer == "adamw" else 0.3
+    cfg = TrainConfig(iters=60, batch_size=32, lr=lr, loss=loss, optimizer=optimizer, warmup_frac=0.1, answer_weight=1.0)
+    batch = data.sample(256, np.random.default_rng(9))
+    tokens, pos = torch.from_numpy(batch.tokens), torch.from_numpy(batch.answer_pos)
+    with torch.no_grad():
+        before = compute_loss(model, tokens, pos, cfg).item()
+    train(model, data.stream(0, 32), cfg, Runtime(progress=False))
+    with torch.no_grad():
+        after = compute_loss(model, tokens, pos, cfg).item()
+    assert after < before * 0.8
+
+
+def test_answer_weight_adds_the_answer_term():
+    data, model = setup()
+    batch = data.sample(8, np.random.default_rng(0))
+    tokens, pos = torch.from_numpy(batch.tokens), torch.from_numpy(batch.answer_pos)
+    base = TrainConfig(iters=1, batch_size=8, lr=1e-3)
+    plain = compute_loss(model, tokens, pos, base)
+    answer = compute_loss(model, tokens, pos, base.model_copy(update={"loss": "answer"}))
+    weighted = compute_loss(model, tokens, pos, base.model_copy(update={"answer_weight": 2.0}))
+    assert weighted.item() == pytest.approx(plain.item() + 2 * answer.item(), rel=1e-5)
+
+
+def test_bidirectional_answer_loss_cannot_see_the_answer():
+    data = PCFGData(PCFGDataConfig(window=64, tasks=("count",)))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len, attention="bidirectional"))
+    cfg = TrainConfig(iters=150, batch_size=32, lr=3e-3, loss="answer")
+    train(model, data.stream(0, 32), cfg, Runtime(progress=False))
+    from wrapperlab.analysis.evaluate import accuracy
+
+    # if the answer leaked, a bidirectional model would copy it and score ~100 % at once
+    assert accuracy(model, data.sample(300, np.random.default_rng(5))) < 0.9
+
+
+def test_checkpoint_round_trip_and_cleanup(tmp_path):
+    data, model = setup()
+    cfg = TrainConfig(iters=5, batch_size=4, lr=1e-3)
+    opt = make_optimizer(model, cfg)
+    tokens = torch.from_numpy(data.sample(4, np.random.default_rng(0)).tokens)
+    model(tokens).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path, 3, model, opt, {})
+    save_checkpoint(tmp_path, 5, model, opt, {})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint.json", "model-00000005.safetensors", "optimizer-00000005.pt"]
+    _, fresh = setup()
+    fresh_opt = make_optimizer(fresh, cfg)
+    assert load_checkpoint(tmp_path, fresh, fresh_opt)["step"] == 5
+    for (n, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert fresh_opt.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+
+
+def _pretrain_cmd(runs):
+    return [sys.executable, "-m", "wrapperlab.cli", "pretrain", "--profile", "test", "--quiet", "--runs", str(runs),
+            "--set", "train.iters=240", "--set", "train.checkpoint_every=20", "--set", "train.eval_every=40"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    """Acceptance 5: kill -9 mid-run, run the same command again, get the same final weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = tmp_path / "straight"
+    subprocess.run(_pretrain_cmd(straight), check=True, capture_output=True, env=env)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_pretrain_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
+    step = 0
+    while time.time() < deadline:
+        pointers = list(killed.glob("*/checkpoint/checkpoint.json"))
+        if pointers:
+            try:
+                step = json.loads(pointers[0].read_text())["step"]
+            except (json.JSONDecodeError, OSError):
+                step = 0
+            if step >= 60:
+                break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run,) = list(killed.iterdir())
+    assert 60 <= step < 240 and not (run / "DONE").exists(), "the run finished before it could be killed"
+
+    out = subprocess.run(_pretrain_cmd(killed), check=True, capture_output=True, text=True, env=env)
+    assert (run / "DONE").exists()
+    result = json.loads((run / "result.json").read_text())
+    assert result["resumed_from"] is not None and result["resumed_from"] >= 60
+    a = load_file(str(next(straight.iterdir()) / "model.safetensors"))
+    b = load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert steps == sorted(set(steps)) == list(range(40, 241, 40))
+    assert next(straight.iterdir()).name == run.name  # same config, same content address
