@@ -1,0 +1,99 @@
+"""Throughput ratios measured in one run (machines here are noisy; absolute times are not compared).
+
+(a) our trainer's tokens/s  /  a minimal hand-written PyTorch loop on the same model and batch
+    (goal >= 0.95). The trainer generates its data online every step; the hand loop reuses one
+    pre-made batch, so the ratio charges our data generation, schedule and bookkeeping to us.
+(b) the data engine's sequences/s  /  the sequences/s the trainer consumes (goal >= 10), for
+    pretraining batches and for fine-tuning batches with a planted correlation.
+
+    python benchmarks/throughput.py [--profile quick] [--steps 40] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
+from wrapperlab.data.samples import PCFGData, stream_rng
+from wrapperlab.experiments.configs import pretrain_config
+from wrapperlab.models.gpt import GPT
+from wrapperlab.training.config import Runtime
+from wrapperlab.training.loop import make_optimizer, train
+
+
+def hand_loop(model, batch, cfg, steps: int) -> float:
+    """The minimal loop a researcher would write: fixed batch, AdamW, clip. Returns seconds."""
+    opt = make_optimizer(model, cfg)
+    tokens = torch.from_numpy(batch.tokens)
+    at = torch.from_numpy(batch.answer_pos) - 1
+    rows = torch.arange(len(tokens))
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        logits = model(tokens[:, :-1])
+        targets = tokens[:, 1:]
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss = loss + cfg.answer_weight * F.cross_entropy(logits[rows, at], targets[rows, at])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def ours(model, data, cfg, steps: int) -> float:
+    cfg = cfg.model_copy(update={"iters": steps, "eval_every": 10**9, "checkpoint_every": 10**9, "warmup_frac": 0.1})
+    t0 = time.perf_counter()
+    train(model, data.stream(0, cfg.batch_size), cfg, Runtime(progress=False))
+    return time.perf_counter() - t0
+
+
+def engine_rate(sample, batch_size: int, seconds: float = 3.0) -> float:
+    n, step, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        n += len(sample(batch_size, stream_rng(0, "train", step)))
+        step += 1
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    cfg = pretrain_config(args.profile)
+    data = PCFGData(cfg.data)
+    batch = data.sample(cfg.train.batch_size, np.random.default_rng(0))
+    tokens_per_step = batch.tokens[:, :-1].size
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    print(f"profile {args.profile}: {model.num_params():,} params, batch {cfg.train.batch_size} x {batch.tokens.shape[1]} tokens, "
+          f"{torch.get_num_threads()} threads")
+
+    hand_loop(model, batch, cfg.train, 5)  # warm-up both paths
+    ours(model, data, cfg.train, 5)
+    hand_t, ours_t = [], []
+    for _ in range(args.rounds):  # interleaved, so drifting machine load hits both alike
+        hand_t.append(hand_loop(model, batch, cfg.train, args.steps))
+        ours_t.append(ours(model, data, cfg.train, args.steps))
+    hand_tps = args.steps * tokens_per_step / statistics.median(hand_t)
+    ours_tps = args.steps * tokens_per_step / statistics.median(ours_t)
+    print(f"(a) trainer / hand-written loop tokens/s: {ours_tps / hand_tps:.3f}   (goal >= 0.95)")
+
+    consumed = ours_tps / tokens_per_step * cfg.train.batch_size  # sequences per second
+    pre = engine_rate(data.sample, cfg.train.batch_size)
+    ft = FinetuneData(data, FinetuneDataConfig(c_tr=1.0))
+    fine = engine_rate(ft.sample, 96)
+    print(f"(b) data engine / trainer consumption, pretraining batches:           {pre / consumed:.1f}   (goal >= 10)")
+    print(f"    data engine / trainer consumption, fine-tuning batches (C_Tr=1):  {fine / consumed:.1f}")
+
+
+if __name__ == "__main__":
+    main()
