@@ -79,22 +79,23 @@ class EvalConfig(BaseModel):
     n_during: int = Field(300, gt=0, description="samples per evaluation during training")
 
 
-class PretrainRunConfig(BaseModel):
+class _RunConfig(BaseModel):
+    """What every training run has: how it trains, how it is evaluated, and its seed."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    seed: int = Field(0, ge=0)
+
+
+class PretrainRunConfig(_RunConfig):
     data: PCFGDataConfig
     model: GPTConfig
-    train: TrainConfig
-    eval: EvalConfig = EvalConfig()
-    seed: int = Field(0, ge=0)
 
 
-class FinetuneRunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    parent: str
+class FinetuneRunConfig(_RunConfig):
+    parent: str  # the canonical id of the run fine-tuned from
     data: FinetuneDataConfig
-    train: TrainConfig
-    eval: EvalConfig = EvalConfig()
-    seed: int = Field(0, ge=0)
 
 
 def pretrain_config(profile_name: str = "quick", overrides: dict[str, Any] | None = None) -> PretrainRunConfig:

@@ -33,16 +33,27 @@ class StageResult:
     reused: bool
 
 
-def _dump(cfg) -> dict[str, Any]:
-    return cfg.model_dump(mode="json")
-
-
-def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
-    with store.open("pretrain", _dump(cfg)) as run:
+def _stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Callable[[Run], dict]) -> StageResult:
+    """Open the run for ``cfg``; reuse it if finished, else ``compute(run)`` its result and finish it."""
+    with store.open(kind, cfg.model_dump(mode="json")) as run:
         if run.done:
             say(f"reusing finished run {run.path}")
             return StageResult(run, run.result(), reused=True)
         run.write_json("runtime.json", runtime.model_dump())
+        result = compute(run)
+        run.finish(result)
+        return StageResult(run, result, reused=False)
+
+
+def _train(run: Run, model, batches, cfg, runtime: Runtime, evaluate):
+    return train(
+        model, batches, cfg.train, runtime, checkpoint_dir=run.checkpoint_dir, evaluate=evaluate,
+        log=run.log_metrics, on_resume=run.truncate_metrics, desc=f"{run.kind} {run.id}",
+    )
+
+
+def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
+    def compute(run: Run) -> dict:
         say(f"pretraining into {run.path}")
         data = PCFGData(cfg.data)
         torch.manual_seed(cfg.seed)
@@ -53,25 +64,22 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
             accs = pretrain_accuracies(m, data, n=cfg.eval.n_during, seed=cfg.seed, pairs=watch)
             return {f"acc/{k}": v for k, v in accs.items()}
 
-        state = train(
-            model, data.stream(cfg.seed, cfg.train.batch_size), cfg.train, runtime,
-            checkpoint_dir=run.checkpoint_dir, evaluate=evaluate, log=run.log_metrics,
-            on_resume=run.truncate_metrics, desc=f"pretrain {run.id}",
-        )
+        state = _train(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
         save_weights(model, run.weights_path)
         t0 = time.perf_counter()
-        result = {
-            "accuracy": pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed),
+        accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
+        return {
+            "accuracy": accuracy,
             "steps": state.step,
             "train_seconds": state.seconds,
+            "eval_seconds": time.perf_counter() - t0,
             "resumed_from": state.resumed_from,
             "tokens_per_second": state.tokens_per_second,
             "final_loss": state.last_loss,
             "params": model.num_params(),
         }
-        result["eval_seconds"] = time.perf_counter() - t0
-        run.finish(result)
-        return StageResult(run, result, reused=False)
+
+    return _stage("pretrain", cfg, store, runtime, say, compute)
 
 
 def load_model(run: Run, field: str = "run") -> GPT:
@@ -106,11 +114,8 @@ def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime
     pt_cfg = pretraining_config(parent)
     model = load_model(parent, field="parent")
     data = FinetuneData(PCFGData(pt_cfg.data), cfg.data)
-    with store.open("finetune", _dump(cfg)) as run:
-        if run.done:
-            say(f"reusing finished run {run.path}")
-            return StageResult(run, run.result(), reused=True)
-        run.write_json("runtime.json", runtime.model_dump())
+
+    def compute(run: Run) -> dict:
         say(f"fine-tuning {parent.id} into {run.path}")
         during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
         final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
@@ -119,21 +124,17 @@ def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime
         def evaluate(m, step):
             return finetune_accuracies(m, data, test_sets=during).as_dict()
 
-        state = train(
-            model, data.stream(cfg.seed, cfg.train.batch_size), cfg.train, runtime,
-            checkpoint_dir=run.checkpoint_dir, evaluate=evaluate, log=run.log_metrics,
-            on_resume=run.truncate_metrics, desc=f"finetune {run.id}",
-        )
+        state = _train(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
         save_weights(model, run.weights_path)
-        result = {
+        return {
             "before": before,
             "after": finetune_accuracies(model, data, test_sets=final).as_dict(),
             "steps": state.step,
             "train_seconds": state.seconds,
             "resumed_from": state.resumed_from,
         }
-        run.finish(result)
-        return StageResult(run, result, reused=False)
+
+    return _stage("finetune", cfg, store, runtime, say, compute)
 
 
 def evaluate_run(run: Run, n: int = 1000, seed: int = 0) -> dict[str, Any]:
