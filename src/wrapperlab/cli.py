@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
@@ -195,8 +196,7 @@ def cmd_resume(args) -> int:
     from wrapperlab.experiments.store import Run, RunStore
 
     store = RunStore(args.runs)
-    run = next((r for r in (Run(store.root / args.run), Run(__import__("pathlib").Path(args.run)))
-                if (r.path / "config.json").exists()), None)
+    run = next((r for r in (Run(store.root / args.run), Run(Path(args.run))) if (r.path / "config.json").exists()), None)
     if run is None:
         raise ConfigError("run", args.run, f"a run id or directory with a config.json (under {store.root})")
     store = RunStore(run.path.parent)
@@ -219,7 +219,8 @@ def cmd_eval(args) -> int:
     from wrapperlab.report.tables import text_table
 
     _positive("n", args.n)
-    result = evaluate_run(RunStore(args.runs).resolve(args.run), n=args.n, seed=args.seed)
+    device = _runtime(argparse.Namespace(device=args.device, threads=None, compile=False, quiet=True)).device
+    result = evaluate_run(RunStore(args.runs).resolve(args.run), n=args.n, seed=args.seed, device=device)
     if args.json:
         print(json.dumps(result))
         return 0

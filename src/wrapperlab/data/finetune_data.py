@@ -190,5 +190,5 @@ class FinetuneData:
         n = len(samples)
         return self.data.build([self.config.task] * n, [self.config.pt_operand] * n, samples.windows, samples.correlated)
 
-    def stream(self, seed: int, batch_size: int, stream: str = "train"):
+    def stream(self, seed: int, batch_size: int, stream: str = "finetune"):
         return lambda step: self.sample(batch_size, stream_rng(seed, stream, step))

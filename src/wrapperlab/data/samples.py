@@ -20,7 +20,7 @@ from wrapperlab.data.priors import draw_letters, resolve_prior
 from wrapperlab.errors import ConfigError
 
 #: Stream ids keep the random numbers of different uses apart for one seed.
-STREAMS = {"train": 0, "eval": 1, "probe": 2, "prune": 3, "test": 4}
+STREAMS = {"train": 0, "eval": 1, "probe": 2, "prune": 3, "test": 4, "finetune": 5}
 
 
 def stream_rng(seed: int, stream: str, step: int = 0) -> np.random.Generator:

@@ -137,9 +137,9 @@ def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime
     return _stage("finetune", cfg, store, runtime, say, compute)
 
 
-def evaluate_run(run: Run, n: int = 1000, seed: int = 0) -> dict[str, Any]:
+def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Accuracy per (task, operand) and, for a fine-tuned run, the four fine-tuning numbers."""
-    model = load_model(run)
+    model = load_model(run).to(device)
     pt_cfg = pretraining_config(run)
     data = PCFGData(pt_cfg.data)
     out: dict[str, Any] = {"run": run.id, "n": n, "seed": seed, "accuracy": pretrain_accuracies(model, data, n=n, seed=seed)}

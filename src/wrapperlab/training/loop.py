@@ -82,7 +82,7 @@ class TrainState:
     resumed_from: int | None
     seconds: float
     tokens_per_second: float
-    last_loss: float
+    last_loss: float | None  # None when a resumed run had no step left to take
 
 
 Evaluate = Callable[[nn.Module, int], dict]
@@ -132,7 +132,8 @@ def train(
         dynamic_ncols=True,
         file=sys.stderr,
     )
-    loss_value, tokens_seen, t0 = float("nan"), 0, time.perf_counter()
+    loss_value: float | None = None
+    tokens_seen, t0 = 0, time.perf_counter()
     model.train()
     for step in range(start, cfg.iters):
         lr = lr_at(step, cfg)
