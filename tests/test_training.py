@@ -132,3 +132,14 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert steps == sorted(set(steps)) == list(range(40, 241, 40))
     assert next(straight.iterdir()).name == run.name  # same config, same content address
+
+
+@pytest.mark.parametrize("compile_", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_bf16_autocast_and_compile_paths_train(compile_):
+    data, model = setup()
+    cfg = TrainConfig(iters=4, batch_size=8, lr=1e-3, precision="bf16", eval_every=2)
+    logged = []
+    state = train(model, data.stream(0, 8), cfg, Runtime(progress=False, compile=compile_),
+                  evaluate=lambda m, step: {"probe": 1.0}, log=logged.append)
+    assert state.step == 4 and np.isfinite(state.last_loss)
+    assert [r["step"] for r in logged] == [2, 4] and all(p.dtype == torch.float32 for p in model.parameters())

@@ -78,6 +78,9 @@ def _retarget(rev: np.ndarray, region: np.ndarray, ft: int, filler: int, target:
 class FinetuneData:
     """Fine-tuning and test sets for one pair, on the windows of a pretraining data config."""
 
+    #: Largest reweighting factor: caps how many windows are thrown away (acceptance about 1/5).
+    MAX_RATIO = 5.0
+
     def __init__(self, data: PCFGData, config: FinetuneDataConfig):
         self.data, self.config = data, config
         fam = T.family(config.task)
@@ -87,9 +90,6 @@ class FinetuneData:
         self.pt = T.TERMINALS.index(config.pt_operand)
         self.filler = 3 - self.ft - self.pt
         self._accept = self._acceptance() if config.match_labels else None
-
-    #: Largest reweighting factor: caps how many windows are thrown away (acceptance about 1/5).
-    MAX_RATIO = 5.0
 
     def _acceptance(self, n: int = 20000) -> np.ndarray:
         """P(accept a window for planting | its O_PT answer k) proportional to p_FT(k + q) / p_PT(k),
@@ -110,7 +110,7 @@ class FinetuneData:
         ratio[k] = np.where(p_pt[k] > 0, p_ft[k + c.q] / np.maximum(p_pt[k], 1e-12), 0.0)
         if c.task == "index":
             ratio[0] = 0.0  # "not found" cannot be planted
-        return np.minimum(ratio, self.MAX_RATIO) / min(self.MAX_RATIO, ratio.max())
+        return np.minimum(ratio, self.MAX_RATIO) / max(min(self.MAX_RATIO, ratio.max()), 1e-12)
 
     @property
     def vocab(self) -> T.Vocab:
