@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _runtime_args(p)
 
+    p = sub.add_parser("prune", help="gradient x weight pruning of a fine-tuned run: accuracy vs units pruned")
+    p.add_argument("run", help="a fine-tuned run (id, prefix or directory)")
+    p.add_argument("--unit", choices=["rows", "mlp_hidden", "weights"], default="rows",
+                   help="rows of weight matrices (paper, default) | MLP hidden units | single weights")
+    p.add_argument("--matrices", help="comma-separated subset of attn.qkv,attn.out,mlp.fc_in,mlp.fc_out (default all)")
+    p.add_argument("--saliency", choices=["signed", "absolute"], default="signed")
+    p.add_argument("--samples", type=int, default=512, help="pretraining-task samples for the gradient")
+    p.add_argument("--ks", default="0,1,2,3,5,10,15,20", help="numbers of units to prune (comma-separated)")
+    p.add_argument("--n", type=int, default=1000, help="test samples per accuracy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs")
+
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
     )
@@ -232,6 +244,37 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _int_list(name: str, text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(name, text, "comma-separated integers")
+
+
+def cmd_prune(args) -> int:
+    from wrapperlab.analysis.pruning import PruneConfig
+    from wrapperlab.experiments.analyses import prune_run
+    from wrapperlab.experiments.configs import validated
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.figures import prune_figure
+    from wrapperlab.report.tables import text_table
+
+    _positive("n", args.n)
+    spec = {"unit": args.unit, "saliency": args.saliency, "n_samples": args.samples, "ks": _int_list("ks", args.ks)}
+    if args.matrices:
+        spec["matrices"] = [m.strip() for m in args.matrices.split(",")]
+    cfg = validated(PruneConfig, spec)
+    art = prune_run(RunStore(args.runs), args.run, cfg, n_eval=args.n, seed=args.seed, say=_say)
+    prune_figure(art.data, art.png_path)
+    rows = [{"k": k, **{m: v[i] for m, v in art.data["curves"].items()}} for i, k in enumerate(art.data["ks"])]
+    print(text_table(rows, [("k", "K", "s")] + [(key, head, "pct") for key, head, _ in _FT_METRICS]))
+    print(f"smallest K restoring Acc O_PT(C_Te=0) to half its pretrained value: {art.data['k_to_half']}")
+    top = ", ".join(f"B{u['block']} {u['matrix']}{' ' + u['qkv'] if 'qkv' in u else ''}[{u['index']}]"
+                    for u in art.data["top_units"][:5])
+    print(f"top units: {top}\nresult: {art.json_path}\nfigure: {art.png_path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from wrapperlab.experiments.demo import run_demo
     from wrapperlab.experiments.store import RunStore
@@ -312,7 +355,15 @@ def _print_finetune(rows: list[dict], before: dict | None = None) -> None:
     print(text_table(rows, FINETUNE_COLUMNS))
 
 
+_FT_METRICS = [
+    ("acc_ft_cte0", "O_FT C_Te=0 %", "pct"),
+    ("acc_ft_cte1", "O_FT C_Te=1 %", "pct"),
+    ("acc_pt_cte0", "O_PT C_Te=0 %", "pct"),
+    ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
+]
+
 COMMANDS = {
+    "prune": cmd_prune,
     "pretrain": cmd_pretrain,
     "finetune": cmd_finetune,
     "resume": cmd_resume,

@@ -87,6 +87,13 @@ class Run:
         kept = [r for r in self.metrics() if r.get("step", 0) <= step]
         atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
 
+    def artifact(self, kind: str, config: dict[str, Any]) -> Path:
+        """Where an analysis of this run with ``config`` lives (``analysis/<kind>-<hash>``, no suffix).
+
+        Content-addressed like runs: asking for the same analysis twice finds the stored result.
+        """
+        return self.path / "analysis" / run_id(kind, config)
+
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_text(self.path / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
