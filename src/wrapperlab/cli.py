@@ -101,6 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs")
 
+    p = sub.add_parser("probe", help="linear probes for the counts of O_PT and O_FT after every block")
+    p.add_argument("run", help="run id, prefix or directory")
+    p.add_argument("--iters", type=int, default=4000, help="probe training steps (paper: 4000)")
+    p.add_argument("--prompt", choices=["pt", "ft"], default="pt", help="which operand the inputs ask about")
+    p.add_argument("--n-train", type=int, default=4000)
+    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs")
+
+    p = sub.add_parser("attention", help="attention and MLP maps of a run beside another (default: its pretrained root)")
+    p.add_argument("run", help="run id, prefix or directory")
+    p.add_argument("--against", help="the run to compare with (default: the pretraining run it descends from)")
+    p.add_argument("--n", type=int, default=300, help="inputs averaged for the attention masses")
+    p.add_argument("--example", type=int, default=0, help="which input to draw")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs")
+
+    p = sub.add_parser("diff", help="per-matrix weight change from RUN_A to RUN_B (relative size, effective rank)")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--runs", default="runs")
+
+    p = sub.add_parser("reft", help="reverse fine-tuning: train a fine-tuned run back on the pretraining question")
+    p.add_argument("run", help="a fine-tuned run (id, prefix or directory)")
+    p.add_argument("--baselines", action="store_true",
+                   help="also Scr.+FT (pretrained on O_FT only; pretrains it if missing) and Scr. (random init)")
+    _run_args(p)
+
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
     )
@@ -204,7 +232,7 @@ def cmd_finetune(args) -> int:
 
 def cmd_resume(args) -> int:
     from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, validated
-    from wrapperlab.experiments.pipeline import finetune, pretrain
+    from wrapperlab.experiments.pipeline import FINETUNE_KINDS, finetune, pretrain
     from wrapperlab.experiments.store import Run, RunStore
 
     store = RunStore(args.runs)
@@ -215,13 +243,13 @@ def cmd_resume(args) -> int:
     if run.kind == "pretrain":
         stage = pretrain(validated(PretrainRunConfig, run.config()), store, _runtime(args), say=_say)
         _print_pretrain(stage.run.id, stage.result)
-    elif run.kind == "finetune":
+    elif run.kind in FINETUNE_KINDS:
         cfg = validated(FinetuneRunConfig, run.config())
-        stage = finetune(cfg, store, _runtime(args), say=_say)
+        stage = finetune(cfg, store, _runtime(args), say=_say, kind=run.kind)
         _print_finetune([{"model": stage.run.id, "lr": cfg.train.lr, "c_tr": cfg.data.c_tr, **stage.result["after"]}],
                         stage.result["before"])
     else:
-        raise ConfigError("run", args.run, "a pretrain or finetune run")
+        raise ConfigError("run", args.run, f"a pretrain run or one of {FINETUNE_KINDS}")
     return 0
 
 
@@ -272,6 +300,98 @@ def cmd_prune(args) -> int:
     top = ", ".join(f"B{u['block']} {u['matrix']}{' ' + u['qkv'] if 'qkv' in u else ''}[{u['index']}]"
                     for u in art.data["top_units"][:5])
     print(f"top units: {top}\nresult: {art.json_path}\nfigure: {art.png_path}")
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from wrapperlab.analysis.probing import ProbeConfig
+    from wrapperlab.experiments.analyses import probe_run
+    from wrapperlab.experiments.configs import validated
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.figures import probe_figure
+    from wrapperlab.report.tables import text_table
+
+    cfg = validated(ProbeConfig, {"iters": args.iters, "n_train": args.n_train, "n_test": args.n_test})
+    art = probe_run(RunStore(args.runs), args.run, cfg, prompt=args.prompt, seed=args.seed, say=_say)
+    probe_figure(art.data, art.png_path, title=f"probes of {art.data['run']}")
+    rows = []
+    for target, acc in art.data["accuracy"].items():
+        for name, values in acc.items():
+            rows.append({"target": target, "model": name, **dict(zip(art.data["layers"], values)),
+                         "majority": art.data["majority"][target]})
+    cols = [("target", "target", "s"), ("model", "model", "s")] + [(l, l, "pct") for l in art.data["layers"]]
+    print(text_table(rows, cols + [("majority", "majority", "pct")]))
+    print(f"result: {art.json_path}\nfigure: {art.png_path}")
+    return 0
+
+
+def cmd_attention(args) -> int:
+    from wrapperlab.experiments.analyses import attention_run
+    from wrapperlab.experiments.reft import root_pretrain_run
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.figures import attention_figure, attention_mass_figure, mlp_figure
+    from wrapperlab.report.tables import text_table
+
+    _positive("n", args.n)
+    store = RunStore(args.runs)
+    run = store.resolve(args.run)
+    other = store.resolve(args.against, field="against") if args.against else root_pretrain_run(store, run)
+    if other.id == run.id:
+        raise ConfigError("against", args.against or other.id, "a different run to compare with")
+    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=_say) for r in (other, run)}
+    maps = {rid: a.data for rid, a in arts.items()}
+    if len({len(m["patterns"]) for m in maps.values()}) > 1:
+        raise ConfigError("against", other.id, "a run of the same architecture")
+    out = arts[run.id].path
+    figs = [attention_figure(maps, out.with_name(out.name + "-patterns.png")),
+            attention_mass_figure(maps, out.with_name(out.name + "-mass.png")),
+            mlp_figure(maps, out.with_name(out.name + "-mlp.png"))]
+    rows = []
+    for rid, m in maps.items():
+        for l, (pt_row, ft_row) in enumerate(zip(m["mass_pt"], m["mass_ft"])):
+            rows += [{"run": rid, "cell": f"B{l} h{h}", "pt": a, "ft": b} for h, (a, b) in enumerate(zip(pt_row, ft_row))]
+    ops = next(iter(maps.values()))["operands"]
+    print(text_table(rows, [("run", "run", "s"), ("cell", "block/head", "s"), ("pt", f"mass on {ops['pt']} %", "pct"),
+                            ("ft", f"mass on {ops['ft']} %", "pct")]))
+    print("figures: " + ", ".join(str(f) for f in figs))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from wrapperlab.experiments.analyses import diff_runs
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.figures import diff_figure
+    from wrapperlab.report.tables import text_table
+
+    art = diff_runs(RunStore(args.runs), args.run_a, args.run_b, say=_say)
+    diff_figure(art.data, art.png_path)
+    print(text_table(art.data["matrices"], [("name", "matrix", "s"), ("rel_change", "|dW|/|W|", "g"),
+                                            ("effective_rank", "eff. rank", "g"), ("top1_energy", "top-1 %", "pct"),
+                                            ("top5_energy", "top-5 %", "pct")]))
+    print(f"result: {art.json_path}\nfigure: {art.png_path}")
+    return 0
+
+
+def cmd_reft(args) -> int:
+    from wrapperlab.experiments.reft import run_reft
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.figures import reft_figure
+    from wrapperlab.report.tables import text_table
+
+    store = RunStore(args.runs)
+    if args.lr is not None:
+        from wrapperlab.experiments.configs import parse_lr
+
+        args.lr = parse_lr(args.lr)
+    result = run_reft(store, args.run, args.profile, _overrides(args, _COMMON), args.baselines, _runtime(args), _say)
+    summary = result.summary()
+    png = store.resolve(result.curves["reft"].run.id).path / "reft.png"
+    reft_figure(summary, png, title=f"reFT of {args.run}")
+    rows = [{**v, "name": k} for k, v in summary.items()]
+    print(text_table(rows, [("name", "curve", "s"), ("run", "run", "s"), ("start", "Acc O_PT start %", "pct"),
+                            ("end", "end %", "pct"), ("steps_to_0.5", "steps to 50 %", "s"),
+                            ("steps_to_0.9", "steps to 90 %", "s")]))
+    print(f"figure: {png}")
     return 0
 
 
@@ -364,6 +484,10 @@ _FT_METRICS = [
 
 COMMANDS = {
     "prune": cmd_prune,
+    "reft": cmd_reft,
+    "diff": cmd_diff,
+    "attention": cmd_attention,
+    "probe": cmd_probe,
     "pretrain": cmd_pretrain,
     "finetune": cmd_finetune,
     "resume": cmd_resume,

@@ -44,6 +44,9 @@ class FinetuneDataConfig(BaseModel):
     c_tr: float = Field(1.0, ge=0.0, le=1.0)
     q: int = Field(1, ge=1, description="offset: r(x, O_FT) - r(x, O_PT) on correlated samples")
     match_labels: bool = Field(True, description="reweight planted windows so O_FT labels look natural")
+    ask: Literal["ft", "pt"] = Field("ft", description="which operand the questions name (reFT: pt)")
+    answer: Literal["asked", "ft"] = Field("asked", description="label: the asked operand's answer, or O_FT's (randFT)")
+    mix_pt: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of samples drawn from the pretraining mix")
 
     @model_validator(mode="after")
     def _operands(self):
@@ -179,11 +182,23 @@ class FinetuneData:
         c = self.config.c_tr if c is None else c
         if not 0.0 <= c <= 1.0:
             raise ConfigError("c_tr", c, "a fraction in [0, 1]")
-        k = int(np.floor(n * c)) + int(rng.random() < n * c - np.floor(n * c))
         correlated = np.zeros(n, dtype=bool)
-        correlated[rng.permutation(n)[:k]] = True
+        correlated[rng.permutation(n)[: _stratified(n, c, rng)]] = True
         windows = self._windows(correlated, rng)
         return self.data.build([self.config.task] * n, [self.config.operand] * n, windows, correlated)
+
+    def training_batch(self, n: int, rng: np.random.Generator) -> Samples:
+        """A training batch as the config describes it: which operand is asked, how it is labelled,
+        and what share comes from the pretraining mix (``mix_pt``)."""
+        c = self.config
+        n_pt = _stratified(n, c.mix_pt, rng) if c.mix_pt else 0
+        batch = self.sample(n - n_pt, rng)
+        if c.ask == "pt" or c.answer == "ft":
+            ask = c.operand if c.ask == "ft" else c.pt_operand
+            label = ask if c.answer == "asked" else c.operand
+            m = len(batch)
+            batch = self.data.build([c.task] * m, [ask] * m, batch.windows, batch.correlated, [label] * m)
+        return Samples.concat([batch, self.data.sample(n_pt, rng)]) if n_pt else batch
 
     def pretraining_view(self, samples: Samples) -> Samples:
         """The same windows asking for ``O_PT``: the pretraining task, for Acc O_PT."""
@@ -191,4 +206,10 @@ class FinetuneData:
         return self.data.build([self.config.task] * n, [self.config.pt_operand] * n, samples.windows, samples.correlated)
 
     def stream(self, seed: int, batch_size: int, stream: str = "finetune"):
-        return lambda step: self.sample(batch_size, stream_rng(seed, stream, step))
+        return lambda step: self.training_batch(batch_size, stream_rng(seed, stream, step))
+
+
+def _stratified(n: int, fraction: float, rng: np.random.Generator) -> int:
+    """How many of ``n`` rows get a property of rate ``fraction``: within one of ``n * fraction``, unbiased."""
+    whole = int(np.floor(n * fraction))
+    return whole + int(rng.random() < n * fraction - whole)

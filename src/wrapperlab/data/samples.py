@@ -85,6 +85,15 @@ class Samples:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @staticmethod
+    def concat(parts: Sequence["Samples"]) -> "Samples":
+        """Rows of several batches as one (correlated flags default to False where missing)."""
+        flags = [p.correlated if p.correlated is not None else np.zeros(len(p), dtype=bool) for p in parts]
+        return Samples(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in ("tokens", "answer_pos", "task", "operand", "windows", "answer")),
+            correlated=np.concatenate(flags),
+        )
+
     def records(self, vocab: T.Vocab) -> list[dict]:
         """JSON-ready rows: task, operand, arg, text, answer, tokens."""
         rows = []
@@ -125,14 +134,22 @@ class PCFGData:
     def windows(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return self.sampler.windows(n, self.config.window, rng, self.config.short)
 
-    def build(self, task_names: Sequence[str], operands: Sequence[str], windows: np.ndarray, correlated=None) -> Samples:
-        """Label and encode given windows for given (task, operand) rows."""
+    def build(
+        self, task_names: Sequence[str], operands: Sequence[str], windows: np.ndarray, correlated=None,
+        label_operands: Sequence[str] | None = None,
+    ) -> Samples:
+        """Label and encode given windows for given (task, operand) rows.
+
+        ``label_operands`` answers each row as if it had asked about another operand (randFT: the
+        question names O_PT, the label is the answer for O_FT).
+        """
         task_arr = np.asarray(task_names, dtype=object)
         op_arr = np.asarray(operands, dtype=object)
+        label_arr = op_arr if label_operands is None else np.asarray(label_operands, dtype=object)
         answers = np.empty(len(windows), dtype=np.int64)
         answer_ids = np.empty(len(windows), dtype=np.int64)
-        for key in set(zip(task_names, operands)):
-            rows = np.flatnonzero((task_arr == key[0]) & (op_arr == key[1]))
+        for key in set(zip(task_names, label_arr)):
+            rows = np.flatnonzero((task_arr == key[0]) & (label_arr == key[1]))
             answers[rows] = T.labels(key[0], key[1], windows[rows])
             answer_ids[rows] = T.answer_tokens(key[0], answers[rows], self.vocab)
         tokens = T.encode(list(task_names), list(operands), windows, answer_ids, self.vocab)

@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from wrapperlab.analysis.evaluate import finetune_accuracies, finetune_test_sets
+from wrapperlab.analysis.maps import attention_maps
+from wrapperlab.analysis.probing import ProbeConfig, probe
 from wrapperlab.analysis.pruning import PruneConfig, prune_sweep
-from wrapperlab.data.finetune_data import FinetuneData
+from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
+from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, stream_rng
+from wrapperlab.data.tasks import labels
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import FinetuneRunConfig, validated
 from wrapperlab.experiments.pipeline import Say, load_model, pretraining_config
 from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.models.gpt import GPT
 from wrapperlab.training.checkpoint import atomic_write_text
 
 
@@ -78,3 +85,71 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
         return result.as_dict()
 
     return _cached(run, "prune", key, compute)
+
+
+def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print) -> Artifact:
+    """Probe a run for the counts of O_PT and O_FT at every block, beside a random-init control.
+
+    Inputs are uncorrelated (C_Te = 0) windows asking the ``prompt`` operand's question. A pretrained
+    run is probed with the default fine-tuning pair (O_PT = a, O_FT = b).
+    """
+    if prompt not in ("pt", "ft"):
+        raise ConfigError("prompt", prompt, "pt or ft")
+    run = store.resolve(ref)
+    if run.kind == "pretrain":
+        ft = FinetuneDataConfig()
+    else:
+        ft = validated(FinetuneRunConfig, run.config()).data
+    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    key = {"probe": cfg.model_dump(mode="json"), "pair": [ft.task, ft.pt_operand, ft.operand], "prompt": prompt, "seed": seed}
+
+    def compute() -> dict[str, Any]:
+        model = load_model(run)
+        torch.manual_seed(seed + 1)
+        control = GPT(model.cfg).eval()
+        ask = ft.pt_operand if prompt == "pt" else ft.operand
+        sets = []
+        for part, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+            windows = data.sample(n, stream_rng(seed, "probe", 0 if part == "train" else 1), c=0.0).windows
+            sets.append(data.data.build([ft.task] * n, [ask] * n, windows))
+        targets = {
+            f"{ft.task}_{op}": (labels(ft.task, op, sets[0].windows), labels(ft.task, op, sets[1].windows))
+            for op in (ft.pt_operand, ft.operand)
+        }
+        say(f"probing {run.id}: {len(targets)} targets x {len(model.blocks) + 1} layers, model and random init")
+        return probe(model, control, sets[0], sets[1], targets, cfg, seed).as_dict()
+
+    return _cached(run, "probe", key, compute)
+
+
+def attention_run(store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print) -> Artifact:
+    """Attention patterns, MLP activations and attention masses on O_PT vs O_FT for one run.
+
+    Inputs ask the pretraining question (O_PT) on uncorrelated windows, so a fine-tuned model and its
+    pretrained parent are compared on the same inputs.
+    """
+    run = store.resolve(ref)
+    ft = FinetuneDataConfig() if run.kind == "pretrain" else validated(FinetuneRunConfig, run.config()).data
+    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    key = {"pair": [ft.task, ft.pt_operand, ft.operand], "n_mass": n_mass, "example": example, "seed": seed}
+
+    def compute() -> dict[str, Any]:
+        say(f"attention maps of {run.id}")
+        model = load_model(run)
+        windows = data.sample(n_mass, stream_rng(seed, "eval", 7), c=0.0).windows
+        many = data.data.build([ft.task] * n_mass, [ft.pt_operand] * n_mass, windows)
+        one = data.data.build([ft.task], [ft.pt_operand], windows[example : example + 1])
+        return attention_maps(model, one, many, ft.task, ft.pt_operand, ft.operand, data.vocab).as_dict()
+
+    return _cached(run, "attention", key, compute)
+
+
+def diff_runs(store: RunStore, ref_a: str, ref_b: str, say: Say = print) -> Artifact:
+    """Weight differences from run A to run B (stored with run B)."""
+    run_a, run_b = store.resolve(ref_a, field="run_a"), store.resolve(ref_b, field="run_b")
+
+    def compute() -> dict[str, Any]:
+        say(f"weight diff {run_a.id} -> {run_b.id}")
+        return {"from": run_a.id, "matrices": as_dicts(weight_diff(load_model(run_a), load_model(run_b)))}
+
+    return _cached(run_b, "diff", {"from": run_a.id}, compute)

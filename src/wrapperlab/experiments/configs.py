@@ -7,7 +7,7 @@ result (the full model shape, not a preset name) and nothing that does not (devi
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,12 +22,12 @@ from wrapperlab.training.config import TrainConfig
 LR_NAMES = {"L": 1e-4, "M": 1e-5, "S": 1e-6}
 
 
-def load_profiles() -> dict[str, dict[str, Any]]:
+def load_profiles() -> dict[str, Any]:
     return yaml.safe_load(resources.files("wrapperlab.experiments").joinpath("profiles.yaml").read_text())
 
 
 def profile(name: str) -> dict[str, Any]:
-    profiles = load_profiles()
+    profiles = {k: v for k, v in load_profiles().items() if isinstance(v, dict)}
     if name not in profiles:
         raise ConfigError("profile", name, f"one of {sorted(profiles)}")
     return profiles[name]
@@ -96,6 +96,9 @@ class PretrainRunConfig(_RunConfig):
 class FinetuneRunConfig(_RunConfig):
     parent: str  # the canonical id of the run fine-tuned from
     data: FinetuneDataConfig
+    init: Literal["parent", "random"] = Field(
+        "parent", description="random: the parent's architecture with fresh weights (the Scr. baseline)"
+    )
 
 
 def pretrain_config(profile_name: str = "quick", overrides: dict[str, Any] | None = None) -> PretrainRunConfig:
@@ -126,4 +129,30 @@ def finetune_config(
     )
     if "lr" in raw["train"]:
         raw["train"]["lr"] = parse_lr(raw["train"]["lr"])
+    return validated(FinetuneRunConfig, raw)
+
+
+#: What the reFT data ask: the pretraining operand, on uncorrelated (C_Te = 0) windows, honestly labelled.
+REFT_DATA = {"ask": "pt", "answer": "asked", "c_tr": 0.0, "mix_pt": 0.0}
+
+
+def reft_config(
+    finetuned: FinetuneRunConfig, parent: str, profile_name: str = "quick", overrides: dict[str, Any] | None = None,
+    init: str = "parent",
+) -> FinetuneRunConfig:
+    """reFT of a fine-tuned run (or, with another ``parent``/``init``, its baselines): train back on
+    the pretraining question with the fine-tuning run's pair and seed, at ``reft_lr_factor`` x its lr."""
+    prof = profile(profile_name)
+    raw = apply_overrides(
+        {
+            "parent": parent,
+            "init": init,
+            "data": {**finetuned.data.model_dump(mode="json"), **REFT_DATA},
+            "train": {**prof["reft"], "lr": finetuned.train.lr * load_profiles()["reft_lr_factor"]},
+            "eval": prof["eval"],
+            "seed": finetuned.seed,
+        },
+        overrides or {},
+    )
+    raw["train"]["lr"] = parse_lr(raw["train"]["lr"])
     return validated(FinetuneRunConfig, raw)

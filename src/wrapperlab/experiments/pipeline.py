@@ -106,17 +106,36 @@ def pretraining_config(run: Run) -> PretrainRunConfig:
     return validated(PretrainRunConfig, run.config())
 
 
-def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
-    """Fine-tune the parent run on one (task, operand) pair with correlation rate ``C_Tr``."""
+FINETUNE_KINDS = ("finetune", "reft", "randft", "scrft", "scratch")
+
+
+def first_steps(metrics: list[dict], thresholds=(0.5, 0.9)) -> dict[str, dict[str, int | None]]:
+    """For each accuracy in the log, the first evaluated step at which it reached each threshold."""
+    keys = sorted({k for r in metrics for k in r if k.startswith("acc_")})
+    return {
+        k: {str(t): next((r["step"] for r in metrics if r.get(k, -1) >= t), None) for t in thresholds} for k in keys
+    }
+
+
+def finetune(
+    cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print, kind: str = "finetune"
+) -> StageResult:
+    """Train a run's model further on one (task, operand) pair: fine-tuning, and with other data
+    settings reFT (ask O_PT), randFT (ask O_PT, answer O_FT) or, with ``init="random"``, from scratch."""
+    if kind not in FINETUNE_KINDS:
+        raise ConfigError("kind", kind, f"one of {FINETUNE_KINDS}")
     parent = store.resolve(cfg.parent, field="parent")
     if parent.id != cfg.parent:  # hash over the canonical id, whatever form the user typed
         cfg = cfg.model_copy(update={"parent": parent.id})
     pt_cfg = pretraining_config(parent)
     model = load_model(parent, field="parent")
+    if cfg.init == "random":
+        torch.manual_seed(cfg.seed)
+        model = GPT(model.cfg)
     data = FinetuneData(PCFGData(pt_cfg.data), cfg.data)
 
     def compute(run: Run) -> dict:
-        say(f"fine-tuning {parent.id} into {run.path}")
+        say(f"{kind}: {parent.id} ({'random init' if cfg.init == 'random' else 'weights'}) into {run.path}")
         during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
         final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
         before = finetune_accuracies(model, data, test_sets=final).as_dict()
@@ -129,12 +148,13 @@ def finetune(cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime
         return {
             "before": before,
             "after": finetune_accuracies(model, data, test_sets=final).as_dict(),
+            "first_step_at": first_steps(run.metrics()),
             "steps": state.step,
             "train_seconds": state.seconds,
             "resumed_from": state.resumed_from,
         }
 
-    return _stage("finetune", cfg, store, runtime, say, compute)
+    return _stage(kind, cfg, store, runtime, say, compute)
 
 
 def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
@@ -143,7 +163,7 @@ def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") ->
     pt_cfg = pretraining_config(run)
     data = PCFGData(pt_cfg.data)
     out: dict[str, Any] = {"run": run.id, "n": n, "seed": seed, "accuracy": pretrain_accuracies(model, data, n=n, seed=seed)}
-    if run.kind == "finetune":
+    if run.kind in FINETUNE_KINDS:
         ft_cfg = validated(FinetuneRunConfig, run.config())
         out["finetune"] = finetune_accuracies(model, FinetuneData(data, ft_cfg.data), n=n, seed=seed).as_dict()
     return out

@@ -13,7 +13,7 @@ def _cell(value: Any, fmt: str) -> str:
     if fmt == "pct":
         return f"{100 * value:.1f}"
     if fmt == "g":
-        return f"{value:g}"
+        return f"{value:.4g}"
     return str(value)
 
 

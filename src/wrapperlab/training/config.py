@@ -31,6 +31,7 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["fp32", "bf16"] = "fp32"
     eval_every: int = Field(250, gt=0)
+    eval_at: tuple[int, ...] = Field((), description="extra evaluation steps, e.g. log-spaced for reFT curves")
     checkpoint_every: int = Field(250, gt=0)
 
 

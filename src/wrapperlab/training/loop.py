@@ -134,6 +134,10 @@ def train(
     )
     loss_value: float | None = None
     tokens_seen, t0 = 0, time.perf_counter()
+    if start == 0 and 0 in cfg.eval_at and evaluate is not None:  # the starting point of a curve
+        model.eval()
+        with torch.no_grad(), autocast:
+            log({"step": 0, "lr": 0.0, **evaluate(model, 0)})
     model.train()
     for step in range(start, cfg.iters):
         lr = lr_at(step, cfg)
@@ -150,7 +154,7 @@ def train(
         tokens_seen += tokens.numel()
         done = step + 1
         bar.update(1)
-        if done % cfg.eval_every == 0 or done == cfg.iters:
+        if done % cfg.eval_every == 0 or done == cfg.iters or done in cfg.eval_at:
             loss_value = loss.item()
             elapsed = time.perf_counter() - t0
             record = {"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}

@@ -1,0 +1,85 @@
+"""Reverse fine-tuning (reFT) and the baselines that make its speed meaningful (Jain et al. §5.4).
+
+* **reFT**: the fine-tuned model is trained back on the pretraining question (count O_PT on C_Te = 0
+  windows) at a smaller learning rate. If fine-tuning only wrapped the capability, it returns within
+  a few steps.
+* **Scr.+FT**: a model pretrained exactly like the original one except that its operand prior puts all
+  mass on O_FT (it never counted O_PT), trained with the same reFT settings. How fast a model that
+  never had the capability learns it.
+* **Scr.**: the same architecture from random weights, same settings.
+
+Steps-to-threshold (first evaluated step with Acc O_PT(C_Te=0) >= 90 %) compare them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wrapperlab.data.tasks import TERMINALS
+from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, reft_config, validated
+from wrapperlab.experiments.pipeline import Say, StageResult, finetune, pretrain, pretraining_config
+from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.training.config import Runtime
+
+TARGET = "acc_pt_cte0"
+
+
+def only_operand_prior(letter: str) -> tuple[float, float, float]:
+    return tuple(1.0 if t == letter else 0.0 for t in TERMINALS)  # type: ignore[return-value]
+
+
+def root_pretrain_run(store: RunStore, run: Run) -> Run:
+    while run.kind != "pretrain":
+        run = store.resolve(run.config()["parent"], field="parent")
+    return run
+
+
+@dataclass
+class ReftResult:
+    curves: dict[str, StageResult]  # "reft", "scr+ft", "scr"
+
+    def steps_to(self, threshold: float = 0.9) -> dict[str, int | None]:
+        return {name: stage.result["first_step_at"].get(TARGET, {}).get(str(threshold)) for name, stage in self.curves.items()}
+
+    def summary(self) -> dict:
+        return {
+            name: {
+                "run": stage.run.id,
+                "start": stage.result["before"][TARGET],
+                "end": stage.result["after"][TARGET],
+                "steps_to_0.5": stage.result["first_step_at"].get(TARGET, {}).get("0.5"),
+                "steps_to_0.9": stage.result["first_step_at"].get(TARGET, {}).get("0.9"),
+                "curve": [(r["step"], r[TARGET]) for r in stage.run.metrics() if TARGET in r],
+            }
+            for name, stage in self.curves.items()
+        }
+
+
+def run_reft(
+    store: RunStore,
+    ref: str,
+    profile_name: str = "quick",
+    overrides: dict | None = None,
+    baselines: bool = False,
+    runtime: Runtime = Runtime(),
+    say: Say = print,
+) -> ReftResult:
+    ft_run = store.resolve(ref)
+    ft_cfg = validated(FinetuneRunConfig, ft_run.config())
+    cfg = reft_config(ft_cfg, ft_run.id, profile_name, overrides)
+    curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
+    if baselines:
+        root = pretraining_config(ft_run)
+        never_pt = root.model_copy(
+            update={"data": root.data.model_copy(update={"prior": only_operand_prior(ft_cfg.data.operand)})}
+        )
+        never_pt = validated(PretrainRunConfig, never_pt.model_dump(mode="json"))
+        base = pretrain(never_pt, store, runtime, say)
+        curves["scr+ft"] = finetune(
+            cfg.model_copy(update={"parent": base.run.id}), store, runtime, say, kind="scrft"
+        )
+        curves["scr"] = finetune(
+            cfg.model_copy(update={"parent": root_pretrain_run(store, ft_run).id, "init": "random"}),
+            store, runtime, say, kind="scratch",
+        )
+    return ReftResult(curves)

@@ -1,0 +1,44 @@
+"""Probes: perfect where the target is linearly there, chance where it is not."""
+
+import numpy as np
+import torch
+
+from wrapperlab.analysis.probing import ProbeConfig, layer_names, residuals_at, train_probes
+from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+from wrapperlab.models.gpt import GPT, GPTConfig
+
+CFG = ProbeConfig(iters=400, lr=1e-2, n_train=600, n_test=300)
+
+
+def synthetic(n, d=32, classes=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    basis = rng.normal(size=(classes, d))
+    x = basis[y] + 0.1 * rng.normal(size=(n, d))
+    return torch.tensor(x, dtype=torch.float32), y
+
+
+def test_linear_code_is_read_perfectly_and_shuffled_labels_are_not():
+    x, y = synthetic(900)
+    noise = torch.randn_like(x)
+    layers = torch.stack([x, noise])  # layer 0 encodes y, layer 1 is pure noise
+    acc = train_probes(layers[:, :600], y[:600], layers[:, 600:], y[600:], CFG)
+    assert acc[0] > 0.98
+    chance = np.bincount(y[600:]).max() / 300
+    assert acc[1] < chance + 0.08
+    shuffled = np.random.default_rng(1).permutation(y)
+    acc = train_probes(layers[:, :600], shuffled[:600], layers[:, 600:], shuffled[600:], CFG)
+    assert acc[0] < chance + 0.08
+
+
+def test_residuals_are_read_at_the_answer_predicting_position():
+    data = PCFGData(PCFGDataConfig(window=64, tasks=("count",)))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len)).eval()
+    samples = data.sample(5, np.random.default_rng(0))
+    acts = residuals_at(model, samples, batch_size=2)
+    assert acts.shape == (3, 5, 64) and layer_names(2) == ["B0", "B1", "B2"]
+    _, cache = model.run_with_cache(torch.from_numpy(samples.tokens))
+    pos = int(samples.answer_pos[0]) - 1
+    assert torch.allclose(acts[2, 0], cache["blocks.1.hook_resid_post"][0, pos], atol=1e-5)
+    assert torch.allclose(acts[0, 3], cache["blocks.0.hook_resid_pre"][3, pos], atol=1e-5)
