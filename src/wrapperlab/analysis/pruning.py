@@ -115,6 +115,25 @@ def _scores(model: nn.Module, cfg: PruneConfig) -> list[tuple[int, str, torch.Te
     return out
 
 
+def count_units(model: nn.Module, cfg: PruneConfig) -> int:
+    """How many units of ``cfg.unit`` the model has (no gradients needed)."""
+    total = 0
+    for b in range(len(model.blocks)):
+        if cfg.unit == "mlp_hidden":
+            total += _linear(model, b, "mlp.fc_out").weight.shape[1]
+        else:
+            for m in cfg.matrices:
+                w = _linear(model, b, m).weight
+                total += w.numel() if cfg.unit == "weights" else w.shape[0]
+    return total
+
+
+def check_ks(model: nn.Module, cfg: PruneConfig) -> None:
+    n_units = count_units(model, cfg)
+    if max(cfg.ks) > n_units:
+        raise ConfigError("ks", max(cfg.ks), f"at most the {n_units} units of kind {cfg.unit!r} in this model")
+
+
 def saliency(model: nn.Module, samples: Samples, cfg: PruneConfig, top: int, batch_size: int = 256) -> tuple[list[Unit], int]:
     """The ``top`` most salient units on the answer-only CE of ``samples``, and how many units exist.
 
@@ -202,9 +221,8 @@ def prune_sweep(
 
     The top-K sets are nested, so one copy is pruned cumulatively along the sweep.
     """
+    check_ks(model, cfg)
     units, n_units = saliency(model, saliency_samples, cfg, top=max(20, max(cfg.ks)))
-    if max(cfg.ks) > n_units:
-        raise ConfigError("ks", max(cfg.ks), f"at most the {n_units} units of kind {cfg.unit!r} in this model")
     work = copy.deepcopy(model)
     curves: dict[str, list[float]] = {}
     done = 0

@@ -16,7 +16,7 @@ import torch
 from wrapperlab.analysis.evaluate import finetune_accuracies, finetune_test_sets
 from wrapperlab.analysis.maps import attention_maps
 from wrapperlab.analysis.probing import ProbeConfig, probe
-from wrapperlab.analysis.pruning import PruneConfig, prune_sweep
+from wrapperlab.analysis.pruning import PruneConfig, check_ks, prune_sweep
 from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
 from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, stream_rng
@@ -73,6 +73,7 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
 
     def compute() -> dict[str, Any]:
         model = load_model(run)
+        check_ks(model, cfg)
         samples = data.data.sample(
             cfg.n_samples, stream_rng(seed, "prune"), task=ft_cfg.data.task, operand=ft_cfg.data.pt_operand
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from wrapperlab.data.tasks import TERMINALS
+from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, reft_config, validated
 from wrapperlab.experiments.pipeline import Say, StageResult, finetune, pretrain, pretraining_config
 from wrapperlab.experiments.store import Run, RunStore
@@ -65,6 +66,8 @@ def run_reft(
     say: Say = print,
 ) -> ReftResult:
     ft_run = store.resolve(ref)
+    if ft_run.kind == "pretrain":
+        raise ConfigError("run", ref, "a fine-tuned run (reFT trains a fine-tuned model back; this one has no parent)")
     ft_cfg = validated(FinetuneRunConfig, ft_run.config())
     cfg = reft_config(ft_cfg, ft_run.id, profile_name, overrides)
     curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
