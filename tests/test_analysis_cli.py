@@ -89,3 +89,22 @@ def test_diff_refuses_different_architectures(store, tmp_path):
                  and json.loads((p / "config.json").read_text())["model"]["d_model"] == 32)
     r = run_cli("diff", pt, other, "--runs", runs)
     assert r.returncode == 2 and "same architecture" in r.stderr
+
+
+def test_demo_study_summarises_cells(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["demo", *TEST, "--runs", runs, "--lrs", "L", "--c-tr", "0,1", "--seeds", "2", "--no-baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "steps to 90 %" in out and "K to half" in out
+    (path,) = (runs / "studies").glob("study-*.json")
+    summary = json.loads(path.read_text())
+    assert len(summary["cells"]) == 4 and {c["seed"] for c in summary["cells"]} == {0, 1}
+    rows = {(r["lr"], r["c_tr"]): r for r in summary["aggregate"]}
+    assert rows[(1e-4, 1.0)]["acc_pt_cte0"]["n"] == 2 and "k_to_half" in rows[(1e-4, 1.0)]
+    assert "k_to_half" not in rows[(1e-4, 0.0)]  # only C_Tr = 1 cells are analysed by default
+    assert len(rows[(1e-4, 1.0)]["probe_finetuned"]) == 3
+
+
+def test_demo_rejects_bad_grid(tmp_path):
+    r = run_cli("demo", *TEST, "--runs", tmp_path / "runs", "--c-tr", "0,2")
+    assert r.returncode == 2 and "c_tr" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -84,9 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs")
     p.add_argument("--device", default="cpu")
 
-    p = sub.add_parser("demo", help="quick reproduction: pretrain, fine-tune a (lr x C_Tr) grid, print the table")
+    p = sub.add_parser("demo", help="the counter study: pretrain, fine-tune an lr x C_Tr grid, prune/probe/reFT, summarise")
     p.add_argument("--profile", default="quick")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0 .. N-1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--lrs", help="comma-separated fine-tuning lrs (numbers or L, M, S; default: the profile's)")
+    p.add_argument("--c-tr", help="comma-separated C_Tr values (default: the profile's)")
+    p.add_argument("--analyse-c-tr", default="1", help="C_Tr values whose models get pruning/probing/reFT")
+    p.add_argument("--no-analyses", action="store_true", help="only pretrain and fine-tune")
+    p.add_argument("--no-baselines", action="store_true", help="reFT without the Scr.+FT and Scr. baselines")
     _runtime_args(p)
 
     p = sub.add_parser("prune", help="gradient x weight pruning of a fine-tuned run: accuracy vs units pruned")
@@ -395,15 +401,35 @@ def cmd_reft(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from wrapperlab.experiments.demo import run_demo
-    from wrapperlab.experiments.store import RunStore
+def _float_list(name: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(name, text, "comma-separated numbers")
 
-    result = run_demo(args.profile, RunStore(args.runs), _runtime(args), seed=args.seed, say=_say)
+
+def cmd_demo(args) -> int:
+    from wrapperlab.experiments.demo import StudyConfig, run_study
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.tables import study_tables
+
+    _positive("seeds", args.seeds)
+    lrs = [v.strip() for v in args.lrs.split(",")] if args.lrs else None
+    cfg = StudyConfig(
+        profile=args.profile, seeds=list(range(args.seed, args.seed + args.seeds)), lrs=lrs,
+        c_tr=_float_list("c_tr", args.c_tr), analyse_c_tr=_float_list("analyse_c_tr", args.analyse_c_tr) or [],
+        analyses=not args.no_analyses, baselines=not args.no_baselines,
+    )
+    for c in (cfg.c_tr or []) + cfg.analyse_c_tr:
+        if not 0 <= c <= 1:
+            raise ConfigError("c_tr", c, "a fraction in [0, 1]")
+    summary = run_study(cfg, RunStore(args.runs), _runtime(args), say=_say)
     print()
-    print(f"Fine-tuning to count b (profile {args.profile}, seed {args.seed}); exact-match accuracy in %:")
-    _print_finetune(result.rows())
-    print(f"\nruns are in {args.runs}/ (config.json, metrics.jsonl, result.json per run)")
+    print(f"Counter study (profile {args.profile}, seeds {cfg.seeds}): fine-tune to count b; mean ± 95 % CI in %")
+    print(study_tables(summary["aggregate"]))
+    print(f"\nsummary: {summary['path']}  (runs, metrics and figures under {args.runs}/)")
     return 0
 
 
