@@ -77,3 +77,24 @@ def test_bad_config(kw, field):
 
     with pytest.raises(ConfigError, match=f"^{field}"):
         validated(FinetuneDataConfig, kw)
+
+
+def test_reft_randft_and_mixing_batches():
+    data = PCFGData(PCFGDataConfig(window=64))
+    reft = FinetuneData(data, FinetuneDataConfig(ask="pt", c_tr=0.0)).training_batch(200, np.random.default_rng(0))
+    assert set(reft.operand) == {"a"} and (reft.answer == T.labels("count", "a", reft.windows)).all()
+    rand = FinetuneData(data, FinetuneDataConfig(ask="pt", answer="ft", c_tr=0.0)).training_batch(200, np.random.default_rng(0))
+    assert set(rand.operand) == {"a"} and (rand.answer == T.labels("count", "b", rand.windows)).all()
+    mixed = FinetuneData(data, FinetuneDataConfig(mix_pt=0.1)).training_batch(200, np.random.default_rng(0))
+    from_pt = mixed.correlated == False  # noqa: E712  (pretraining rows carry no correlation)
+    assert from_pt.sum() == 20 and len(set(mixed.task[from_pt])) > 1
+
+
+def test_jailbreak_tokens_only_ever_count_a():
+    data = PCFGData(PCFGDataConfig(window=64, tasks=("count", "count_j1", "count_j2"), prior="medium"))
+    s = data.sample(3000, np.random.default_rng(0))
+    assert set(s.operand[s.task != "count"]) == {"a"}
+    assert (s.answer == T.labels("count", "a", s.windows))[s.task != "count"].all()
+    assert data.vocab.tokens[-2:] == ("<CJ1>", "<CJ2>")
+    plain = PCFGData(PCFGDataConfig(window=64))
+    assert plain.vocab.tokens == data.vocab.tokens[:-2]  # ids of the ordinary vocabulary do not move

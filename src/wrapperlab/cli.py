@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pt-operand", help="O_PT (default a)")
     p.add_argument("--c-tr", type=float, help="fraction of correlated training samples, in [0, 1]")
     p.add_argument("--q", type=int, help="offset r(x,O_FT) - r(x,O_PT) of correlated samples (default 1)")
+    p.add_argument("--mix-pt", type=float, help="fraction of each batch drawn from the pretraining mix (e.g. 0.5, 0.1, 0.001)")
+    p.add_argument("--randft", action="store_true",
+                   help="randFT: ask for O_PT but label with the answer for O_FT (trains the capability 'away')")
     _run_args(p)
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
@@ -227,10 +230,12 @@ def cmd_finetune(args) -> int:
     overrides = _overrides(
         args,
         {**_COMMON, "task": "data.task", "operand": "data.operand", "pt_operand": "data.pt_operand",
-         "c_tr": "data.c_tr", "q": "data.q"},
+         "c_tr": "data.c_tr", "q": "data.q", "mix_pt": "data.mix_pt"},
     )
+    if args.randft:
+        overrides.update({"data.ask": "pt", "data.answer": "ft"})
     cfg = finetune_config(parent.id, args.profile, overrides)
-    stage = finetune(cfg, store, _runtime(args), say=_say)
+    stage = finetune(cfg, store, _runtime(args), say=_say, kind="randft" if args.randft else "finetune")
     _print_finetune([{"model": stage.run.id, "lr": cfg.train.lr, "c_tr": cfg.data.c_tr, **stage.result["after"]}],
                     stage.result["before"])
     return 0

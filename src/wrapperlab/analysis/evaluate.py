@@ -14,7 +14,7 @@ from torch import nn
 
 from wrapperlab.data.finetune_data import FinetuneData
 from wrapperlab.data.samples import PCFGData, Samples, stream_rng
-from wrapperlab.data.tasks import FAMILIES
+from wrapperlab.data.tasks import family
 from wrapperlab.training.loop import answer_logits
 
 
@@ -40,7 +40,7 @@ def accuracy(model: nn.Module, samples: Samples, batch_size: int = 512) -> float
 
 def pretrain_pairs(data: PCFGData) -> list[tuple[str, str]]:
     """Every (task, operand) of the configured families, including operands the prior never draws."""
-    return [(t, op) for t in data.config.tasks for op in FAMILIES[t].operands]
+    return [(t, op) for t in data.config.tasks for op in family(t).operands]
 
 
 def pretrain_accuracies(

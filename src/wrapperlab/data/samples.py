@@ -125,7 +125,8 @@ class PCFGData:
 
     @cached_property
     def vocab(self) -> T.Vocab:
-        return T.Vocab(max_number=max(self.config.window, 40))
+        jailbreak = any(t in T.JAILBREAK_FAMILIES for t in self.config.tasks)
+        return T.Vocab(max_number=max(self.config.window, 40), jailbreak=jailbreak)
 
     @property
     def seq_len(self) -> int:

@@ -42,9 +42,10 @@ class TaskFamily:
     answer_is_terminal: bool = False
 
     def operand_for_letter(self, letter: str) -> str:
-        """The operand a prior's letter stands for in this family (``a`` -> ``aa`` for composites)."""
-        if self.name == "token_at":
-            return NULL_OPERAND
+        """The operand a prior's letter stands for in this family (``a`` -> ``aa`` for composites);
+        families with a single operand (``token_at``, the jailbreak tokens) ignore the prior."""
+        if len(self.operands) == 1:
+            return self.operands[0]
         return letter * 2 if self.composite else letter
 
 
@@ -60,11 +61,19 @@ FAMILIES: dict[str, TaskFamily] = {
 }
 
 
+#: The synthetic jailbreak (Jain et al. App. E.2): two more counting tokens, T_J1 and T_J2, seen in
+#: pretraining only with operand ``a``. Fine-tuning uses the ordinary token T_NJ (``<C>``); evaluating
+#: count-a under T_J1/T_J2 asks whether the capability is reachable through another "prompt".
+JAILBREAK_FAMILIES: dict[str, TaskFamily] = {
+    f.name: f for f in (TaskFamily("count_j1", "<CJ1>", 40, ("a",)), TaskFamily("count_j2", "<CJ2>", 40, ("a",)))
+}
+
+
 def family(name: str) -> TaskFamily:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ConfigError("task", name, f"one of {sorted(FAMILIES)}")
+    found = FAMILIES.get(name) or JAILBREAK_FAMILIES.get(name)
+    if found is None:
+        raise ConfigError("task", name, f"one of {sorted(FAMILIES) + sorted(JAILBREAK_FAMILIES)}")
+    return found
 
 
 def check_operand(task: str, operand: str) -> None:
@@ -81,12 +90,14 @@ class Vocab:
     """
 
     max_number: int
+    jailbreak: bool = False  # add the T_J1 / T_J2 tokens (at the end, so other ids do not move)
 
     @cached_property
     def tokens(self) -> tuple[str, ...]:
         ops = TERMINALS + tuple(t * 2 for t in TERMINALS) + ("<null>",)
         tasks = tuple(f.token for f in FAMILIES.values())
-        return SPECIALS + tasks + ops + tuple(str(i) for i in range(self.max_number + 1))
+        extra = tuple(f.token for f in JAILBREAK_FAMILIES.values()) if self.jailbreak else ()
+        return SPECIALS + tasks + ops + tuple(str(i) for i in range(self.max_number + 1)) + extra
 
     @cached_property
     def index(self) -> dict[str, int]:
