@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also Scr.+FT (pretrained on O_FT only; pretrains it if missing) and Scr. (random init)")
     _run_args(p)
 
+    p = sub.add_parser("prune-study", help="pruning variants (unit x saliency x pretraining) over seeds, one table")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--lr", default="M", help="fine-tuning lr of the pruned models (default M)")
+    p.add_argument("--c-tr", type=float, default=1.0)
+    _runtime_args(p)
+
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
     )
@@ -415,6 +422,32 @@ def _float_list(name: str, text: str | None) -> list[float] | None:
         raise ConfigError(name, text, "comma-separated numbers")
 
 
+def cmd_prune_study(args) -> int:
+    from wrapperlab.experiments.configs import parse_lr
+    from wrapperlab.experiments.prune_study import run_prune_study
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.tables import ci_text, text_table
+
+    _positive("seeds", args.seeds)
+    parse_lr(args.lr)
+    if not 0 <= args.c_tr <= 1:
+        raise ConfigError("c_tr", args.c_tr, "a fraction in [0, 1]")
+    summary = run_prune_study(RunStore(args.runs), args.profile, list(range(args.seeds)), args.lr, args.c_tr,
+                              _runtime(args), _say)
+    for name, info in summary["pretrained"].items():
+        print(f"{name} pretraining: count a {ci_text(info['count_a'])} %, after fine-tuning "
+              f"{ci_text(info['acc_pt_cte0_after_ft'])} %")
+    rows = [{**r, **{k: ci_text(v, pct=not k.startswith("k_")) for k, v in r.items() if isinstance(v, dict) and "mean" in v},
+             "where": ", ".join(f"{k} x{v}" for k, v in r["top15_where"].items())} for r in summary["rows"]]
+    cols = [("pretraining", "pretraining", "s"), ("unit", "unit", "s"), ("saliency", "saliency", "s")]
+    cols += [(f"pt_k{k}", f"O_PT C_Te=0 @K={k}", "s") for k in (5, 15, 50)]
+    cols += [(f"ft_k{k}", f"O_FT C_Te=1 @K={k}", "s") for k in (5, 15, 50)]
+    cols += [("k_to_half", "K to half", "s"), ("where", "top-15 units (all seeds)", "s")]
+    print(text_table(rows, cols, markdown=True))
+    print(f"\nsummary: {summary['path']}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from wrapperlab.experiments.demo import StudyConfig, run_study
     from wrapperlab.experiments.store import RunStore
@@ -516,6 +549,7 @@ _FT_METRICS = [
 COMMANDS = {
     "prune": cmd_prune,
     "reft": cmd_reft,
+    "prune-study": cmd_prune_study,
     "diff": cmd_diff,
     "attention": cmd_attention,
     "probe": cmd_probe,

@@ -71,10 +71,11 @@ class Unit:
     index: int  # row (rows), hidden unit (mlp_hidden), or flat weight index (weights)
     score: float
 
-    def describe(self, d_model: int, n_heads: int) -> dict:
+    def describe(self, d_model: int, n_heads: int, kind: str = "rows") -> dict:
         out = {"block": self.block, "matrix": self.matrix, "index": self.index, "score": self.score}
         if self.matrix == "attn.qkv":
-            which, row = divmod(self.index, d_model)
+            row = self.index // d_model if kind == "weights" else self.index  # qkv has d_model inputs
+            which, row = divmod(row, d_model)
             out["qkv"] = "QKV"[which]
             out["head"] = row // (d_model // n_heads)
         return out
@@ -243,7 +244,7 @@ def prune_sweep(
         config=cfg.model_dump(mode="json"),
         ks=list(cfg.ks),
         curves=curves,
-        top_units=[u.describe(mcfg.d_model, mcfg.n_heads) for u in units],
+        top_units=[u.describe(mcfg.d_model, mcfg.n_heads, cfg.unit) for u in units],
         reference=reference,
         k_to_half=k_half,
         n_units=n_units,
