@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lrs", help="comma-separated fine-tuning lrs (numbers or L, M, S; default: the profile's)")
     p.add_argument("--c-tr", help="comma-separated C_Tr values (default: the profile's)")
     p.add_argument("--analyse-c-tr", default="1", help="C_Tr values whose models get pruning/probing/reFT")
+    p.add_argument("--analyse-lrs", help="lrs whose models get pruning/probing/reFT (default: the profile's)")
     p.add_argument("--no-analyses", action="store_true", help="only pretrain and fine-tune")
     p.add_argument("--no-baselines", action="store_true", help="reFT without the Scr.+FT and Scr. baselines")
     _runtime_args(p)
@@ -459,6 +460,7 @@ def cmd_demo(args) -> int:
         profile=args.profile, seeds=list(range(args.seed, args.seed + args.seeds)), lrs=lrs,
         c_tr=_float_list("c_tr", args.c_tr), analyse_c_tr=_float_list("analyse_c_tr", args.analyse_c_tr) or [],
         analyses=not args.no_analyses, baselines=not args.no_baselines,
+        analyse_lrs=[v.strip() for v in args.analyse_lrs.split(",")] if args.analyse_lrs else None,
     )
     for c in (cfg.c_tr or []) + cfg.analyse_c_tr:
         if not 0 <= c <= 1:

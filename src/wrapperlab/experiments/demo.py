@@ -32,6 +32,7 @@ class StudyConfig:
     lrs: list[str | float] | None = None  # default: the profile's demo lrs
     c_tr: list[float] | None = None  # default: the profile's demo C_Tr values
     analyse_c_tr: list[float] = field(default_factory=lambda: [1.0])
+    analyse_lrs: list[str | float] | None = None  # default: the profile's demo analyse_lrs (else every lr)
     analyses: bool = True
     baselines: bool = True
     prune: PruneConfig = PruneConfig(ks=(0, 1, 2, 3, 5, 10, 15, 20, 50))
@@ -47,6 +48,7 @@ def run_study(cfg: StudyConfig, store: RunStore, runtime: Runtime = Runtime(), s
     lrs = [parse_lr(v) for v in (cfg.lrs or prof["demo"]["lrs"])]
     c_trs = list(cfg.c_tr if cfg.c_tr is not None else prof["demo"]["c_tr"])
     probe_cfg = ProbeConfig(iters=cfg.probe_iters or prof.get("probe", {}).get("iters", 4000))
+    analyse_lrs = [parse_lr(v) for v in (cfg.analyse_lrs or prof["demo"].get("analyse_lrs") or lrs)]
     cells: list[dict[str, Any]] = []
     for seed in cfg.seeds:
         pt = pretrain(pretrain_config(cfg.profile, {"seed": seed}), store, runtime, say)
@@ -60,7 +62,7 @@ def run_study(cfg: StudyConfig, store: RunStore, runtime: Runtime = Runtime(), s
                     "pretrained_count_a": pt.result["accuracy"].get("count/a"),
                     "before": ft.result["before"], "after": ft.result["after"],
                 }
-                if cfg.analyses and c_tr in cfg.analyse_c_tr:
+                if cfg.analyses and c_tr in cfg.analyse_c_tr and lr in analyse_lrs:
                     pr = prune_run(store, ft.run.id, cfg.prune, seed=seed, say=say).data
                     cell["prune"] = {"ks": pr["ks"], "acc_pt_cte0": pr["curves"]["acc_pt_cte0"],
                                      "acc_ft_cte1": pr["curves"]["acc_ft_cte1"], "k_to_half": pr["k_to_half"],
@@ -76,7 +78,7 @@ def run_study(cfg: StudyConfig, store: RunStore, runtime: Runtime = Runtime(), s
                     cell["reft"] = reft.summary()
                 cells.append(cell)
     summary = {"config": {"profile": cfg.profile, "seeds": cfg.seeds, "lrs": lrs, "c_tr": c_trs,
-                          "analyse_c_tr": cfg.analyse_c_tr, "prune": cfg.prune.model_dump(mode="json"),
+                          "analyse_c_tr": cfg.analyse_c_tr, "analyse_lrs": analyse_lrs, "prune": cfg.prune.model_dump(mode="json"),
                           "probe": probe_cfg.model_dump(mode="json")},
                "cells": cells, "aggregate": aggregate(cells)}
     path = store.root / "studies" / (run_id("study", summary["config"]) + ".json")
