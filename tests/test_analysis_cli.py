@@ -52,6 +52,7 @@ def test_probe_attention_diff_reft(store):
     for layer in maps["patterns"]:
         for head in layer:
             assert all(abs(sum(row) - 1) < 1e-4 for row in head)  # attention rows sum to 1
+    assert main(["attention", ft, "--runs", runs, "--n", "20", "--text", "abc" * 21 + "a"]) == 0
     assert main(["diff", pt, ft, "--runs", runs]) == 0
     assert main(["reft", ft, *TEST, "--runs", runs, "--baselines"]) == 0
     kinds = sorted(p.name.split("-")[0] for p in runs.iterdir())
@@ -71,6 +72,7 @@ BAD = [
     (["prune", "{pt}"], "run"),
     (["diff", "{pt}", "nothing-here"], "run_b"),
     (["attention", "{ft}", "--against", "{ft}"], "against"),
+    (["attention", "{ft}", "--text", "abcd"], "text"),
 ]
 
 

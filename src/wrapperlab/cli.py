@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", help="the run to compare with (default: the pretraining run it descends from)")
     p.add_argument("--n", type=int, default=300, help="inputs averaged for the attention masses")
     p.add_argument("--example", type=int, default=0, help="which input to draw")
+    p.add_argument("--text", help="your own window of a/b/c terminals (exactly the run's window length)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="runs")
 
@@ -357,7 +358,7 @@ def cmd_attention(args) -> int:
     other = store.resolve(args.against, field="against") if args.against else root_pretrain_run(store, run)
     if other.id == run.id:
         raise ConfigError("against", args.against or other.id, "a different run to compare with")
-    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=_say) for r in (other, run)}
+    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=_say, text=args.text) for r in (other, run)}
     maps = {rid: a.data for rid, a in arts.items()}
     if len({len(m["patterns"]) for m in maps.values()}) > 1:
         raise ConfigError("against", other.id, "a run of the same architecture")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from wrapperlab.analysis.evaluate import finetune_accuracies, finetune_test_sets
@@ -20,7 +21,7 @@ from wrapperlab.analysis.pruning import PruneConfig, check_ks, prune_sweep
 from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
 from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, stream_rng
-from wrapperlab.data.tasks import labels
+from wrapperlab.data.tasks import TERMINALS, labels
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import FinetuneRunConfig, validated
 from wrapperlab.experiments.pipeline import Say, load_model, pretraining_config
@@ -123,23 +124,32 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
     return _cached(run, "probe", key, compute)
 
 
-def attention_run(store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print) -> Artifact:
+def attention_run(
+    store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print, text: str | None = None
+) -> Artifact:
     """Attention patterns, MLP activations and attention masses on O_PT vs O_FT for one run.
 
     Inputs ask the pretraining question (O_PT) on uncorrelated windows, so a fine-tuned model and its
-    pretrained parent are compared on the same inputs.
+    pretrained parent are compared on the same inputs. ``text`` (terminals, one window long) replaces
+    the drawn example.
     """
     run = store.resolve(ref)
     ft = FinetuneDataConfig() if run.kind == "pretrain" else validated(FinetuneRunConfig, run.config()).data
     data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
-    key = {"pair": [ft.task, ft.pt_operand, ft.operand], "n_mass": n_mass, "example": example, "seed": seed}
+    width = data.data.config.window
+    if text is not None and (len(text) != width or set(text) - set(TERMINALS)):
+        raise ConfigError("text", text[:20] + ("..." if len(text) > 20 else ""), f"{width} letters from {''.join(TERMINALS)}")
+    key = {"pair": [ft.task, ft.pt_operand, ft.operand], "n_mass": n_mass, "example": text or example, "seed": seed}
 
     def compute() -> dict[str, Any]:
         say(f"attention maps of {run.id}")
         model = load_model(run)
         windows = data.sample(n_mass, stream_rng(seed, "eval", 7), c=0.0).windows
         many = data.data.build([ft.task] * n_mass, [ft.pt_operand] * n_mass, windows)
-        one = data.data.build([ft.task], [ft.pt_operand], windows[example : example + 1])
+        chosen = (
+            np.array([[TERMINALS.index(ch) for ch in text]], dtype=np.uint8) if text else windows[example : example + 1]
+        )
+        one = data.data.build([ft.task], [ft.pt_operand], chosen)
         return attention_maps(model, one, many, ft.task, ft.pt_operand, ft.operand, data.vocab).as_dict()
 
     return _cached(run, "attention", key, compute)
