@@ -109,3 +109,33 @@ def test_bad_shapes_are_config_errors():
         GPTConfig.preset("huge", vocab_size=10, n_ctx=8)
     with pytest.raises(ValueError, match="n_ctx"):
         tiny()(torch.zeros(1, 40, dtype=torch.long))
+
+
+def test_compiled_shapes_head_dim_and_output_vocabulary():
+    """Tracr-compiled models have heads narrower than d_model / n_heads and their own output classes."""
+    model = tiny(d_model=66, n_heads=1, head_dim=18, vocab_out=17, d_mlp=34, norm="none", act="relu")
+    assert model.blocks[0].attn.qkv.weight.shape == (54, 66)
+    assert model.blocks[0].attn.out.weight.shape == (66, 18)
+    assert model(tokens()).shape == (3, 20, 17)
+    with pytest.raises(ConfigError, match="tie_embeddings"):
+        validated(GPTConfig, dict(vocab_size=30, n_ctx=32, vocab_out=17, tie_embeddings=True), "model")
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_padding_keys_are_masked(attention):
+    """With ``pad_token`` set, right padding leaves the real positions' outputs unchanged, and the
+    fused path agrees with the explicit one that materialises the pattern."""
+    model = tiny(attention=attention, pad_token=0, norm="none")
+    x = tokens(b=2, n=10).clamp(min=1)
+    padded = torch.cat([x, torch.zeros(2, 6, dtype=torch.long)], 1)
+    with torch.no_grad():
+        short = model(x)
+        long = model(padded)
+        _, cache = model.run_with_cache(padded)
+    assert torch.allclose(long[:, :10], short, atol=1e-5)
+    assert cache["blocks.0.attn.hook_pattern"][..., 10:].abs().max() == 0
+    unmasked = tiny(attention=attention, norm="none")
+    unmasked.load_state_dict(model.state_dict())
+    _, cache = unmasked.run_with_cache(padded)
+    on_padding = cache["blocks.0.attn.hook_pattern"][..., :10, 10:].sum(-1)
+    assert (on_padding.min() > 0.1) == (attention == "bidirectional")  # the mask is what keeps padding out

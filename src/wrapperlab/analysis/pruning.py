@@ -71,13 +71,13 @@ class Unit:
     index: int  # row (rows), hidden unit (mlp_hidden), or flat weight index (weights)
     score: float
 
-    def describe(self, d_model: int, n_heads: int, kind: str = "rows") -> dict:
+    def describe(self, d_model: int, d_head: int, n_heads: int, kind: str = "rows") -> dict:
         out = {"block": self.block, "matrix": self.matrix, "index": self.index, "score": self.score}
         if self.matrix == "attn.qkv":
             row = self.index // d_model if kind == "weights" else self.index  # qkv has d_model inputs
-            which, row = divmod(row, d_model)
+            which, row = divmod(row, n_heads * d_head)
             out["qkv"] = "QKV"[which]
-            out["head"] = row // (d_model // n_heads)
+            out["head"] = row // d_head
         return out
 
 
@@ -244,7 +244,7 @@ def prune_sweep(
         config=cfg.model_dump(mode="json"),
         ks=list(cfg.ks),
         curves=curves,
-        top_units=[u.describe(mcfg.d_model, mcfg.n_heads, cfg.unit) for u in units],
+        top_units=[u.describe(mcfg.d_model, mcfg.d_head, mcfg.n_heads, cfg.unit) for u in units],
         reference=reference,
         k_to_half=k_half,
         n_units=n_units,

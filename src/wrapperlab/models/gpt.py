@@ -40,6 +40,11 @@ class GPTConfig(BaseModel):
     n_layers: int = Field(4, gt=0)
     n_heads: int = Field(4, gt=0)
     d_mlp: int | None = Field(None, gt=0, description="default 4 * d_model")
+    head_dim: int | None = Field(None, gt=0, description="default d_model // n_heads (compiled models set their own)")
+    vocab_out: int | None = Field(None, gt=0, description="output classes if not the input vocabulary (Tracr)")
+    pad_token: int | None = Field(
+        None, ge=0, description="keys holding this token are masked (Tracr pads right; PCFG never attends to padding)"
+    )
     norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
     act: Literal["gelu", "relu", "swiglu"] = "gelu"
     positions: Literal["learned", "rope"] = "learned"
@@ -50,15 +55,26 @@ class GPTConfig(BaseModel):
 
     @model_validator(mode="after")
     def _heads(self):
-        if self.d_model % self.n_heads:
+        if self.head_dim is None and self.d_model % self.n_heads:
             raise ConfigError("n_heads", self.n_heads, f"a divisor of d_model={self.d_model}")
-        if self.positions == "rope" and (self.d_model // self.n_heads) % 2:
+        if self.tie_embeddings and self.n_out != self.vocab_size:
+            raise ConfigError("tie_embeddings", True, "vocab_out unset (tied weights share one vocabulary)")
+        if self.positions == "rope" and self.d_head % 2:
             raise ConfigError("positions", "rope", "an even head dimension")
         return self
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def d_attn(self) -> int:
+        """Width of the concatenated heads (equals d_model unless ``head_dim`` is set)."""
+        return self.n_heads * self.d_head
+
+    @property
+    def n_out(self) -> int:
+        return self.vocab_out or self.vocab_size
 
     @property
     def mlp_width(self) -> int:
@@ -100,15 +116,16 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_attn, bias=cfg.bias)
+        self.out = nn.Linear(cfg.d_attn, cfg.d_model, bias=cfg.bias)
         self.rotary = Rotary(cfg.d_head, cfg.n_ctx) if cfg.positions == "rope" else None
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (b, pos, h, d_head)
         self.hook_attn_scores = HookPoint()  # (b, h, q, k), before softmax
         self.hook_pattern = HookPoint()  # (b, h, q, k)
         self.hook_z = HookPoint()  # (b, pos, h, d_head): per-head output before W_O
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``keep``: optional ``(b, 1, 1, pos)`` boolean mask of the keys that may be attended to."""
         b, n, _ = x.shape
         h, dh = self.cfg.n_heads, self.cfg.d_head
         q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)
@@ -117,14 +134,20 @@ class Attention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         causal = self.cfg.attention == "causal"
+        if keep is not None and causal:
+            keep = keep & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         if self.hook_pattern.active or self.hook_attn_scores.active:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
-            if causal:
+            if keep is not None:
+                scores = scores.masked_fill(~keep, float("-inf"))
+            elif causal:
                 mask = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
                 scores = scores.masked_fill(mask, float("-inf"))
             scores = self.hook_attn_scores(scores)
             pattern = self.hook_pattern(scores.softmax(-1))
             z = pattern @ v
+        elif keep is not None:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         else:  # fast path: fused kernel, no pattern materialised
             z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         z = self.hook_z(z.transpose(1, 2))
@@ -161,9 +184,9 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), keep)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
@@ -182,7 +205,7 @@ class GPT(HookedModule):
         self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = _norm(cfg)
-        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.unembed = nn.Linear(cfg.d_model, cfg.n_out, bias=False)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self._init_weights()
@@ -205,8 +228,9 @@ class GPT(HookedModule):
         x = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             x = x + self.hook_pos_embed(self.pos_embed(torch.arange(n, device=tokens.device)))
+        keep = None if self.cfg.pad_token is None else (tokens != self.cfg.pad_token)[:, None, None, :]
         for block in self.blocks:
-            x = block(x)
+            x = block(x, keep)
         if logits_at is not None:
             x = x[torch.arange(b, device=x.device), logits_at]
         return self.unembed(self.ln_final(x))
