@@ -103,3 +103,76 @@ def test_package_imports_without_jax():
 
     code = "import sys, wrapperlab.cli, wrapperlab.models.tracr; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def store_with_counter(tmp_path_factory):
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.experiments.tracr_runs import compile_config, compile_stage
+
+    store = RunStore(tmp_path_factory.mktemp("tracr") / "runs")
+    return store, compile_stage(compile_config("counter"), store, say=lambda _: None)
+
+
+def test_finetune_and_reft_stages(store_with_counter):
+    """Noise of the default size keeps the compiled count exact; training moves the weights; reFT
+    names its parent and asks the pretraining question; the stored model reloads without JAX."""
+    from wrapperlab.experiments.tracr_runs import compiled_of, tracr_finetune, tracr_finetune_config, tracr_reft_config
+    from wrapperlab.training.config import Runtime
+
+    store, compiled = store_with_counter
+    quiet = Runtime(progress=False)
+    cfg = tracr_finetune_config(compiled.run, "test", {"train.lr": "M", "data.c_tr": 1.0})
+    ft = tracr_finetune(cfg, store, quiet, say=lambda _: None)
+    assert ft.result["before"]["acc_pt_cte0"] == 1.0  # noise 1e-4 does not break the compiled counter
+    assert ft.result["before"]["acc_ft_cte1"] == 0.0  # count(b) = count(a) + 1 there: never right before FT
+    before = compiled_of(compiled.run).state
+    after = compiled_of(ft.run).state
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(before["unembed.weight"], after["unembed.weight"])  # the read-out stays fixed
+    reft = tracr_finetune(tracr_reft_config(ft.run, "test"), store, quiet, say=lambda _: None, kind="tracr-reft")
+    rcfg = reft.run.config()
+    assert rcfg["parent"] == ft.run.id and rcfg["data"]["ask"] == "pt" and rcfg["data"]["c_tr"] == 0.0
+    assert rcfg["train"]["lr"] == pytest.approx(cfg.train.lr * 0.1)
+    again = tracr_finetune(cfg, store, quiet, say=lambda _: None)
+    assert again.reused
+
+
+def test_noise_scale_is_a_setting_that_matters(store_with_counter):
+    """The paper's std 1e-3 breaks the compiled counter (its MLP reads activations in the hundreds)."""
+    from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
+    from wrapperlab.experiments.tracr_runs import add_noise, compiled_of, data_for, tracr_finetune_config
+
+    store, compiled = store_with_counter
+    model_cfg = compiled_of(compiled.run)
+    data = data_for(model_cfg, tracr_finetune_config(compiled.run, "test").data)
+    tests = tracr_test_sets(data, 1000, 0)
+    accs = {}
+    for std in (1e-4, 1e-3):
+        model = model_cfg.model()
+        add_noise(model, std, seed=0)
+        accs[std] = tracr_accuracies(model, data, tests)["acc_pt_cte0"]
+    assert accs[1e-4] >= 0.99 and accs[1e-3] < 0.9, accs
+
+
+def test_tracr_cli(store_with_counter, capsys):
+    from wrapperlab.cli import main
+
+    store, compiled = store_with_counter
+    root = str(store.root)
+    assert main(["tracr", "run", compiled.run.id, "aab", "bab", "--runs", root]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("aab\t2") and out[1].startswith("bab\t1")
+    assert main(["tracr", "finetune", compiled.run.id, "--profile", "test", "--lr", "S", "--c-tr", "1",
+                 "--runs", root, "--quiet"]) == 0
+    assert "O_PT C_Te=0 %" in capsys.readouterr().out
+    bad = [["tracr", "finetune", compiled.run.id, "--lr", "XL", "--runs", root],
+           ["tracr", "finetune", compiled.run.id, "--set", "data.ft=z", "--runs", root],
+           ["tracr", "reft", compiled.run.id, "--runs", root],
+           ["tracr", "eval", compiled.run.id, "--runs", root],
+           ["tracr", "run", "nope", "a", "--runs", root],
+           ["tracr", "compile", "sorting-hat", "--runs", root]]
+    for argv in bad:
+        assert main(argv) == 2, argv
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not list(store.root.glob("*sorting*")) and len(list(store.root.glob("tracr-compile-*"))) == 1

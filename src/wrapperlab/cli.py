@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c-tr", type=float, default=1.0)
     _runtime_args(p)
 
+    from wrapperlab import cli_tracr
+
+    cli_tracr.add_parsers(sub, _runtime_args, _key_value)
+
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
     )
@@ -549,7 +553,14 @@ _FT_METRICS = [
     ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
 ]
 
+def cmd_tracr(args) -> int:
+    from wrapperlab.cli_tracr import cmd_tracr as run_tracr
+
+    return run_tracr(args, _runtime, _say)
+
+
 COMMANDS = {
+    "tracr": cmd_tracr,
     "prune": cmd_prune,
     "reft": cmd_reft,
     "prune-study": cmd_prune_study,

@@ -45,10 +45,10 @@ def _stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute:
         return StageResult(run, result, reused=False)
 
 
-def _train(run: Run, model, batches, cfg, runtime: Runtime, evaluate):
+def _train(run: Run, model, batches, cfg, runtime: Runtime, evaluate, loss_fn=None):
     return train(
         model, batches, cfg.train, runtime, checkpoint_dir=run.checkpoint_dir, evaluate=evaluate,
-        log=run.log_metrics, on_resume=run.truncate_metrics, desc=f"{run.kind} {run.id}",
+        log=run.log_metrics, on_resume=run.truncate_metrics, desc=f"{run.kind} {run.id}", loss_fn=loss_fn,
     )
 
 

@@ -63,14 +63,36 @@ def compute_loss(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tenso
     return loss
 
 
+def position_loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+    """Cross-entropy of the logits at ``batch.answer_pos`` against ``batch.targets`` (class indices).
+
+    For models whose outputs are their own classes, not next tokens (Tracr-compiled programs answer
+    in an output space of their own, at a fixed position, with every input token visible).
+    """
+    tokens, answer_pos = to_device(batch, device)
+    targets = torch.from_numpy(batch.targets).to(device)
+    return F.cross_entropy(model(tokens, logits_at=answer_pos).float(), targets)
+
+
+def _token_loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+    tokens, answer_pos = to_device(batch, device)
+    return compute_loss(model, tokens, answer_pos, cfg)
+
+
+LossFn = Callable[[nn.Module, BatchLike, torch.device, TrainConfig], torch.Tensor]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW decays only matrices (minGPT's rule: no decay on biases, norms, embeddings); SGD+momentum
-    (the paper's choice for compiled Tracr models, where adaptive optimisers were unstable) decays none."""
+    (the paper's choice for compiled Tracr models, where adaptive optimisers were unstable) decays none.
+    Frozen parameters (``requires_grad=False``) are left out."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum)
     decay, no_decay = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
             (decay if isinstance(module, nn.Linear) and name == "weight" else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
@@ -99,12 +121,14 @@ def train(
     log: Log | None = None,
     on_resume: Callable[[int], None] | None = None,
     desc: str = "train",
+    loss_fn: LossFn | None = None,
 ) -> TrainState:
     """Train ``model`` in place for ``cfg.iters`` steps, resuming from ``checkpoint_dir`` if it holds one.
 
     ``evaluate(model, step)`` runs every ``cfg.eval_every`` steps and at the end; its numbers go to
     ``log`` with the step, loss, learning rate and throughput. ``on_resume(step)`` lets the caller
-    drop log lines written after the checkpoint it resumes from.
+    drop log lines written after the checkpoint it resumes from. ``loss_fn(model, batch, device, cfg)``
+    replaces the token losses of ``cfg.loss`` (e.g. :func:`position_loss`).
     """
     device = torch.device(runtime.device)
     if runtime.threads:
@@ -143,15 +167,15 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens, answer_pos = to_device(batch_at(step), device)
+        batch = batch_at(step)
         with autocast:
-            loss = compute_loss(forward_model, tokens, answer_pos, cfg)
+            loss = (loss_fn or _token_loss)(forward_model, batch, device, cfg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        tokens_seen += tokens.numel()
+        tokens_seen += batch.tokens.size
         done = step + 1
         bar.update(1)
         if done % cfg.eval_every == 0 or done == cfg.iters or done in cfg.eval_at:

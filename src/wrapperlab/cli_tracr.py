@@ -1,0 +1,150 @@
+"""``wrapperlab tracr ...``: compile RASP programs, run them, fine-tune and reverse-fine-tune them.
+
+Only ``compile`` imports JAX; every other verb works from the stored compiled model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wrapperlab.errors import ConfigError
+
+
+def add_parsers(sub, runtime_args, key_value) -> None:
+    """Register ``tracr`` and its verbs on the top-level subparsers."""
+    tracr = sub.add_parser("tracr", help="Tracr-compiled programs: compile, run, finetune, reft, eval")
+    verbs = tracr.add_subparsers(dest="verb", required=True, parser_class=type(tracr))
+
+    p = verbs.add_parser("compile", help="compile a RASP program (needs the tracr extra) and store it as a run")
+    p.add_argument("program", help="counter | max-identifier | length | reverse | hist | sort_unique | frac_prevs")
+    p.add_argument("--vocab", help="input letters, e.g. abcdefghij (default: the program's)")
+    p.add_argument("--max-seq-len", type=int, help="longest input (default: the program's)")
+    p.add_argument("--causal", action="store_true", help="compile with causal attention")
+    p.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
+
+    p = verbs.add_parser("run", help="decoded outputs of a tracr run for inputs given as strings of letters")
+    p.add_argument("run")
+    p.add_argument("inputs", nargs="+", help="e.g. abcaab")
+    p.add_argument("--runs", default="runs")
+
+    for name, help_ in (("finetune", "fine-tune a compiled model (noise, SGD+momentum, warm-up + cosine)"),
+                        ("reft", "reverse fine-tuning: train a tracr fine-tune back on the compiled task")):
+        p = verbs.add_parser(name, help=help_)
+        p.add_argument("parent", help="a tracr-compile run (finetune) or tracr-finetune run (reft)")
+        p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+        p.add_argument("--lr", help="a number or L, M, S, VS = 1e-1, 1e-2, 1e-3, 1e-4")
+        p.add_argument("--seed", type=int)
+        p.add_argument("--iters", type=int)
+        if name == "finetune":
+            p.add_argument("--c-tr", type=float, help="share of training inputs with count(b) = count(a) + q")
+            p.add_argument("--noise", type=float, help="std of the Gaussian noise added to the compiled weights")
+            p.add_argument("--ft", help="O_FT: the letter (Counter) or rank (Max-identifier) asked for")
+        p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE")
+        runtime_args(p)
+
+    p = verbs.add_parser("eval", help="accuracies of a tracr run against O_PT and O_FT, floors, per-value breakdown")
+    p.add_argument("run")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="runs")
+
+
+def cmd_tracr(args, runtime, say) -> int:
+    from wrapperlab.experiments.store import RunStore
+
+    store = RunStore(args.runs)
+    if args.verb == "compile":
+        return _compile(args, store, say)
+    if args.verb == "run":
+        return _run(args, store)
+    if args.verb == "eval":
+        return _eval(args, store)
+    return _train(args, store, runtime(args), say)
+
+
+def _compile(args, store, say) -> int:
+    from wrapperlab.experiments.tracr_runs import compile_config, compile_stage
+
+    overrides: dict[str, Any] = {"causal": args.causal}
+    if args.vocab:
+        overrides["vocab"] = sorted(set(args.vocab))
+    if args.max_seq_len is not None:
+        overrides["max_seq_len"] = args.max_seq_len
+    stage = compile_stage(compile_config(args.program, overrides), store, say=say)
+    r = stage.result
+    print(f"run {stage.run.id}: {r['program']}, {r['n_layers']} layers, d_model {r['d_model']}, "
+          f"d_mlp {r['d_mlp']}, head dim {r['head_dim']}, {r['params']} parameters, "
+          f"{r['residual_labels']} labelled residual directions")
+    return 0
+
+
+def _run(args, store) -> int:
+    from wrapperlab.experiments.tracr_runs import compiled_of
+
+    compiled = compiled_of(store.resolve(args.run))
+    for text, out in zip(args.inputs, compiled.run([list(t) for t in args.inputs])):
+        shown = out[1] if compiled.answer == "index1" and len(out) > 1 else out
+        print(f"{text}\t{shown}" + ("\t(answer at index 1; all positions: " + str(out) + ")" if compiled.answer == "index1" else ""))
+    return 0
+
+
+def _eval(args, store) -> int:
+    from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
+    from wrapperlab.experiments.tracr_runs import TracrFinetuneConfig, compiled_of, data_for
+    from wrapperlab.experiments.configs import validated
+
+    run = store.resolve(args.run)
+    if run.kind == "tracr-compile":
+        raise ConfigError("run", run.id, "a tracr-finetune or tracr-reft run (its data settings define O_PT/O_FT)")
+    cfg = validated(TracrFinetuneConfig, run.config())
+    compiled = compiled_of(run)
+    data = data_for(compiled, cfg.data)
+    acc = tracr_accuracies(compiled.model(), data, tracr_test_sets(data, args.n, args.seed), detail=True)
+    _print_accuracies(acc)
+    return 0
+
+
+def _train(args, store, runtime, say) -> int:
+    from wrapperlab.experiments.tracr_runs import tracr_finetune, tracr_finetune_config, tracr_reft_config
+
+    parent = store.resolve(args.parent, field="parent")
+    overrides: dict[str, Any] = {}
+    for attr, key in (("seed", "seed"), ("iters", "train.iters"), ("c_tr", "data.c_tr"), ("noise", "noise_std"),
+                      ("ft", "data.ft")):
+        if getattr(args, attr, None) is not None:
+            overrides[key] = getattr(args, attr)
+    if args.verb == "finetune":
+        if parent.kind != "tracr-compile":
+            raise ConfigError("parent", parent.id, "a tracr-compile run")
+        if args.lr is not None:
+            overrides["train.lr"] = args.lr
+        cfg = tracr_finetune_config(parent, args.profile, {**overrides, **dict(args.overrides)})
+    else:
+        if parent.kind not in ("tracr-finetune", "tracr-reft"):
+            raise ConfigError("parent", parent.id, "a tracr-finetune run (reFT reverses a fine-tuning)")
+        cfg = tracr_reft_config(parent, args.profile, args.lr)
+        extra = {**overrides, **dict(args.overrides)}
+        if extra:
+            from wrapperlab.experiments.configs import apply_overrides, validated
+            from wrapperlab.experiments.tracr_runs import TracrFinetuneConfig
+
+            cfg = validated(TracrFinetuneConfig, apply_overrides(cfg.model_dump(mode="json"), extra))
+    stage = tracr_finetune(cfg, store, runtime, say=say, kind=f"tracr-{args.verb}")
+    print(f"run {stage.run.id} ({stage.result['steps']} steps, {stage.result['train_seconds']:.0f} s)")
+    _print_accuracies(stage.result["after"], stage.result["before"])
+    return 0
+
+
+def _print_accuracies(after: dict, before: dict | None = None) -> None:
+    from wrapperlab.report.tables import text_table
+
+    columns = [("model", "", "s")] + [
+        (f"{k}_{t}", f"{label} C_Te={t[-1]} %", "pct")
+        for t in ("cte0", "cte1")
+        for k, label in (("acc_pt", "O_PT"), ("acc_ft", "O_FT"), ("shortcut", "O_PT+q"), ("floor_pt", "floor O_PT"))
+    ]
+    rows = ([{"model": "before", **before}] if before else []) + [{"model": "after" if before else "model", **after}]
+    print(text_table(rows, columns))
+    for key in sorted(k for k in after if k.startswith("by_value_pt")):
+        cells = ", ".join(f"{v}: {100 * a:.0f}% (n={n})" for v, (a, n) in after[key].items())
+        print(f"{key.replace('by_value_', 'by true value, ')}: {cells}")
