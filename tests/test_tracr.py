@@ -176,3 +176,26 @@ def test_tracr_cli(store_with_counter, capsys):
         assert main(argv) == 2, argv
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not list(store.root.glob("*sorting*")) and len(list(store.root.glob("tracr-compile-*"))) == 1
+
+
+def test_without_the_extra_compile_says_how_to_install(tmp_path):
+    """With tracr unimportable, `tracr compile` ends in one line naming the extra (exit 2) and the
+    other verbs still work from a stored compiled model."""
+    import subprocess
+    import sys
+
+    compiled, _ = compile_program("counter")
+    compiled.save(tmp_path / "c")
+    code = (
+        "import sys; sys.modules['tracr'] = None\n"
+        "from wrapperlab.cli import main\n"
+        f"rc = main(['tracr', 'compile', 'counter', '--runs', {str(tmp_path / 'runs')!r}])\n"
+        "assert rc == 2, rc\n"
+        "from wrapperlab.models.tracr import CompiledModel\n"
+        f"assert CompiledModel.load({str(tmp_path / 'c')!r}).run([list('aab')])[0][1] == 2\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'wrapperlab[tracr]'" in lines[0]
+    assert not (tmp_path / "runs").exists()

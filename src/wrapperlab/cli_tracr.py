@@ -42,6 +42,13 @@ def add_parsers(sub, runtime_args, key_value) -> None:
         p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE")
         runtime_args(p)
 
+    p = verbs.add_parser("study", help="the Counter study over seeds: FT grid, attention, single-weight pruning, reFT, noise")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--lrs", default="S,M,L", help="fine-tuning lrs (names or numbers)")
+    p.add_argument("--reft-lr", default="S")
+    runtime_args(p)
+
     p = verbs.add_parser("eval", help="accuracies of a tracr run against O_PT and O_FT, floors, per-value breakdown")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=2000)
@@ -59,6 +66,8 @@ def cmd_tracr(args, runtime, say) -> int:
         return _run(args, store)
     if args.verb == "eval":
         return _eval(args, store)
+    if args.verb == "study":
+        return _study(args, store, runtime(args), say)
     return _train(args, store, runtime(args), say)
 
 
@@ -148,3 +157,35 @@ def _print_accuracies(after: dict, before: dict | None = None) -> None:
     for key in sorted(k for k in after if k.startswith("by_value_pt")):
         cells = ", ".join(f"{v}: {100 * a:.0f}% (n={n})" for v, (a, n) in after[key].items())
         print(f"{key.replace('by_value_', 'by true value, ')}: {cells}")
+
+
+def _study(args, store, runtime, say) -> int:
+    from wrapperlab.experiments.tracr_study import run_tracr_study
+    from wrapperlab.report.tables import ci_text, text_table
+
+    if args.seeds <= 0:
+        raise ConfigError("seeds", args.seeds, "a positive integer")
+    lrs = [x.strip() for x in args.lrs.split(",") if x.strip()]
+    summary = run_tracr_study(store, args.profile, seeds=list(range(args.seeds)), lrs=lrs, reft_lr=args.reft_lr,
+                              runtime=runtime, say=say)
+    print("\nCompiled Counter under weight noise: Acc O_PT (C_Te=0) %, per seed")
+    for std, accs in summary["noise"].items():
+        print(f"  std {std:>6}: " + " / ".join(f"{100 * a:.1f}" for a in accs))
+    rows = []
+    for r in summary["aggregate"]:
+        row = {"lr": r["lr"], "c_tr": r["c_tr"]}
+        for key in ("acc_ft_cte0", "acc_ft_cte1", "acc_pt_cte0", "acc_pt_cte1", "shortcut_cte0", "floor_pt_cte0"):
+            row[key] = ci_text(r[key])
+        row["attn"] = " / ".join(ci_text(r.get(f"attn_{w}_{t}", {}), pct=True) for w in ("before", "after")
+                                 for t in ("a", "b"))
+        row["prune"] = ci_text(r["prune_gain"]) if "prune_gain" in r else "-"
+        row["reft"] = str(r.get("reft_steps_to_0.9", "-"))
+        rows.append(row)
+    cols = [("lr", "lr", "s"), ("c_tr", "C_Tr", "s"), ("acc_ft_cte0", "O_FT C_Te=0", "s"),
+            ("acc_ft_cte1", "O_FT C_Te=1", "s"), ("acc_pt_cte0", "O_PT C_Te=0", "s"), ("acc_pt_cte1", "O_PT C_Te=1", "s"),
+            ("shortcut_cte0", "a+q C_Te=0", "s"), ("floor_pt_cte0", "floor", "s"),
+            ("attn", "B1 attn a/b before, a/b after", "s"), ("prune", "1-weight gain", "s"), ("reft", "reFT steps to 90 %", "s")]
+    print(f"\nTracr Counter study (profile {args.profile}, seeds 0..{args.seeds - 1}); accuracies in %, mean ± 95 % CI")
+    print(text_table(rows, cols))
+    print(f"\nsummary: {summary['path']}")
+    return 0

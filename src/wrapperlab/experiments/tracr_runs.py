@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import numpy as np
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -111,6 +113,10 @@ def tracr_finetune_config(
 
 def compile_stage(cfg: TracrCompileConfig, store: RunStore, say: Say = print) -> StageResult:
     """Compile (JAX) and store the converted model; later stages load it without JAX."""
+    from wrapperlab.models.tracr.programs import rasp_module
+
+    if not store.run_for("tracr-compile", cfg.model_dump(mode="json")).done:
+        rasp_module()  # without the extra: one clear line, and no half-made run directory
 
     def compute(run: Run) -> dict:
         from wrapperlab.models.tracr.compile import compile_program
@@ -225,3 +231,90 @@ def compiled_root(run: Run) -> Run:
     while run.kind != "tracr-compile":
         run = store.resolve(run.config()["parent"], field="parent")
     return run
+
+
+# -- analyses of tracr runs (stored beside the run, cached by config) ------------------------------------
+
+
+def _tuned(store: RunStore, ref: str) -> tuple[Run, TracrFinetuneConfig, CompiledModel, TracrData]:
+    run = store.resolve(ref)
+    if run.kind not in TUNED_KINDS:
+        raise ConfigError("run", ref, "a tracr-finetune or tracr-reft run (its data settings define O_PT and O_FT)")
+    cfg = validated(TracrFinetuneConfig, run.config())
+    compiled = compiled_of(run)
+    return run, cfg, compiled, data_for(compiled, cfg.data)
+
+
+def _with_both(data: TracrData, n: int, seed: int, stream: str = "eval"):
+    """Uncorrelated inputs that contain both O_PT and O_FT letters (Counter) — where attention can choose."""
+    from wrapperlab.data.samples import stream_rng
+
+    samples = data.sample(4 * n, stream_rng(seed, stream), c=0.0)
+    if data.config.task == "counter":
+        letters = data._letters_from_tokens(samples.tokens)
+        both = ((letters == data.letters.index(data.config.pt)).any(1)
+                & (letters == data.letters.index(data.config.ft)).any(1))
+        idx = np.nonzero(both)[0][:n]
+        samples = type(samples)(samples.tokens[idx], samples.answer_pos[idx], samples.targets[idx], samples.correlated[idx])
+    return samples
+
+
+def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0) -> dict[str, Any]:
+    """Attention mass from the answer position on O_PT / O_FT / BOS per block, before (the noised compiled
+    model) and after fine-tuning, on the same inputs."""
+    from wrapperlab.analysis.tracr_analysis import attention_mass
+    from wrapperlab.experiments.analyses import _cached
+
+    run, cfg, compiled, data = _tuned(store, ref)
+
+    def compute() -> dict[str, Any]:
+        samples = _with_both(data, n, seed)
+        ids = compiled.token_ids
+        names = {cfg.data.pt: ids[cfg.data.pt], cfg.data.ft: ids[cfg.data.ft], "BOS": ids[compiled.bos]} \
+            if cfg.data.task == "counter" else {"BOS": ids[compiled.bos]}
+        before = compiled_of(compiled_root(run)).model()
+        add_noise(before, cfg.noise_std, cfg.seed)
+        return {"n": len(samples), "before": attention_mass(before, samples, names),
+                "after": attention_mass(compiled.model(), samples, names)}
+
+    return _cached(run, "tracr-attention", {"n": n, "seed": seed}, compute).data
+
+
+def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search: int = 500, n_test: int = 2000,
+                      seed: int = 0, say: Say = print) -> dict[str, Any]:
+    """Exhaustive single-weight pruning of a tracr run by its real O_PT accuracy (cached)."""
+    from wrapperlab.analysis.tracr_analysis import single_weight_search
+    from wrapperlab.analysis.tracr_eval import tracr_test_sets
+    from wrapperlab.data.samples import stream_rng
+    from wrapperlab.experiments.analyses import _cached
+
+    run, cfg, compiled, data = _tuned(store, ref)
+
+    def compute() -> dict[str, Any]:
+        say(f"single-weight search on {run.id} (|w| > {min_abs})")
+        search = data.sample(n_search, stream_rng(seed, "prune"), c=0.0)
+        result = single_weight_search(compiled.model(), data, search, tracr_test_sets(data, n_test, seed),
+                                      compiled.residual_labels, min_abs=min_abs)
+        return result.as_dict()
+
+    return _cached(run, "tracr-wsearch", {"min_abs": min_abs, "n_search": n_search, "n_test": n_test, "seed": seed},
+                   compute).data
+
+
+def noise_sweep(compiled_run: Run, data_cfg: TracrDataConfig, stds=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
+                seeds=(0, 1, 2), n: int = 2000) -> dict[str, list[float]]:
+    """Acc O_PT (C_Te = 0) of the compiled model after N(0, std²) noise, per std and seed."""
+    from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
+
+    compiled = compiled_of(compiled_run)
+    data = data_for(compiled, data_cfg)
+    tests = tracr_test_sets(data, n, 0)
+    out = {}
+    for std in stds:
+        accs = []
+        for seed in seeds:
+            model = compiled.model()
+            add_noise(model, std, seed)
+            accs.append(tracr_accuracies(model, data, {0.0: tests[0.0]})["acc_pt_cte0"])
+        out[f"{std:g}"] = accs
+    return out

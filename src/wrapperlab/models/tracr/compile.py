@@ -18,7 +18,7 @@ import torch
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPTConfig
 from wrapperlab.models.tracr.compiled import CompiledModel
-from wrapperlab.models.tracr.programs import Program, program
+from wrapperlab.models.tracr.programs import Program, program, rasp_module
 
 BOS, PAD = "BOS", "PAD"  # upper case sorts before the letters, so BOS = 0 and PAD = 1
 
@@ -30,9 +30,10 @@ def compile_program(
 
     The tracr model is returned for parity checks; everything downstream uses ``compiled``.
     """
+    spec: Program = program(name)
+    rasp_module()  # a clear "install the extra" error before anything else
     from tracr.compiler import compiling
 
-    spec: Program = program(name)
     vocab = tuple(vocab or spec.vocab)
     max_seq_len = max_seq_len or spec.max_seq_len
     if {BOS, PAD} & set(vocab):

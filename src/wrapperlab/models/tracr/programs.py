@@ -16,8 +16,10 @@ def rasp_module():
     """``tracr.rasp.rasp``, or a clear error saying which extra to install."""
     try:
         from tracr.rasp import rasp
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ConfigError("tracr", "not installed", f"pip install 'wrapperlab[tracr]' ({e})") from None
+    except ImportError:
+        raise ConfigError(
+            "tracr", "not installed", "the optional extra: pip install 'wrapperlab[tracr]' (compiling needs JAX)"
+        ) from None
     return rasp
 
 
@@ -65,9 +67,9 @@ def max_identifier(rank: int = 5):
 
 
 def _lib(name: str):
+    rasp = rasp_module()
     from tracr.compiler import lib
 
-    rasp = rasp_module()
     if name == "length":
         return lib.make_length()
     if name == "reverse":
