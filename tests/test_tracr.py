@@ -199,3 +199,47 @@ def test_without_the_extra_compile_says_how_to_install(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'wrapperlab[tracr]'" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def _counter_data(compiled):
+    from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
+
+    return TracrData(TracrDataConfig(), compiled.input_vocab, compiled.output_values, compiled.bos, compiled.pad)
+
+
+def test_single_weight_search_finds_a_planted_wrapper():
+    """Plant a one-weight 'wrapper' (a block-2 MLP bias that pushes every answer to count 0): the exhaustive
+    search must rank exactly that weight first and restore the compiled accuracy."""
+    from wrapperlab.analysis.tracr_analysis import single_weight_search
+    from wrapperlab.analysis.tracr_eval import tracr_test_sets
+    from wrapperlab.data.samples import stream_rng
+
+    compiled, _ = compile_program("counter")
+    data = _counter_data(compiled)
+    model = compiled.model()
+    target = compiled.label_index(f"{compiled.output_label}:0")
+    with torch.no_grad():
+        model.blocks[2].mlp.fc_out.bias[target] = 5.0
+    search = data.sample(200, stream_rng(0, "prune"), c=0.0)
+    result = single_weight_search(model, data, search, tracr_test_sets(data, 500, 0), compiled.residual_labels, keep=3)
+    assert result.baseline["acc_pt_cte0"] < 0.5  # the wrapper hides the count
+    best = result.best[0]
+    assert best.param == "blocks.2.mlp.fc_out.bias" and best.index == [target]
+    assert best.acc_pt_cte0 == 1.0 and result.gain > 0.5
+    assert best.name == f"B2 mlp.fc_out bias [{compiled.output_label}:0]"
+    assert sum(best.histogram.values()) == 500 and len(best.histogram) > 2  # many classes, not a constant
+
+
+def test_maps_are_labelled_by_the_residual_basis():
+    from wrapperlab.analysis.tracr_analysis import top_writes, tracr_maps, weight_name
+
+    compiled, _ = compile_program("counter")
+    tokens = compiled.encode([list("abacbda")])[0]
+    names = [str(compiled.input_vocab[t]) for t in tokens]
+    maps = tracr_maps(compiled.model(), tokens, names, compiled.residual_labels)
+    patterns = np.asarray(maps["patterns"])
+    assert np.allclose(patterns.sum(-1), 1.0, atol=1e-5)
+    writes = dict(top_writes(maps, position=2)[1])  # block 1's MLP decodes the selector width: count = 3
+    assert any(label.endswith(":3") and value > 0.5 for label, value in writes.items()), writes
+    a_row, a_col = compiled.token_ids["a"], compiled.label_index("tokens:a")
+    assert weight_name("embed.weight", (a_row, a_col), compiled.residual_labels, 18, 1) == f"embed [token {a_row} -> tokens:a]"

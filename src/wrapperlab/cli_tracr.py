@@ -42,6 +42,11 @@ def add_parsers(sub, runtime_args, key_value) -> None:
         p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE")
         runtime_args(p)
 
+    p = verbs.add_parser("maps", help="attention patterns and MLP writes (residual-basis labels) for one input; PNG")
+    p.add_argument("run")
+    p.add_argument("input", help="letters, e.g. abcabba")
+    p.add_argument("--runs", default="runs")
+
     p = verbs.add_parser("study", help="the Counter study over seeds: FT grid, attention, single-weight pruning, reFT, noise")
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=int, default=3)
@@ -66,6 +71,8 @@ def cmd_tracr(args, runtime, say) -> int:
         return _run(args, store)
     if args.verb == "eval":
         return _eval(args, store)
+    if args.verb == "maps":
+        return _maps(args, store)
     if args.verb == "study":
         return _study(args, store, runtime(args), say)
     return _train(args, store, runtime(args), say)
@@ -187,5 +194,33 @@ def _study(args, store, runtime, say) -> int:
             ("attn", "B1 attn a/b before, a/b after", "s"), ("prune", "1-weight gain", "s"), ("reft", "reFT steps to 90 %", "s")]
     print(f"\nTracr Counter study (profile {args.profile}, seeds 0..{args.seeds - 1}); accuracies in %, mean ± 95 % CI")
     print(text_table(rows, cols))
-    print(f"\nsummary: {summary['path']}")
+    from pathlib import Path
+
+    from wrapperlab.report.tracr_figures import tracr_study_figure
+
+    figure = tracr_study_figure(summary, Path(summary["path"]).with_suffix(".png"))
+    print(f"\nsummary: {summary['path']}\nfigure: {figure}")
+    return 0
+
+
+def _maps(args, store) -> int:
+    from wrapperlab.analysis.tracr_analysis import top_writes, tracr_maps
+    from wrapperlab.experiments.tracr_runs import compiled_of
+    from wrapperlab.report.tracr_figures import tracr_maps_figure
+
+    run = store.resolve(args.run)
+    compiled = compiled_of(run)
+    tokens = compiled.encode([list(args.input)])[0]
+    names = [str(compiled.input_vocab[t]) for t in tokens]
+    maps = tracr_maps(compiled.model(), tokens, names, compiled.residual_labels)
+    safe = "".join(ch for ch in args.input if ch.isalnum())[:40]
+    path = tracr_maps_figure(maps, run.path / "analysis" / f"tracr-maps-{safe}.png")
+    answer = 2 if compiled.answer == "index1" else len(tokens) - 1
+    print(f"output: {compiled.run([list(args.input)])[0]}")
+    for b, writes in enumerate(top_writes(maps, answer)):
+        attn = maps["patterns"][b][0][answer]
+        top = sorted(range(len(names)), key=lambda i: -attn[i])[:3]
+        print(f"block {b}: position {answer} attends to " + ", ".join(f"{names[i]}@{i} {attn[i]:.2f}" for i in top)
+              + "; MLP writes " + (", ".join(f"{label} {v:+.2f}" for label, v in writes) or "nothing"))
+    print(f"figure: {path}")
     return 0

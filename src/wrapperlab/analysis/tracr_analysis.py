@@ -169,3 +169,28 @@ def _first_order(model, data: TracrData, search: TracrSamples, params: dict) -> 
             best, where = value.item(), (name, tuple(int(i) for i in np.unravel_index(int(flat), p.shape)))
     model.zero_grad(set_to_none=True)
     return where
+
+
+@torch.no_grad()
+def tracr_maps(model: nn.Module, tokens: np.ndarray, token_names: Sequence[str], labels: Sequence[str]) -> dict:
+    """One input's attention patterns ``(blocks, heads, q, k)`` and each MLP's output in the residual basis
+    ``(blocks, pos, d_model)``, with the names to label both (JSON-serialisable)."""
+    names = {f"blocks.{b}.{h}" for b in range(len(model.blocks)) for h in ("attn.hook_pattern", "hook_mlp_out")}
+    _, cache = model.run_with_cache(torch.from_numpy(tokens[None]), names_filter=lambda n: n in names)
+    blocks = range(len(model.blocks))
+    return {
+        "tokens": list(token_names),
+        "labels": list(labels),
+        "patterns": [cache[f"blocks.{b}.attn.hook_pattern"][0].tolist() for b in blocks],
+        "mlp_out": [cache[f"blocks.{b}.hook_mlp_out"][0].tolist() for b in blocks],
+    }
+
+
+def top_writes(maps: dict, position: int, k: int = 4) -> list[list[tuple[str, float]]]:
+    """Per block, the residual directions its MLP writes most strongly at ``position``."""
+    out = []
+    for block in maps["mlp_out"]:
+        row = np.asarray(block[position])
+        order = np.argsort(-np.abs(row))[:k]
+        out.append([(maps["labels"][i], float(row[i])) for i in order if abs(row[i]) > 1e-3])
+    return out
