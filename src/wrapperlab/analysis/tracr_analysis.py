@@ -81,6 +81,7 @@ class WeightSearch:
     min_abs: float
     best: list[PrunedWeight]
     first_order: PrunedWeight | None  # the top g*w weight, for comparison
+    greedy: list[dict] = field(default_factory=list)  # k weights zeroed together: names, held-out accs, histogram
 
     @property
     def gain(self) -> float:
@@ -110,10 +111,11 @@ def _held_out(model, data: TracrData, tests: dict[float, TracrSamples]) -> tuple
 @torch.no_grad()
 def single_weight_search(
     model: nn.Module, data: TracrData, search: TracrSamples, tests: dict[float, TracrSamples],
-    labels: Sequence[str], min_abs: float = 1e-2, keep: int = 5, progress=None,
+    labels: Sequence[str], min_abs: float = 1e-2, keep: int = 5, pool: int = 40, max_k: int = 5, progress=None,
 ) -> WeightSearch:
     """Zero each weight with ``|w| > min_abs`` (the read-out projection excluded) in turn, rank by Acc O_PT
-    on ``search``, and report the ``keep`` best on the held-out ``tests`` (C_Te = 0 and 1)."""
+    on ``search``, and report the ``keep`` best on the held-out ``tests`` (C_Te = 0 and 1); then grow a
+    set greedily from the ``pool`` best single weights up to ``max_k`` weights (multi-weight pruning)."""
     cfg = model.cfg
     truth = data.values_of(search, data.config.pt)
     tokens, pos = torch.from_numpy(search.tokens), torch.from_numpy(search.answer_pos)
@@ -142,6 +144,7 @@ def single_weight_search(
                             held["acc_pt_cte0"], held["acc_pt_cte1"], held["acc_ft_cte1"], hist)
 
     best = [evaluate(*s) for s in scored[:keep]]
+    greedy = _greedy(model, data, tokens, pos, truth, tests, params, scored[:pool], max_k, labels)
     first = _first_order(model, data, search, params)
     first_pruned = None
     if first is not None:
@@ -149,7 +152,40 @@ def single_weight_search(
         first_pruned = evaluate(acc, *first)
     truth_test = data.values_of(tests[0.0], data.config.pt)
     floor = float(np.bincount(truth_test[truth_test >= 0]).max() / len(truth_test))
-    return WeightSearch(baseline, floor, hist_before, len(candidates), min_abs, best, first_pruned)
+    return WeightSearch(baseline, floor, hist_before, len(candidates), min_abs, best, first_pruned, greedy)
+
+
+def _greedy(model, data, tokens, pos, truth, tests, params, pool, max_k: int, labels) -> list[dict]:
+    """Add, one at a time, the pool weight whose zeroing (with those already chosen) helps Acc O_PT most."""
+    chosen: list[tuple[str, tuple[int, ...]]] = []
+    saved: dict[tuple[str, tuple[int, ...]], float] = {}
+    out = []
+    try:
+        for k in range(1, max_k + 1):
+            best_acc, best = -1.0, None
+            for _, name, idx in pool:
+                if (name, idx) in saved:
+                    continue
+                p = params[name]
+                old = p[idx].item()
+                p[idx] = 0.0
+                acc = float((model(tokens, logits_at=pos).argmax(-1).numpy() == truth).mean())
+                p[idx] = old
+                if acc > best_acc:
+                    best_acc, best = acc, (name, idx)
+            if best is None:
+                break
+            saved[best] = params[best[0]][best[1]].item()
+            params[best[0]][best[1]] = 0.0
+            chosen.append(best)
+            held, hist = _held_out(model, data, tests)
+            cfg = model.cfg
+            out.append({"k": k, "search_acc": best_acc, **held, "histogram": hist,
+                        "weights": [weight_name(n, i, labels, cfg.d_head, cfg.n_heads) for n, i in chosen]})
+    finally:
+        for (name, idx), value in saved.items():
+            params[name][idx] = value
+    return out
 
 
 def _first_order(model, data: TracrData, search: TracrSamples, params: dict) -> tuple[str, tuple[int, ...]] | None:

@@ -281,7 +281,7 @@ def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0) -> dic
 
 
 def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search: int = 500, n_test: int = 2000,
-                      seed: int = 0, say: Say = print) -> dict[str, Any]:
+                      seed: int = 0, max_k: int = 5, say: Say = print) -> dict[str, Any]:
     """Exhaustive single-weight pruning of a tracr run by its real O_PT accuracy (cached)."""
     from wrapperlab.analysis.tracr_analysis import single_weight_search
     from wrapperlab.analysis.tracr_eval import tracr_test_sets
@@ -294,11 +294,11 @@ def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search
         say(f"single-weight search on {run.id} (|w| > {min_abs})")
         search = data.sample(n_search, stream_rng(seed, "prune"), c=0.0)
         result = single_weight_search(compiled.model(), data, search, tracr_test_sets(data, n_test, seed),
-                                      compiled.residual_labels, min_abs=min_abs)
+                                      compiled.residual_labels, min_abs=min_abs, max_k=max_k)
         return result.as_dict()
 
-    return _cached(run, "tracr-wsearch", {"min_abs": min_abs, "n_search": n_search, "n_test": n_test, "seed": seed},
-                   compute).data
+    key = {"min_abs": min_abs, "n_search": n_search, "n_test": n_test, "seed": seed, "greedy_max_k": max_k}
+    return _cached(run, "tracr-wsearch", key, compute).data
 
 
 def noise_sweep(compiled_run: Run, data_cfg: TracrDataConfig, stds=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
