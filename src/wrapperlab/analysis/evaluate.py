@@ -7,6 +7,7 @@ seed, so two evaluations with the same seed see the same samples and differ only
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,8 +20,11 @@ from wrapperlab.training.loop import answer_logits
 
 
 @torch.no_grad()
-def predict(model: nn.Module, samples: Samples, batch_size: int = 512) -> np.ndarray:
-    """Greedy answer token ids, ``(n,)``."""
+def batched_argmax(
+    model: nn.Module, samples, logits: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] = answer_logits,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Greedy prediction per sample, ``(n,)``: ``logits(model, tokens, answer_pos)`` in eval mode, batched."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -28,9 +32,14 @@ def predict(model: nn.Module, samples: Samples, batch_size: int = 512) -> np.nda
     for i in range(0, len(samples), batch_size):
         tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)
         pos = torch.from_numpy(samples.answer_pos[i : i + batch_size]).to(device)
-        out.append(answer_logits(model, tokens, pos).argmax(-1).cpu().numpy())
+        out.append(logits(model, tokens, pos).argmax(-1).cpu().numpy())
     model.train(was_training)
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def predict(model: nn.Module, samples: Samples, batch_size: int = 512) -> np.ndarray:
+    """Greedy answer token ids, ``(n,)`` (the answer token hidden from the input, see ``answer_logits``)."""
+    return batched_argmax(model, samples, answer_logits, batch_size)
 
 
 def accuracy(model: nn.Module, samples: Samples, batch_size: int = 512) -> float:

@@ -10,25 +10,16 @@ inputs answered with the O_PT answer shifted by q — the wrapper the spurious c
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
+from wrapperlab.analysis.evaluate import batched_argmax
 from wrapperlab.data.samples import stream_rng
 from wrapperlab.data.tracr_data import TracrData, TracrSamples
 
 
-@torch.no_grad()
 def predict_classes(model: nn.Module, samples: TracrSamples, batch_size: int = 2048) -> np.ndarray:
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(samples), batch_size):
-        tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)
-        pos = torch.from_numpy(samples.answer_pos[i : i + batch_size]).to(device)
-        out.append(model(tokens, logits_at=pos).argmax(-1).cpu().numpy())
-    model.train(was_training)
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+    """The output class at each input's answer position (every input token visible)."""
+    return batched_argmax(model, samples, lambda m, tokens, pos: m(tokens, logits_at=pos), batch_size)
 
 
 def tracr_test_sets(data: TracrData, n: int, seed: int) -> dict[float, TracrSamples]:

@@ -33,16 +33,16 @@ def profile(name: str) -> dict[str, Any]:
     return profiles[name]
 
 
-def parse_lr(value: str | float) -> float:
-    """A learning rate: a number or one of the paper's names L, M, S."""
-    if isinstance(value, str) and value in LR_NAMES:
-        return LR_NAMES[value]
+def parse_lr(value: str | float, names: dict[str, float] = LR_NAMES) -> float:
+    """A learning rate: a number or one of the paper's names (PCFG: L, M, S)."""
+    if isinstance(value, str) and value in names:
+        return names[value]
     try:
         lr = float(value)
     except (TypeError, ValueError):
-        raise ConfigError("lr", value, f"a positive number or one of {list(LR_NAMES)}")
+        lr = -1.0
     if not lr > 0:
-        raise ConfigError("lr", value, f"a positive number or one of {list(LR_NAMES)}")
+        raise ConfigError("lr", value, f"a positive number or one of {list(names)}")
     return lr
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
 from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
-from wrapperlab.experiments.configs import apply_overrides, load_profiles, profile, validated
+from wrapperlab.experiments.configs import apply_overrides, load_profiles, parse_lr, profile, validated
 from wrapperlab.experiments.pipeline import Say, StageResult, _stage, _train, first_steps
 from wrapperlab.experiments.store import Run, RunStore
 from wrapperlab.models.gpt import GPT
@@ -66,15 +66,7 @@ class TracrFinetuneConfig(BaseModel):
 
 
 def tracr_lr(value: str | float) -> float:
-    if isinstance(value, str) and value in TRACR_LRS:
-        return TRACR_LRS[value]
-    try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        lr = -1.0
-    if not lr > 0:
-        raise ConfigError("lr", value, f"a positive number or one of {list(TRACR_LRS)}")
-    return lr
+    return parse_lr(value, TRACR_LRS)
 
 
 # -- configs from profiles ------------------------------------------------------------------------------
