@@ -110,3 +110,4 @@ def test_demo_study_summarises_cells(tmp_path, capsys):
 def test_demo_rejects_bad_grid(tmp_path):
     r = run_cli("demo", *TEST, "--runs", tmp_path / "runs", "--c-tr", "0,2")
     assert r.returncode == 2 and "c_tr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+

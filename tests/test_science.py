@@ -91,3 +91,16 @@ def test_reft_revives_fast_and_scratch_does_not(wrapped):
           "scratch:", scratch.result["first_step_at"]["acc_pt_cte0"])
     assert reft.result["first_step_at"]["acc_pt_cte0"]["0.9"] is not None
     assert scratch.result["first_step_at"]["acc_pt_cte0"]["0.5"] is None
+
+
+def test_reft_from_the_pretrained_model_keeps_its_accuracy(pretrained):
+    """reFT trains on the pretraining question with honest labels; applied to the pretrained model itself
+    it must not lower Acc O_PT (within one binomial standard error of the 1000-sample estimate)."""
+    from wrapperlab.experiments.configs import FinetuneRunConfig, finetune_config, reft_config
+    store, stage = pretrained
+    ft_cfg = finetune_config(stage.run.id, "quick", {"train.lr": "M", "data.c_tr": 1.0})
+    assert isinstance(ft_cfg, FinetuneRunConfig)
+    result = finetune(reft_config(ft_cfg, stage.run.id, "quick"), store, QUIET, say=lambda _: None, kind="reft").result
+    before, after = result["before"]["acc_pt_cte0"], result["after"]["acc_pt_cte0"]
+    print("reFT on the pretrained model: Acc O_PT(C_Te=0)", before, "->", after)
+    assert after >= before - (before * (1 - before) / 1000) ** 0.5

@@ -243,3 +243,26 @@ def test_maps_are_labelled_by_the_residual_basis():
     assert any(label.endswith(":3") and value > 0.5 for label, value in writes.items()), writes
     a_row, a_col = compiled.token_ids["a"], compiled.label_index("tokens:a")
     assert weight_name("embed.weight", (a_row, a_col), compiled.residual_labels, 18, 1) == f"embed [token {a_row} -> tokens:a]"
+
+
+@pytest.mark.slow
+def test_compiled_counter_learns_a_wrapper_at_small_lr_and_count_b_at_large(store_with_counter):
+    """The quick profile's two clearest Tracr results (seed 0): with C_Tr = 1 at η_S the model answers
+    count(a) + 1 and its counting head keeps attending to a, never to b; with C_Tr = 0 at η_L it learns
+    count(b)."""
+    from wrapperlab.experiments.tracr_runs import attention_run, tracr_finetune, tracr_finetune_config
+    from wrapperlab.training.config import Runtime
+
+    store, compiled = store_with_counter
+    quiet = Runtime(progress=False)
+    small = tracr_finetune(tracr_finetune_config(compiled.run, "quick", {"train.lr": "S", "data.c_tr": 1.0}),
+                           store, quiet, say=lambda _: None)
+    after = small.result["after"]
+    attention = attention_run(store, small.run.id)["after"][1]
+    print("η_S, C_Tr=1:", {k: v for k, v in after.items() if not k.startswith("by_")}, "block-1 attention:", attention)
+    assert after["shortcut_cte0"] >= 0.95 and after["acc_ft_cte0"] <= 0.05
+    assert attention["a"] >= 0.5 and attention["b"] <= 0.05
+    large = tracr_finetune(tracr_finetune_config(compiled.run, "quick", {"train.lr": "L", "data.c_tr": 0.0}),
+                           store, quiet, say=lambda _: None)
+    print("η_L, C_Tr=0:", large.result["after"]["acc_ft_cte0"])
+    assert large.result["after"]["acc_ft_cte0"] >= 0.95
