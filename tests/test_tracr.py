@@ -166,6 +166,13 @@ def test_tracr_cli(store_with_counter, capsys):
     assert main(["tracr", "finetune", compiled.run.id, "--profile", "test", "--lr", "S", "--c-tr", "1",
                  "--runs", root, "--quiet"]) == 0
     assert "O_PT C_Te=0 %" in capsys.readouterr().out
+    ft = next(p.name for p in store.root.iterdir() if p.name.startswith("tracr-finetune"))
+    # the general analysis verbs take tracr runs too
+    assert main(["attention", ft, "--runs", root]) == 0 and "block 1:" in capsys.readouterr().out
+    assert main(["diff", compiled.run.id, ft, "--runs", root]) == 0 and "blocks.1.mlp" in capsys.readouterr().out
+    assert main(["eval", ft, "--runs", root]) == 0 and "floor O_PT" in capsys.readouterr().out
+    assert main(["probe", ft, "--runs", root]) == 2
+    assert "tracr maps" in capsys.readouterr().err
     bad = [["tracr", "finetune", compiled.run.id, "--lr", "XL", "--runs", root],
            ["tracr", "finetune", compiled.run.id, "--set", "data.ft=z", "--runs", root],
            ["tracr", "reft", compiled.run.id, "--runs", root],
@@ -266,3 +273,16 @@ def test_compiled_counter_learns_a_wrapper_at_small_lr_and_count_b_at_large(stor
                            store, quiet, say=lambda _: None)
     print("η_L, C_Tr=0:", large.result["after"]["acc_ft_cte0"])
     assert large.result["after"]["acc_ft_cte0"] >= 0.95
+
+
+def test_any_user_rasp_program_compiles_and_runs():
+    from tracr.rasp import rasp
+
+    from wrapperlab.models.tracr.compile import compile_rasp
+
+    same = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)
+    hist = rasp.categorical(rasp.SelectorWidth(same)).named("my_hist")
+    compiled, _ = compile_rasp(hist, vocab="xyz", max_seq_len=6, name="my-hist")
+    inputs = random_inputs("hist", 50)
+    inputs = [["xyz"["abcde".index(t) % 3] for t in x][:6] for x in inputs]
+    assert compiled.run(inputs) == [[x.count(t) for t in x] for x in inputs]

@@ -559,6 +559,9 @@ def cmd_tracr(args) -> int:
     return run_tracr(args, _runtime, _say)
 
 
+#: verbs that also take a tracr run (routed to the tracr tools)
+TRACR_AWARE = ("prune", "attention", "reft", "eval", "diff", "probe")
+
 COMMANDS = {
     "tracr": cmd_tracr,
     "prune": cmd_prune,
@@ -579,6 +582,12 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     try:
+        if args.command in TRACR_AWARE:
+            from wrapperlab.cli_tracr import analyse, tracr_run_for
+
+            run = tracr_run_for(args)
+            if run is not None:
+                return analyse(args.command, args, run, _runtime, _say)
         return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"wrapperlab: error: {e}", file=sys.stderr)

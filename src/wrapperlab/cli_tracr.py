@@ -224,3 +224,83 @@ def _maps(args, store) -> int:
               + "; MLP writes " + (", ".join(f"{label} {v:+.2f}" for label, v in writes) or "nothing"))
     print(f"figure: {path}")
     return 0
+
+
+# -- the general analysis verbs, on tracr runs --------------------------------------------------------
+
+
+def tracr_run_for(args):
+    """The tracr run an analysis verb was given, or ``None`` (then the PCFG command handles it, errors too)."""
+    from wrapperlab.experiments.store import RunStore
+
+    ref = getattr(args, "run", None) or getattr(args, "run_a", None)
+    if ref is None:
+        return None
+    try:
+        run = RunStore(args.runs).resolve(ref)
+    except ConfigError:
+        return None
+    return run if run.kind.startswith("tracr-") else None
+
+
+def analyse(command: str, args, run, runtime, say) -> int:
+    """``prune`` / ``attention`` / ``reft`` / ``eval`` / ``diff`` on a tracr run, through the tracr tools."""
+    from wrapperlab.experiments.store import RunStore
+
+    store = RunStore(args.runs)
+    if command == "eval":
+        return _eval(argparse_namespace(run=run.id, n=args.n, seed=args.seed), store)
+    if command == "reft":
+        args.parent, args.verb, args.iters, args.overrides = run.id, "reft", getattr(args, "iters", None), args.overrides
+        return _train(args, store, runtime(args), say)
+    if command == "diff":
+        return _diff(args, store)
+    if command == "prune":
+        return _prune(run, store, say)
+    if command == "attention":
+        return _attention(run, store)
+    raise ConfigError("run", run.id, f"a PCFG run: `{command}` has no Tracr form (use `wrapperlab tracr maps`)")
+
+
+def argparse_namespace(**kw):
+    import argparse
+
+    return argparse.Namespace(**kw)
+
+
+def _prune(run, store, say) -> int:
+    from wrapperlab.experiments.tracr_runs import weight_search_run
+
+    result = weight_search_run(store, run.id, say=say)
+    base = result["baseline"]
+    print(f"{run.id}: Acc O_PT C_Te=0 {100 * base['acc_pt_cte0']:.1f} %, constant-output floor "
+          f"{100 * result['floor_pt_cte0']:.1f} %; {result['candidates']} weights with |w| > {result['min_abs']} tried")
+    for w in result["best"]:
+        print(f"  zero {w['name']:<55} -> O_PT C_Te=0 {100 * w['acc_pt_cte0']:5.1f} %, C_Te=1 {100 * w['acc_pt_cte1']:5.1f} %,"
+              f" O_FT C_Te=1 {100 * w['acc_ft_cte1']:5.1f} %; predicted {w['histogram']}")
+    for g in result.get("greedy", []):
+        print(f"  greedy k={g['k']}: O_PT C_Te=0 {100 * g['acc_pt_cte0']:.1f} % (+ {g['weights'][-1]})")
+    return 0
+
+
+def _attention(run, store) -> int:
+    from wrapperlab.experiments.tracr_runs import attention_run
+
+    data = attention_run(store, run.id)
+    print(f"attention from the answer position, mean over {data['n']} uncorrelated inputs (before -> after FT):")
+    for b, (before, after) in enumerate(zip(data["before"], data["after"])):
+        print(f"  block {b}: " + ", ".join(f"{k} {100 * before[k]:.0f} -> {100 * after[k]:.0f} %" for k in before))
+    print("patterns and MLP writes for one input: wrapperlab tracr maps RUN INPUT")
+    return 0
+
+
+def _diff(args, store) -> int:
+    from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
+    from wrapperlab.experiments.tracr_runs import compiled_of
+    from wrapperlab.report.tables import text_table
+
+    a, b = (compiled_of(store.resolve(r)) for r in (args.run_a, args.run_b))
+    rows = as_dicts(weight_diff(a.model(), b.model()))
+    print(text_table(rows, [("name", "matrix", "s"), ("rel_change", "|dW|/|W|", "g"), ("effective_rank", "eff. rank", "g"),
+                            ("top1_energy", "top-1 %", "pct")]))
+    return 0

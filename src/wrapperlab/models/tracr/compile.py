@@ -32,20 +32,26 @@ def compile_program(
     """
     spec: Program = program(name)
     rasp_module()  # a clear "install the extra" error before anything else
+    return compile_rasp(spec.build(), vocab or spec.vocab, max_seq_len or spec.max_seq_len, causal, name, spec.answer)
+
+
+def compile_rasp(
+    sop: Any, vocab: Sequence[Any], max_seq_len: int, causal: bool = False, name: str = "custom", answer: str = "all"
+) -> tuple[CompiledModel, Any]:
+    """Compile any RASP program (a ``tracr.rasp`` SOp) for ``vocab`` and ``max_seq_len``."""
+    rasp_module()
     from tracr.compiler import compiling
 
-    vocab = tuple(vocab or spec.vocab)
-    max_seq_len = max_seq_len or spec.max_seq_len
+    vocab = tuple(vocab)
     if {BOS, PAD} & set(vocab):
         raise ConfigError("vocab", sorted(vocab), f"tokens other than {BOS!r} and {PAD!r}")
-    sop = spec.build()
     try:
         assembled = compiling.compile_rasp_to_model(
             sop, vocab=set(vocab), max_seq_len=max_seq_len, causal=causal, compiler_bos=BOS, compiler_pad=PAD
         )
     except (NotImplementedError, ValueError) as e:
         raise ConfigError("program", name, f"a program tracr can compile ({e})") from None
-    compiled = convert(assembled, sop.label, name=name, causal=causal, max_seq_len=max_seq_len, answer=spec.answer)
+    compiled = convert(assembled, sop.label, name=name, causal=causal, max_seq_len=max_seq_len, answer=answer)
     compiled.settings = {"vocab": list(vocab), "max_seq_len": max_seq_len, "causal": causal}
     return compiled, assembled
 
