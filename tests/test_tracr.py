@@ -265,7 +265,7 @@ def test_compiled_counter_learns_a_wrapper_at_small_lr_and_count_b_at_large(stor
     small = tracr_finetune(tracr_finetune_config(compiled.run, "quick", {"train.lr": "S", "data.c_tr": 1.0}),
                            store, quiet, say=lambda _: None)
     after = small.result["after"]
-    attention = attention_run(store, small.run.id)["after"][1]
+    attention = attention_run(store, small.run.id).data["after"][1]
     print("η_S, C_Tr=1:", {k: v for k, v in after.items() if not k.startswith("by_")}, "block-1 attention:", attention)
     assert after["shortcut_cte0"] >= 0.95 and after["acc_ft_cte0"] <= 0.05
     assert attention["a"] >= 0.5 and attention["b"] <= 0.05

@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also Scr.+FT (pretrained on O_FT only; pretrains it if missing) and Scr. (random init)")
     _run_args(p)
 
+    p = sub.add_parser("reproduce", help="run a paper experiment from its spec (shipped name or YAML file)")
+    p.add_argument("spec", help="pcfg-counter | tracr-counter | a spec file")
+    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
+    p.add_argument("--out", help="run store directory (default: --runs)")
+    _runtime_args(p)
+
     p = sub.add_parser("prune-study", help="pruning variants (unit x saliency x pretraining) over seeds, one table")
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=int, default=3)
@@ -553,6 +560,22 @@ _FT_METRICS = [
     ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
 ]
 
+def cmd_reproduce(args) -> int:
+    from wrapperlab.experiments.configs import profile
+    from wrapperlab.experiments.reproduce import reproduce
+    from wrapperlab.experiments.spec import load_spec
+    from wrapperlab.experiments.store import RunStore
+
+    _positive("seeds", args.seeds)
+    spec = load_spec(args.spec)
+    profile(args.profile)  # an unknown profile is an error before anything runs
+    store = RunStore(args.out or args.runs)
+    result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say)
+    print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
+          f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
+    return 0
+
+
 def cmd_tracr(args) -> int:
     from wrapperlab.cli_tracr import cmd_tracr as run_tracr
 
@@ -563,6 +586,7 @@ def cmd_tracr(args) -> int:
 TRACR_AWARE = ("prune", "attention", "reft", "eval", "diff", "probe")
 
 COMMANDS = {
+    "reproduce": cmd_reproduce,
     "tracr": cmd_tracr,
     "prune": cmd_prune,
     "reft": cmd_reft,

@@ -271,7 +271,7 @@ def argparse_namespace(**kw):
 def _prune(run, store, say) -> int:
     from wrapperlab.experiments.tracr_runs import weight_search_run
 
-    result = weight_search_run(store, run.id, say=say)
+    result = weight_search_run(store, run.id, say=say).data
     base = result["baseline"]
     print(f"{run.id}: Acc O_PT C_Te=0 {100 * base['acc_pt_cte0']:.1f} %, constant-output floor "
           f"{100 * result['floor_pt_cte0']:.1f} %; {result['candidates']} weights with |w| > {result['min_abs']} tried")
@@ -286,7 +286,7 @@ def _prune(run, store, say) -> int:
 def _attention(run, store) -> int:
     from wrapperlab.experiments.tracr_runs import attention_run
 
-    data = attention_run(store, run.id)
+    data = attention_run(store, run.id).data
     print(f"attention from the answer position, mean over {data['n']} uncorrelated inputs (before -> after FT):")
     for b, (before, after) in enumerate(zip(data["before"], data["after"])):
         print(f"  block {b}: " + ", ".join(f"{k} {100 * before[k]:.0f} -> {100 * after[k]:.0f} %" for k in before))

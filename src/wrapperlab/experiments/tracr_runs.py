@@ -251,9 +251,9 @@ def _with_both(data: TracrData, n: int, seed: int, stream: str = "eval"):
     return samples
 
 
-def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0) -> dict[str, Any]:
+def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0):
     """Attention mass from the answer position on O_PT / O_FT / BOS per block, before (the noised compiled
-    model) and after fine-tuning, on the same inputs."""
+    model) and after fine-tuning, on the same inputs (a cached :class:`Artifact`)."""
     from wrapperlab.analysis.tracr_analysis import attention_mass
     from wrapperlab.experiments.analyses import _cached
 
@@ -269,12 +269,12 @@ def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0) -> dic
         return {"n": len(samples), "before": attention_mass(before, samples, names),
                 "after": attention_mass(compiled.model(), samples, names)}
 
-    return _cached(run, "tracr-attention", {"n": n, "seed": seed}, compute).data
+    return _cached(run, "tracr-attention", {"n": n, "seed": seed}, compute)
 
 
 def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search: int = 500, n_test: int = 2000,
-                      seed: int = 0, max_k: int = 5, say: Say = print) -> dict[str, Any]:
-    """Exhaustive single-weight pruning of a tracr run by its real O_PT accuracy (cached)."""
+                      seed: int = 0, max_k: int = 5, say: Say = print):
+    """Exhaustive single-weight pruning of a tracr run by its real O_PT accuracy (a cached :class:`Artifact`)."""
     from wrapperlab.analysis.tracr_analysis import single_weight_search
     from wrapperlab.analysis.tracr_eval import tracr_test_sets
     from wrapperlab.data.samples import stream_rng
@@ -290,7 +290,7 @@ def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search
         return result.as_dict()
 
     key = {"min_abs": min_abs, "n_search": n_search, "n_test": n_test, "seed": seed, "greedy_max_k": max_k}
-    return _cached(run, "tracr-wsearch", key, compute).data
+    return _cached(run, "tracr-wsearch", key, compute)
 
 
 def noise_sweep(compiled_run: Run, data_cfg: TracrDataConfig, stds=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3),

@@ -48,10 +48,10 @@ def run_tracr_study(
                 cell: dict[str, Any] = {
                     "seed": seed, "lr": lr, "c_tr": c, "run": ft.run.id,
                     "before": ft.result["before"], "after": ft.result["after"],
-                    "attention": attention_run(store, ft.run.id, seed=seed),
+                    "attention": attention_run(store, ft.run.id, seed=seed).data,
                 }
                 if c == 1.0 and lr in prune_lrs:
-                    cell["weight_search"] = weight_search_run(store, ft.run.id, seed=seed, say=say)
+                    cell["weight_search"] = weight_search_run(store, ft.run.id, seed=seed, say=say).data
                 if c == 1.0 and lr in reft_from:
                     reft = tracr_finetune(tracr_reft_config(ft.run, profile_name, reft_lr), store, runtime, say=say,
                                           kind="tracr-reft")

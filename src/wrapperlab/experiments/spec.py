@@ -1,0 +1,165 @@
+"""Experiment specs: a YAML file names a paper experiment's grid and analyses; it expands into a graph.
+
+A spec (``experiments/specs/<name>.yaml`` in the package, or any path) holds::
+
+    name, kind (pcfg | tracr), description
+    base:      dotted overrides per stage (pretrain, finetune), applied on the profile
+    axes:      grid axes -> value lists (pcfg: prior, lr, c_tr; tracr: lr, c_tr, noise_std)
+    analyses:  analysis -> the axis values it runs on (pcfg: prune, probe, reft; tracr: prune, attention, reft)
+    profiles:  profile -> {axes: overrides of the axes, seeds: how many}
+
+:func:`expand` turns (spec, profile, seeds) into :class:`Node` s in dependency order — one pretraining (or
+compilation) shared by all the fine-tunings that start from it, analyses and reFT after their
+fine-tuning — each naming the content-addressed run it computes, so a runner can tell finished nodes
+from missing ones before running anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from wrapperlab.errors import ConfigError
+
+AXES = {"pcfg": ("prior", "lr", "c_tr"), "tracr": ("lr", "c_tr", "noise_std")}
+ANALYSES = {"pcfg": ("prune", "probe", "reft"), "tracr": ("prune", "attention", "reft")}
+STAGES = ("pretrain", "finetune")
+
+
+class ProfileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: int = Field(3, gt=0)
+
+
+class AnalysisSpec(BaseModel):
+    """Where an analysis runs: the axis values it is restricted to (others: every value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    when: dict[str, list[Any]] = Field(default_factory=dict)
+    baselines: bool = Field(False, description="reft: also the Scr.+FT and Scr. baselines")
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    kind: Literal["pcfg", "tracr"]
+    description: str = ""
+    program: str = Field("counter", description="tracr: the compiled program")
+    base: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    axes: dict[str, list[Any]]
+    analyses: dict[str, AnalysisSpec] = Field(default_factory=dict)
+    profiles: dict[str, ProfileSpec] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_keys(self):
+        allowed = AXES[self.kind]
+        for where, axes in [("axes", self.axes), *((f"profiles.{p}.axes", s.axes) for p, s in self.profiles.items()),
+                            *((f"analyses.{a}.when", s.when) for a, s in self.analyses.items())]:
+            for axis, values in axes.items():
+                if axis not in allowed:
+                    raise ConfigError(f"{where}.{axis}", axis, f"an axis of a {self.kind} spec: {list(allowed)}")
+                if not values:
+                    raise ConfigError(f"{where}.{axis}", values, "a non-empty list of values")
+        for stage in self.base:
+            if stage not in STAGES:
+                raise ConfigError(f"base.{stage}", stage, f"one of {list(STAGES)}")
+        for name in self.analyses:
+            if name not in ANALYSES[self.kind]:
+                raise ConfigError(f"analyses.{name}", name, f"one of {list(ANALYSES[self.kind])}")
+        missing = [a for a in allowed if a not in self.axes and a != "noise_std"]
+        if missing:
+            raise ConfigError(f"axes.{missing[0]}", None, "a list of values (every axis needs a default)")
+        return self
+
+    def axes_for(self, profile: str) -> dict[str, list[Any]]:
+        extra = self.profiles[profile].axes if profile in self.profiles else {}
+        return {**self.axes, **extra}
+
+    def seeds_for(self, profile: str, seeds: int | None = None) -> list[int]:
+        n = seeds if seeds is not None else (self.profiles[profile].seeds if profile in self.profiles else 1)
+        return list(range(n))
+
+
+def shipped_specs() -> list[str]:
+    folder = resources.files("wrapperlab.experiments").joinpath("specs")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_spec(ref: str | Path) -> Spec:
+    """A shipped spec by name, or a YAML file; bad content is one ConfigError naming the file and key."""
+    path = Path(ref)
+    if not path.suffix and str(ref) in shipped_specs():
+        text = resources.files("wrapperlab.experiments").joinpath("specs", f"{ref}.yaml").read_text()
+        where = f"spec {ref}"
+    else:
+        try:
+            text = path.read_text()
+        except OSError:
+            raise ConfigError("spec", str(ref), f"a spec file or one of {shipped_specs()}") from None
+        where = f"spec {path}"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(where, "unparsable YAML", f"valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(where, type(raw).__name__, "a mapping with keys name, kind, axes, ...")
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{where}: {cause.field}", cause.value, cause.allowed) from None
+        key = ".".join(str(p) for p in err["loc"]) or "spec"
+        raise ConfigError(f"{where}: {key}", err.get("input"), err["msg"].lower()) from None
+
+
+@dataclass
+class Node:
+    """One step of a reproduction: what it computes, from what, and for which grid point."""
+
+    key: str  # unique and readable, e.g. "finetune seed=0 prior=low lr=M c_tr=1.0"
+    stage: str  # pretrain | finetune | prune | probe | reft | compile | attention
+    point: dict[str, Any]  # seed and axis values
+    parents: list[str] = field(default_factory=list)  # keys
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _key(stage: str, point: dict[str, Any]) -> str:
+    return stage + " " + " ".join(f"{k}={v}" for k, v in point.items())
+
+
+def _selected(analysis: AnalysisSpec, point: dict[str, Any]) -> bool:
+    return all(point.get(axis) in values for axis, values in analysis.when.items())
+
+
+def expand(spec: Spec, profile: str, seeds: int | None = None) -> list[Node]:
+    """The nodes of a reproduction in dependency order (parents before children)."""
+    axes = spec.axes_for(profile)
+    nodes: list[Node] = []
+    root_axes = ("prior",) if spec.kind == "pcfg" else ()
+    cell_axes = [a for a in AXES[spec.kind] if a in axes and a not in root_axes]
+    for seed in spec.seeds_for(profile, seeds):
+        for root_values in itertools.product(*(axes[a] for a in root_axes)):
+            shared = dict(zip(root_axes, root_values))
+            # a pretraining belongs to one seed; a compiled program is the same for every seed
+            root_point = {"seed": seed, **shared} if spec.kind == "pcfg" else {"program": spec.program}
+            stage = "pretrain" if spec.kind == "pcfg" else "compile"
+            root = Node(_key(stage, root_point), stage, root_point)
+            if not any(n.key == root.key for n in nodes):
+                nodes.append(root)
+            for values in itertools.product(*(axes[a] for a in cell_axes)):
+                point = {"seed": seed, **shared, **dict(zip(cell_axes, values))}
+                ft = Node(_key("finetune", point), "finetune", point, [root.key])
+                nodes.append(ft)
+                for name, analysis in spec.analyses.items():
+                    if _selected(analysis, point):
+                        nodes.append(Node(_key(name, point), name, point, [ft.key], analysis.model_dump()))
+    return nodes

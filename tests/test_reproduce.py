@@ -1,0 +1,67 @@
+"""Experiment specs: validation at the boundary, expansion into a graph, resumable in-process runs."""
+
+import pytest
+
+from wrapperlab.cli import main
+from wrapperlab.errors import ConfigError
+from wrapperlab.experiments.reproduce import reproduce
+from wrapperlab.experiments.spec import expand, load_spec, shipped_specs
+from wrapperlab.experiments.store import RunStore
+from wrapperlab.training.config import Runtime
+
+
+def test_shipped_specs_expand_parents_first():
+    assert {"pcfg-counter", "tracr-counter"} <= set(shipped_specs())
+    for name in shipped_specs():
+        spec = load_spec(name)
+        for profile in ("test", "quick", "paper"):
+            nodes = expand(spec, profile)
+            seen = set()
+            for node in nodes:
+                assert all(p in seen for p in node.parents), node.key
+                seen.add(node.key)
+            assert len(seen) == len(nodes)
+    quick = expand(load_spec("pcfg-counter"), "quick")
+    assert sum(n.stage == "pretrain" for n in quick) == 3  # one pretraining per seed, shared by its fine-tunings
+    assert sum(n.stage == "finetune" for n in quick) == 3 * 2 * 2
+    tracr = expand(load_spec("tracr-counter"), "quick")
+    assert sum(n.stage == "compile" for n in tracr) == 1  # one compiled program for every seed
+
+
+@pytest.mark.parametrize("text, key", [
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0], window: [64]}\n", "axes.window"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: M, c_tr: [1.0]}\n", "axes.lr"),
+    ("name: x\nkind: pcfg\n", "axes"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], c_tr: [1.0]}\n", "axes.lr"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nanalyses: {stare: {}}\n", "analyses.stare"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nbase: {pretraining: {}}\n", "base.pretraining"),
+    ("name: x\nkind: quantum\naxes: {}\n", "kind"),
+    ("[unclosed\n", "YAML"),
+])
+def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and key in str(e.value)
+    assert main(["reproduce", str(path), "--runs", tmp_path / "runs"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
+    """Kill after two nodes, run again: only the missing nodes are computed; a third call computes none."""
+    spec, store = load_spec("pcfg-counter"), RunStore(tmp_path / "runs")
+    quiet = Runtime(progress=False)
+    lines = []
+
+    def killer(line: str) -> None:
+        lines.append(line)
+        if line.startswith("[2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(spec, "test", store, runtime=quiet, say=killer)
+    second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
+    assert len(second.nodes) == 5 and second.computed == 3
+    assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
