@@ -65,3 +65,22 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
     assert len(second.nodes) == 5 and second.computed == 3
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
+
+
+def test_two_processes_on_one_store_compute_each_run_once(tmp_path):
+    """Two `reproduce` processes (one with 2 workers) at once on one store: every run is trained by exactly
+    one of them (the store's locks), and both finish with the same, complete set of runs."""
+    import subprocess
+    import sys
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "wrapperlab.cli", "reproduce", "pcfg-counter", "--profile", "test", "--out", str(runs),
+           "--quiet", "--threads", "1"]
+    procs = [subprocess.Popen(cmd + extra, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for extra in ([], ["--workers", "2"])]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outputs]
+    made = [r for r in RunStore(runs).runs() if r.done]
+    assert len(made) == 6  # pretrain, finetune, reft, and the baselines: scrft + its own pretraining, scratch
+    assert all(len(r.computed_by()) == 1 for r in made), {r.id: r.computed_by() for r in made}
+    assert all(f"{len(expand(load_spec('pcfg-counter'), 'test'))} nodes" in o[0] for o in outputs)

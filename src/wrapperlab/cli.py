@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--out", help="run store directory (default: --runs)")
+    p.add_argument("--workers", type=int, default=1, help="processes running ready nodes in parallel (default 1)")
     _runtime_args(p)
 
     p = sub.add_parser("prune-study", help="pruning variants (unit x saliency x pretraining) over seeds, one table")
@@ -567,10 +568,11 @@ def cmd_reproduce(args) -> int:
     from wrapperlab.experiments.store import RunStore
 
     _positive("seeds", args.seeds)
+    _positive("workers", args.workers)
     spec = load_spec(args.spec)
     profile(args.profile)  # an unknown profile is an error before anything runs
     store = RunStore(args.out or args.runs)
-    result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say)
+    result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say, workers=args.workers)
     print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
           f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
     return 0

@@ -40,6 +40,7 @@ def _stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute:
             say(f"reusing finished run {run.path}")
             return StageResult(run, run.result(), reused=True)
         run.write_json("runtime.json", runtime.model_dump())
+        run.note_compute()
         result = compute(run)
         run.finish(result)
         return StageResult(run, result, reused=False)

@@ -113,21 +113,62 @@ class Reproduction:
     seconds: float
 
 
+def _worker(node: Node, spec: Spec, profile: str, root: str, done: dict[str, Outcome], runtime: Runtime) -> Outcome:
+    """Process-pool entry point (top level, so it pickles)."""
+    return run_node(node, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
+
+
 def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
-              say: Say = print) -> Reproduction:
-    """Run every node of ``spec`` in dependency order, with one progress line per node
-    (nodes done / total, stage, elapsed, an ETA from the nodes computed so far)."""
+              say: Say = print, workers: int = 1) -> Reproduction:
+    """Run every node of ``spec`` once its parents are done, with one progress line per finished node
+    (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
+
+    ``workers > 1`` runs ready nodes in a process pool, each worker with ``cores // workers`` torch threads
+    so that the workers together do not oversubscribe the machine.
+    """
     nodes = expand(spec, profile, seeds)
     done: dict[str, Outcome] = {}
-    computed, t0 = 0, time.perf_counter()
-    for i, node in enumerate(nodes, 1):
-        t = time.perf_counter()
-        outcome = run_node(node, spec, profile, store, done, runtime, say)
+    state = {"computed": 0, "finished": 0}
+    t0 = time.perf_counter()
+
+    def report(node: Node, outcome: Outcome, seconds: float) -> None:
         done[node.key] = outcome
-        computed += not outcome.reused
+        state["finished"] += 1
+        state["computed"] += not outcome.reused
         elapsed = time.perf_counter() - t0
-        per = elapsed / max(computed, 1)
-        eta = per * (len(nodes) - i) if computed else 0.0
-        state = "reused" if outcome.reused else f"{time.perf_counter() - t:.0f} s"
-        say(f"[{i}/{len(nodes)}] {node.key}: {state} | elapsed {elapsed:.0f} s, ETA ≤ {eta:.0f} s")
-    return Reproduction(spec.name, profile, nodes, done, computed, time.perf_counter() - t0)
+        left = len(nodes) - state["finished"]
+        eta = elapsed / state["computed"] * left if state["computed"] else 0.0
+        what = "reused" if outcome.reused else f"{seconds:.0f} s"
+        say(f"[{state['finished']}/{len(nodes)}] {node.key}: {what} | elapsed {elapsed:.0f} s, ETA ≤ {eta:.0f} s")
+
+    if workers <= 1:
+        for node in nodes:
+            t = time.perf_counter()
+            report(node, run_node(node, spec, profile, store, done, runtime, say), time.perf_counter() - t)
+    else:
+        _run_pool(nodes, spec, profile, store, done, runtime, workers, report)
+    return Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
+
+
+def _run_pool(nodes, spec, profile, store, done, runtime, workers, report) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
+    pending = list(nodes)
+    running: dict[Any, tuple[Node, float]] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            for node in [n for n in pending if all(p in done for p in n.parents)]:
+                if len(running) >= workers:
+                    break
+                pending.remove(node)
+                parents = {p: done[p] for p in node.parents}
+                future = pool.submit(_worker, node, spec, profile, str(store.root), parents, worker_runtime)
+                running[future] = (node, time.perf_counter())
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                node, started = running.pop(future)
+                report(node, future.result(), time.perf_counter() - started)

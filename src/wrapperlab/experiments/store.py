@@ -12,6 +12,7 @@ Layout of a run directory::
     metrics.jsonl      one JSON object per evaluation
     model.safetensors  final weights
     result.json        headline numbers
+    compute.log        one line per process that started computing the run (host, pid, time): an audit trail
     DONE               completion marker, written last
 
 Only this module knows the layout; a lock file keeps two processes from computing one run at once.
@@ -93,6 +94,18 @@ class Run:
         Content-addressed like runs: asking for the same analysis twice finds the stored result.
         """
         return self.path / "analysis" / run_id(kind, config)
+
+    def note_compute(self) -> None:
+        """Record that this process computes the run (under the run's lock: a resumed run gets a second line)."""
+        import socket
+        import time
+
+        with open(self.path / "compute.log", "a") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+
+    def computed_by(self) -> list[str]:
+        path = self.path / "compute.log"
+        return path.read_text().splitlines() if path.exists() else []
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
         atomic_write_text(self.path / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
