@@ -46,6 +46,7 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
     assert str(path) in str(e.value) and key in str(e.value)
     assert main(["reproduce", str(path), "--runs", tmp_path / "runs"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert main(["report", str(tmp_path)]) == 2  # nothing reproduced there
     assert not (tmp_path / "runs").exists()
 
 
@@ -65,6 +66,30 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
     assert len(second.nodes) == 5 and second.computed == 3
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
+    check_report(store.root)
+
+
+def check_report(root):
+    """The report: HTML with every figure embedded as a decodable PNG, a Markdown twin whose figure links
+    exist, our numbers beside the paper's, a verdict per analysed cell, and summary.json."""
+    import base64
+    import json
+    import re
+
+    from wrapperlab.report.report import write_report
+
+    paths = write_report(root)
+    page = paths["html"].read_text()
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 3  # pruning, probes, reFT for the one analysed cell
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    markdown = paths["markdown"].read_text()
+    for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
+        assert (paths["markdown"].parent / link).exists()
+    assert "(17.2 / 15.2)" in markdown  # the paper's Table 5 cell beside ours (lr 1e-4, C_Tr 1, low prior)
+    assert "wrapper shown" in markdown or "not shown at this scale" in markdown
+    summary = json.loads(paths["summary"].read_text())
+    assert "pcfg-counter/test" in summary and "pretrained_count_a" in summary["pcfg-counter/test"]
 
 
 def test_two_processes_on_one_store_compute_each_run_once(tmp_path):

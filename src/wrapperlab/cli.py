@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes running ready nodes in parallel (default 1)")
     _runtime_args(p)
 
+    p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
+    p.add_argument("dir", help="the run store `reproduce` used")
+
     p = sub.add_parser("prune-study", help="pruning variants (unit x saliency x pretraining) over seeds, one table")
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=int, default=3)
@@ -575,6 +578,14 @@ def cmd_reproduce(args) -> int:
     result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say, workers=args.workers)
     print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
           f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
+    return cmd_report(argparse.Namespace(dir=str(store.root)))
+
+
+def cmd_report(args) -> int:
+    from wrapperlab.report.report import write_report
+
+    paths = write_report(args.dir)
+    print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}\nsummary: {paths['summary']}")
     return 0
 
 
@@ -589,6 +600,7 @@ TRACR_AWARE = ("prune", "attention", "reft", "eval", "diff", "probe")
 
 COMMANDS = {
     "reproduce": cmd_reproduce,
+    "report": cmd_report,
     "tracr": cmd_tracr,
     "prune": cmd_prune,
     "reft": cmd_reft,

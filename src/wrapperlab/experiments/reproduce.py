@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from wrapperlab.experiments.pipeline import Say
@@ -147,7 +148,24 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
             report(node, run_node(node, spec, profile, store, done, runtime, say), time.perf_counter() - t)
     else:
         _run_pool(nodes, spec, profile, store, done, runtime, workers, report)
-    return Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
+    result = Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
+    save(result, spec, store)
+    return result
+
+
+def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
+    """``<store>/reproductions/<spec>-<profile>.json``: every node's grid point and outcome (the report's input)."""
+    import json
+
+    from wrapperlab.training.checkpoint import atomic_write_text
+
+    nodes = [{"key": n.key, "stage": n.stage, "point": n.point, "run_id": result.outcomes[n.key].run_id,
+              "reused": result.outcomes[n.key].reused, "data": result.outcomes[n.key].data} for n in result.nodes]
+    path = store.root / "reproductions" / f"{spec.name}-{result.profile}.json"
+    atomic_write_text(path, json.dumps({"spec": spec.name, "kind": spec.kind, "profile": result.profile,
+                                        "computed": result.computed, "seconds": result.seconds, "nodes": nodes},
+                                       indent=1, default=str) + "\n")
+    return path
 
 
 def _run_pool(nodes, spec, profile, store, done, runtime, workers, report) -> None:
