@@ -194,6 +194,10 @@ def _study(args, store, runtime, say) -> int:
             ("attn", "B1 attn a/b before, a/b after", "s"), ("prune", "1-weight gain", "s"), ("reft", "reFT steps to 90 %", "s")]
     print(f"\nTracr Counter study (profile {args.profile}, seeds 0..{args.seeds - 1}); accuracies in %, mean ± 95 % CI")
     print(text_table(rows, cols))
+    for r in summary["aggregate"]:
+        if "scratch_steps_to_0.9" in r:
+            print(f"Scr. control (random weights, reFT settings at η_{args.reft_lr}): steps to 90 % "
+                  f"{r['scratch_steps_to_0.9']}, end {ci_text(r['scratch_end'])} %")
     from pathlib import Path
 
     from wrapperlab.report.tracr_figures import tracr_study_figure

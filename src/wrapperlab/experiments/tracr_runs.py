@@ -32,7 +32,7 @@ from wrapperlab.training.loop import position_loss
 
 #: The paper's learning rates for compiled models (App. C.1); VS appears only in reFT.
 TRACR_LRS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
-TUNED_KINDS = ("tracr-finetune", "tracr-reft")
+TUNED_KINDS = ("tracr-finetune", "tracr-reft", "tracr-scratch")
 
 
 class TracrCompileConfig(BaseModel):
@@ -166,9 +166,13 @@ def add_noise(model: GPT, std: float, seed: int) -> None:
 
 def tracr_finetune(
     cfg: TracrFinetuneConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print,
-    kind: Literal["tracr-finetune", "tracr-reft"] = "tracr-finetune",
+    kind: Literal["tracr-finetune", "tracr-reft", "tracr-scratch"] = "tracr-finetune",
 ) -> StageResult:
-    """Fine-tune a compiled (or fine-tuned) model; reFT is the same with the pretraining question asked."""
+    """Fine-tune a compiled (or fine-tuned) model; reFT is the same with the pretraining question asked.
+
+    ``tracr-scratch`` is the never-had-it control: the same architecture and read-out projection with
+    freshly initialised weights, trained exactly like the reFT it is compared with (the run kind, not the
+    config, marks it, so its id differs from the reFT's)."""
     parent = store.resolve(cfg.parent, field="parent")
     if parent.id != cfg.parent:
         cfg = cfg.model_copy(update={"parent": parent.id})
@@ -180,8 +184,14 @@ def tracr_finetune(
     def compute(run: Run) -> dict:
         say(f"{kind}: {parent.id} into {run.path}")
         model = compiled.model()
+        if kind == "tracr-scratch":
+            torch.manual_seed(cfg.seed)
+            fresh = GPT(compiled.gpt)
+            with torch.no_grad():
+                fresh.unembed.weight.copy_(model.unembed.weight)
+            model = fresh
         model.unembed.weight.requires_grad_(False)
-        add_noise(model, cfg.noise_std if parent.kind == "tracr-compile" else 0.0, cfg.seed)
+        add_noise(model, cfg.noise_std if parent.kind == "tracr-compile" and kind != "tracr-scratch" else 0.0, cfg.seed)
         during = tracr_test_sets(data, cfg.eval.n_during, cfg.seed)
         final = tracr_test_sets(data, cfg.eval.n, cfg.seed)
         before = tracr_accuracies(model, data, final)

@@ -53,14 +53,11 @@ def run_tracr_study(
                 if c == 1.0 and lr in prune_lrs:
                     cell["weight_search"] = weight_search_run(store, ft.run.id, seed=seed, say=say).data
                 if c == 1.0 and lr in reft_from:
-                    reft = tracr_finetune(tracr_reft_config(ft.run, profile_name, reft_lr), store, runtime, say=say,
-                                          kind="tracr-reft")
-                    cell["reft"] = {
-                        "run": reft.run.id, "lr": reft_lr,
-                        "curve": [[m["step"], m["acc_pt_cte0"]] for m in reft.run.metrics() if "acc_pt_cte0" in m],
-                        "first_step_at": reft.result["first_step_at"].get("acc_pt_cte0", {}),
-                        "end": reft.result["after"]["acc_pt_cte0"],
-                    }
+                    reft_cfg = tracr_reft_config(ft.run, profile_name, reft_lr)
+                    cell["reft"] = _curve(tracr_finetune(reft_cfg, store, runtime, say=say, kind="tracr-reft"), reft_lr)
+                    if lr == reft_from[0]:  # the never-had-it control, once per seed: random weights, same training
+                        cell["scratch"] = _curve(tracr_finetune(reft_cfg, store, runtime, say=say, kind="tracr-scratch"),
+                                                 reft_lr)
                 cells.append(cell)
     summary = {
         "config": {"profile": profile_name, "seeds": list(seeds), "lrs": list(lrs), "c_trs": list(c_trs),
@@ -74,6 +71,15 @@ def run_tracr_study(
     atomic_write_text(path, json.dumps(summary, indent=1) + "\n")
     summary["path"] = str(path)
     return summary
+
+
+def _curve(stage, lr: str) -> dict[str, Any]:
+    return {
+        "run": stage.run.id, "lr": lr,
+        "curve": [[m["step"], m["acc_pt_cte0"]] for m in stage.run.metrics() if "acc_pt_cte0" in m],
+        "first_step_at": stage.result["first_step_at"].get("acc_pt_cte0", {}),
+        "end": stage.result["after"]["acc_pt_cte0"],
+    }
 
 
 def aggregate(cells: list[dict]) -> list[dict[str, Any]]:
@@ -96,5 +102,9 @@ def aggregate(cells: list[dict]) -> list[dict[str, Any]]:
         if refts:
             row["reft_steps_to_0.9"] = [r["first_step_at"].get("0.9") for r in refts]
             row["reft_end"] = mean_ci([r["end"] for r in refts])
+        scratch = [x["scratch"] for x in group if "scratch" in x]
+        if scratch:
+            row["scratch_steps_to_0.9"] = [r["first_step_at"].get("0.9") for r in scratch]
+            row["scratch_end"] = mean_ci([r["end"] for r in scratch])
         rows.append(row)
     return rows

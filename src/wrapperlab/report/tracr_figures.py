@@ -53,6 +53,11 @@ def tracr_study_figure(summary: dict[str, Any], path: Path) -> Path:
         color = colors.setdefault(cell["lr"], f"C{len(colors)}")
         ax.plot([max(s, 0.7) for s in steps], [100 * a for a in accs], "-o", ms=3, color=color,
                 label=f"FT at η_{cell['lr']}" if cell["seed"] == cells[0]["seed"] else None)
+    for cell in cells:
+        if "scratch" in cell:
+            steps, accs = zip(*cell["scratch"]["curve"])
+            ax.plot([max(s, 0.7) for s in steps], [100 * a for a in accs], "--", color="grey",
+                    label="Scr. (random weights)" if cell["seed"] == cells[0]["seed"] else None)
     ax.set_xscale("log")
     ax.set_xlabel("reFT step (log)")
     ax.set_ylabel("Acc O_PT = count(a), C_Te=0 (%)")
