@@ -5,6 +5,7 @@ Only ``compile`` imports JAX; every other verb works from the stored compiled mo
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from wrapperlab.errors import ConfigError
@@ -253,9 +254,9 @@ def analyse(command: str, args, run, runtime, say) -> int:
 
     store = RunStore(args.runs)
     if command == "eval":
-        return _eval(argparse_namespace(run=run.id, n=args.n, seed=args.seed), store)
+        return _eval(argparse.Namespace(run=run.id, n=args.n, seed=args.seed), store)
     if command == "reft":
-        args.parent, args.verb, args.iters, args.overrides = run.id, "reft", getattr(args, "iters", None), args.overrides
+        args.parent, args.verb = run.id, "reft"
         return _train(args, store, runtime(args), say)
     if command == "diff":
         return _diff(args, store)
@@ -264,12 +265,6 @@ def analyse(command: str, args, run, runtime, say) -> int:
     if command == "attention":
         return _attention(run, store)
     raise ConfigError("run", run.id, f"a PCFG run: `{command}` has no Tracr form (use `wrapperlab tracr maps`)")
-
-
-def argparse_namespace(**kw):
-    import argparse
-
-    return argparse.Namespace(**kw)
 
 
 def _prune(run, store, say) -> int:

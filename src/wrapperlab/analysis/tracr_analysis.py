@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -123,24 +124,18 @@ def single_weight_search(
     scored: list[tuple[float, str, tuple[int, ...]]] = []
     candidates = [(n, tuple(int(i) for i in idx)) for n, p in params.items() for idx in (p.abs() > min_abs).nonzero()]
     for k, (name, idx) in enumerate(candidates):
-        p = params[name]
-        old = p[idx].item()
-        p[idx] = 0.0
-        pred = model(tokens, logits_at=pos).argmax(-1).numpy()
-        p[idx] = old
-        scored.append((float((pred == truth).mean()), name, idx))
+        with _zeroed(params, [(name, idx)]):
+            scored.append((_accuracy(model, tokens, pos, truth), name, idx))
         if progress and k % 200 == 0:
             progress(k, len(candidates))
     scored.sort(key=lambda s: -s[0])
     baseline, hist_before = _held_out(model, data, tests)
 
     def evaluate(acc: float, name: str, idx: tuple[int, ...]) -> PrunedWeight:
-        p = params[name]
-        old = p[idx].item()
-        p[idx] = 0.0
-        held, hist = _held_out(model, data, tests)
-        p[idx] = old
-        return PrunedWeight(weight_name(name, idx, labels, cfg.d_head, cfg.n_heads), name, list(idx), old, acc,
+        value = params[name][idx].item()
+        with _zeroed(params, [(name, idx)]):
+            held, hist = _held_out(model, data, tests)
+        return PrunedWeight(weight_name(name, idx, labels, cfg.d_head, cfg.n_heads), name, list(idx), value, acc,
                             held["acc_pt_cte0"], held["acc_pt_cte1"], held["acc_ft_cte1"], hist)
 
     best = [evaluate(*s) for s in scored[:keep]]
@@ -158,34 +153,42 @@ def single_weight_search(
 def _greedy(model, data, tokens, pos, truth, tests, params, pool, max_k: int, labels) -> list[dict]:
     """Add, one at a time, the pool weight whose zeroing (with those already chosen) helps Acc O_PT most."""
     chosen: list[tuple[str, tuple[int, ...]]] = []
-    saved: dict[tuple[str, tuple[int, ...]], float] = {}
     out = []
-    try:
-        for k in range(1, max_k + 1):
-            best_acc, best = -1.0, None
-            for _, name, idx in pool:
-                if (name, idx) in saved:
-                    continue
-                p = params[name]
-                old = p[idx].item()
-                p[idx] = 0.0
-                acc = float((model(tokens, logits_at=pos).argmax(-1).numpy() == truth).mean())
-                p[idx] = old
-                if acc > best_acc:
-                    best_acc, best = acc, (name, idx)
-            if best is None:
-                break
-            saved[best] = params[best[0]][best[1]].item()
-            params[best[0]][best[1]] = 0.0
-            chosen.append(best)
+    cfg = model.cfg
+    for k in range(1, max_k + 1):
+        best_acc, best = -1.0, None
+        for _, name, idx in pool:
+            if (name, idx) in chosen:
+                continue
+            with _zeroed(params, [*chosen, (name, idx)]):
+                acc = _accuracy(model, tokens, pos, truth)
+            if acc > best_acc:
+                best_acc, best = acc, (name, idx)
+        if best is None:
+            break
+        chosen.append(best)
+        with _zeroed(params, chosen):
             held, hist = _held_out(model, data, tests)
-            cfg = model.cfg
-            out.append({"k": k, "search_acc": best_acc, **held, "histogram": hist,
-                        "weights": [weight_name(n, i, labels, cfg.d_head, cfg.n_heads) for n, i in chosen]})
-    finally:
-        for (name, idx), value in saved.items():
-            params[name][idx] = value
+        out.append({"k": k, "search_acc": best_acc, **held, "histogram": hist,
+                    "weights": [weight_name(n, i, labels, cfg.d_head, cfg.n_heads) for n, i in chosen]})
     return out
+
+
+@contextmanager
+def _zeroed(params: dict[str, torch.Tensor], weights: Sequence[tuple[str, tuple[int, ...]]]):
+    """Zero the given scalar weights in place for the block, then put their values back."""
+    saved = [(name, idx, params[name][idx].item()) for name, idx in weights]
+    for name, idx, _ in saved:
+        params[name][idx] = 0.0
+    try:
+        yield
+    finally:
+        for name, idx, value in saved:
+            params[name][idx] = value
+
+
+def _accuracy(model: nn.Module, tokens: torch.Tensor, pos: torch.Tensor, truth: np.ndarray) -> float:
+    return float((model(tokens, logits_at=pos).argmax(-1).numpy() == truth).mean())
 
 
 def _first_order(model, data: TracrData, search: TracrSamples, params: dict) -> tuple[str, tuple[int, ...]] | None:

@@ -86,12 +86,17 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
 def load_model(run: Run, field: str = "run") -> GPT:
     """The trained model of a finished run; a corrupt weights file is a clear error."""
     cfg = validated(GPTConfig, pretraining_config(run).model.model_dump(), "model")
-    model = GPT(cfg)
+    model = load_run_weights(GPT(cfg), run, field)
+    model.eval()
+    return model
+
+
+def load_run_weights(model: GPT, run: Run, field: str = "run") -> GPT:
+    """``model`` with a run's final weights; a corrupt or foreign weights file is a clear error."""
     try:
         load_weights(model, run.weights_path)
     except Exception as e:  # safetensors raises several types for truncated or foreign files
         raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})")
-    model.eval()
     return model
 
 

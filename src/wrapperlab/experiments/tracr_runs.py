@@ -21,12 +21,12 @@ from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
 from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import apply_overrides, load_profiles, parse_lr, profile, validated
-from wrapperlab.experiments.pipeline import Say, StageResult, _stage, _train, first_steps
+from wrapperlab.experiments.pipeline import Say, StageResult, _stage, _train, first_steps, load_run_weights
 from wrapperlab.experiments.store import Run, RunStore
 from wrapperlab.models.gpt import GPT
 from wrapperlab.models.tracr.compiled import CompiledModel
 from wrapperlab.models.tracr.programs import program
-from wrapperlab.training.checkpoint import load_weights, save_weights
+from wrapperlab.training.checkpoint import save_weights
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.loop import position_loss
 
@@ -127,22 +127,23 @@ def compile_stage(cfg: TracrCompileConfig, store: RunStore, say: Say = print) ->
 
 def compiled_of(run: Run, field: str = "run") -> CompiledModel:
     """The compiled model at the root of a tracr run's lineage, with *this* run's weights."""
+    root = compiled_root(run, field)
+    compiled = CompiledModel.load(root.path)
+    if run is not root:
+        compiled.state = load_run_weights(GPT(compiled.gpt), run, field).state_dict()
+    return compiled
+
+
+def compiled_root(run: Run, field: str = "run") -> Run:
+    """The ``tracr-compile`` run a tracr run descends from; anything else is a clear error."""
     store, root = RunStore(run.path.parent), run
     for _ in range(100):
         if root.kind == "tracr-compile":
-            break
+            return root
         if root.kind not in TUNED_KINDS:
             raise ConfigError(field, run.id, "a tracr run (tracr-compile, tracr-finetune or tracr-reft)")
         root = store.resolve(root.config()["parent"], field="parent")
-    compiled = CompiledModel.load(root.path)
-    if run is not root:
-        model = GPT(compiled.gpt)
-        try:
-            load_weights(model, run.weights_path)
-        except Exception as e:  # safetensors raises several types for truncated or foreign files
-            raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})") from None
-        compiled.state = model.state_dict()
-    return compiled
+    raise ConfigError(field, run.id, "a finite chain of parent runs")
 
 
 def data_for(compiled: CompiledModel, cfg: TracrDataConfig) -> TracrData:
@@ -226,13 +227,6 @@ def tracr_reft_config(ft: Run, profile_name: str = "quick", lr: str | float | No
     root = compiled_root(ft)
     return tracr_finetune_config(root, profile_name, {"parent": ft.id, "data": data, "train.lr": lr,
                                                       "seed": ft_cfg.seed}, stage="reft")
-
-
-def compiled_root(run: Run) -> Run:
-    store = RunStore(run.path.parent)
-    while run.kind != "tracr-compile":
-        run = store.resolve(run.config()["parent"], field="parent")
-    return run
 
 
 # -- analyses of tracr runs (stored beside the run, cached by config) ------------------------------------
