@@ -3,19 +3,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo reproduce-all test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU wheel on this machine's disk (an unpinned torch pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,tracr]'
+	$(PY) -m pip install -q -e '.[test,tracr,ray]'
 	touch $@
 
 install: $(VENV)/.installed
 
+# the quick reproduction of the paper's Counter experiment: ~11 min on 2 cores, report in runs/report/report.html
 demo: install
-	$(VENV)/bin/wrapperlab demo --profile quick
+	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2
+
+# all four shipped experiments on the quick profile into the same store and report (about an hour on 2 cores)
+reproduce-all: install
+	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
 
 test: install
 	$(PY) -m pytest -q --durations=10

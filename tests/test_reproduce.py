@@ -11,7 +11,7 @@ from wrapperlab.training.config import Runtime
 
 
 def test_shipped_specs_expand_parents_first():
-    assert {"pcfg-counter", "tracr-counter"} <= set(shipped_specs())
+    assert {"pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max"} <= set(shipped_specs())
     for name in shipped_specs():
         spec = load_spec(name)
         for profile in ("test", "quick", "paper"):
@@ -23,7 +23,12 @@ def test_shipped_specs_expand_parents_first():
             assert len(seen) == len(nodes)
     quick = expand(load_spec("pcfg-counter"), "quick")
     assert sum(n.stage == "pretrain" for n in quick) == 3  # one pretraining per seed, shared by its fine-tunings
-    assert sum(n.stage == "finetune" for n in quick) == 3 * 2 * 2
+    assert sum(n.stage == "finetune" for n in quick) == 3 * 1 * 2
+    baselines = [n for n in quick if n.stage == "baseline"]  # Scr.+FT's pretraining: one per pretraining
+    assert len(baselines) == 3 and all(len(n.parents) == 1 and n.parents[0].startswith("pretrain") for n in baselines)
+    assert all(n.parents[1] in {b.key for b in baselines} for n in quick if n.stage == "reft")
+    paper = expand(load_spec("pcfg-counter"), "paper")
+    assert sum(n.stage == "finetune" for n in paper) == 3 * 3 * 3 * 4  # seeds x priors x lrs x C_Tr
     tracr = expand(load_spec("tracr-counter"), "quick")
     assert sum(n.stage == "compile" for n in tracr) == 1  # one compiled program for every seed
 
@@ -35,6 +40,10 @@ def test_shipped_specs_expand_parents_first():
     ("name: x\nkind: pcfg\naxes: {prior: [low], c_tr: [1.0]}\n", "axes.lr"),
     ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nanalyses: {stare: {}}\n", "analyses.stare"),
     ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nbase: {pretraining: {}}\n", "base.pretraining"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nprofiles: {quick: {base: {tune: {}}}}\n",
+     "profiles.quick.base.tune"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nprofiles: {quick: {seeds: many}}\n",
+     "profiles.quick.seeds"),
     ("name: x\nkind: quantum\naxes: {}\n", "kind"),
     ("[unclosed\n", "YAML"),
 ])
@@ -51,7 +60,7 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
-    """Kill after two nodes, run again: only the missing nodes are computed; a third call computes none."""
+    """Kill after two of six nodes, run again: only the missing nodes are computed; a third call computes none."""
     spec, store = load_spec("pcfg-counter"), RunStore(tmp_path / "runs")
     quiet = Runtime(progress=False)
     lines = []
@@ -64,7 +73,7 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         reproduce(spec, "test", store, runtime=quiet, say=killer)
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
-    assert len(second.nodes) == 5 and second.computed == 3
+    assert len(second.nodes) == 6 and second.computed == 4  # pretrain, finetune | prune, probe, baseline, reft
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
     check_report(store.root)
 
@@ -81,7 +90,7 @@ def check_report(root):
     paths = write_report(root)
     page = paths["html"].read_text()
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(images) == 3  # pruning, probes, reFT for the one analysed cell
+    assert len(images) == 5  # behaviour bars, FT curves; pruning, probes, reFT for the one analysed cell
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     markdown = paths["markdown"].read_text()
     for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
@@ -89,7 +98,7 @@ def check_report(root):
     assert "(17.2 / 15.2)" in markdown  # the paper's Table 5 cell beside ours (lr 1e-4, C_Tr 1, low prior)
     assert "wrapper shown" in markdown or "not shown at this scale" in markdown
     summary = json.loads(paths["summary"].read_text())
-    assert "pcfg-counter/test" in summary and "pretrained_count_a" in summary["pcfg-counter/test"]
+    assert "pcfg-counter/test" in summary and "pretrained_o_pt" in summary["pcfg-counter/test"]
 
 
 def test_two_processes_on_one_store_compute_each_run_once(tmp_path):
@@ -109,3 +118,77 @@ def test_two_processes_on_one_store_compute_each_run_once(tmp_path):
     assert len(made) == 6  # pretrain, finetune, reft, and the baselines: scrft + its own pretraining, scratch
     assert all(len(r.computed_by()) == 1 for r in made), {r.id: r.computed_by() for r in made}
     assert all(f"{len(expand(load_spec('pcfg-counter'), 'test'))} nodes" in o[0] for o in outputs)
+
+
+def test_profile_base_overrides_reach_the_runs_and_only_that_profile(tmp_path):
+    """A spec's ``profiles.<p>.base`` changes that profile's stage settings (and so the run ids), not others'."""
+    import json
+
+    text = ("name: sized\nkind: pcfg\naxes: {prior: [low], lr: [L], c_tr: [1.0]}\n"
+            "base: {finetune: {train.batch_size: 8}}\n"
+            "profiles: {test: {seeds: 1, base: {pretrain: {train.iters: 6, model.n_layers: 1}, finetune: {train.iters: 4}}}}\n")
+    (tmp_path / "sized.yaml").write_text(text)
+    spec = load_spec(tmp_path / "sized.yaml")
+    assert spec.base_for("test", "finetune") == {"train.batch_size": 8, "train.iters": 4}
+    assert spec.base_for("quick", "finetune") == {"train.batch_size": 8}
+    store = RunStore(tmp_path / "runs")
+    out = reproduce(spec, "test", store, runtime=Runtime(progress=False), say=lambda _: None)
+    pt, ft = (store.resolve(out.outcomes[n.key].run_id).config() for n in out.nodes)
+    assert (pt["train"]["iters"], pt["model"]["n_layers"]) == (6, 1)
+    assert (ft["train"]["iters"], ft["train"]["batch_size"]) == (4, 8)
+    saved = json.loads((tmp_path / "runs" / "reproductions" / "sized-test.json").read_text())
+    assert saved["base"]["pretrain"] == {"train.iters": 6, "model.n_layers": 1}
+
+
+def test_ray_executor_on_a_local_cluster(tmp_path):
+    """`--executor ray --address` against a Ray head on 127.0.0.1: every node a task, each run computed once;
+    a later local call on the same store computes nothing."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    ray_cli = shutil.which("ray") or str(__import__("pathlib").Path(sys.executable).parent / "ray")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    import tempfile
+
+    env = {**__import__("os").environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's unix sockets live under it (107-char limit)
+    start = [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        runs = tmp_path / "runs"
+        cmd = [sys.executable, "-m", "wrapperlab.cli", "reproduce", "pcfg-counter", "--profile", "test", "--out",
+               str(runs), "--quiet", "--executor", "ray", "--address", f"127.0.0.1:{port}"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "6 nodes, 6 computed" in done.stdout
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+    made = [r for r in RunStore(runs).runs() if r.done]
+    assert len(made) == 6 and all(len(r.computed_by()) == 1 for r in made)
+    again = reproduce(load_spec("pcfg-counter"), "test", RunStore(runs), runtime=Runtime(progress=False),
+                      say=lambda _: None)
+    assert again.computed == 0
+
+
+def test_ray_missing_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("no ray here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    assert main(["reproduce", "pcfg-counter", "--profile", "test", "--executor", "ray", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wrapperlab[ray]" in err[0]

@@ -140,12 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also Scr.+FT (pretrained on O_FT only; pretrains it if missing) and Scr. (random init)")
     _run_args(p)
 
-    p = sub.add_parser("reproduce", help="run a paper experiment from its spec (shipped name or YAML file)")
-    p.add_argument("spec", help="pcfg-counter | tracr-counter | a spec file")
+    p = sub.add_parser("reproduce", help="run paper experiments from their specs (shipped names or YAML files)")
+    p.add_argument("spec", nargs="+", help="pcfg-counter | pcfg-indexer | tracr-counter | tracr-max | a spec file")
     p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--out", help="run store directory (default: --runs)")
-    p.add_argument("--workers", type=int, default=1, help="processes running ready nodes in parallel (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="local processes running ready nodes in parallel (default 1)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local (this process or --workers processes) or ray (one task per run; pip install 'wrapperlab[ray]')")
+    p.add_argument("--address", help="ray: a running cluster HOST:PORT (default: start a local Ray on 127.0.0.1)")
     _runtime_args(p)
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
@@ -572,12 +575,18 @@ def cmd_reproduce(args) -> int:
 
     _positive("seeds", args.seeds)
     _positive("workers", args.workers)
-    spec = load_spec(args.spec)
-    profile(args.profile)  # an unknown profile is an error before anything runs
+    specs = [load_spec(ref) for ref in args.spec]  # every spec is checked before anything runs
+    profile(args.profile)  # so is the profile
+    if args.executor == "ray":
+        from wrapperlab.experiments.ray_executor import import_ray
+
+        import_ray()  # and the executor, before the store is touched
     store = RunStore(args.out or args.runs)
-    result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say, workers=args.workers)
-    print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
-          f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
+    for spec in specs:
+        result = reproduce(spec, args.profile, store, args.seeds, _runtime(args), say=_say, workers=args.workers,
+                           executor=args.executor, address=args.address)
+        print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
+              f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
     return cmd_report(argparse.Namespace(dir=str(store.root)))
 
 

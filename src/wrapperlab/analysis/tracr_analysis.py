@@ -2,6 +2,10 @@
 
 * :func:`attention_mass` — where the answer position looks, per block: the share of its attention on
   tokens ``a``, ``b`` and BOS (the Counter's selector-width head always keeps some mass on BOS).
+* :func:`attention_change` — how far fine-tuning moved each block's attention (total-variation distance
+  between the patterns before and after, on the same inputs). For Max-identifier the paper reads its
+  claims off Block 0 (the sorting pattern kept at η_VS, distorted at larger lrs), and a distance says
+  that without naming tokens.
 * :func:`single_weight_search` — the paper reports that zeroing *one* weight of a Counter fine-tuned on
   correlated data revives counting ``a`` by > 60 points. First-order scores (g·w) are a poor guide on
   compiled models (±100-scale ReLU and softmax edges; pilot-tracr.md §5), so this zeroes every candidate
@@ -36,6 +40,22 @@ def attention_mass(model: nn.Module, samples: TracrSamples, token_ids: dict[str,
     for name in names:
         pattern = cache[name].mean(1)[rows, torch.from_numpy(samples.answer_pos)]  # (n, keys)
         out.append({label: float((pattern * (tokens == tid)).sum(-1).mean()) for label, tid in token_ids.items()})
+    return out
+
+
+@torch.no_grad()
+def attention_change(before: nn.Module, after: nn.Module, samples: TracrSamples, pad_id: int | None = None) -> list[float]:
+    """Per block, the mean over inputs, heads and query positions of 0.5 * sum_k |p_after - p_before|
+    (0 = identical attention, 1 = disjoint), real (non-padding) query positions only."""
+    names = [f"blocks.{b}.attn.hook_pattern" for b in range(len(before.blocks))]
+    tokens = torch.from_numpy(samples.tokens)
+    caches = [m.run_with_cache(tokens, names_filter=lambda n: n in names)[1] for m in (before, after)]
+    real = tokens != pad_id if pad_id is not None else torch.ones_like(tokens, dtype=torch.bool)
+    out = []
+    for name in names:
+        tv = 0.5 * (caches[1][name] - caches[0][name]).abs().sum(-1)  # (n, heads, queries)
+        weight = real[:, None, :].expand_as(tv).float()
+        out.append(float((tv * weight).sum() / weight.sum()))
     return out
 
 

@@ -52,7 +52,8 @@ def _cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], d
     json_path = path.with_suffix(".json")
     if json_path.exists():
         return Artifact(path, json.loads(json_path.read_text()), reused=True)
-    data = {"kind": kind, "run": run.id, "config": config, **compute()}
+    # the address under ``key``: a result may carry its own ``config`` (pruning does) and must not overwrite it
+    data = {"kind": kind, "run": run.id, "key": config, **compute()}
     atomic_write_text(json_path, json.dumps(data, indent=1) + "\n")
     return Artifact(path, data, reused=False)
 

@@ -14,6 +14,7 @@ Steps-to-threshold (first evaluated step with Acc O_PT(C_Te=0) >= 90 %) compare 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 from wrapperlab.data.tasks import TERMINALS
 from wrapperlab.errors import ConfigError
@@ -27,6 +28,12 @@ TARGET = "acc_pt_cte0"
 
 def only_operand_prior(letter: str) -> tuple[float, float, float]:
     return tuple(1.0 if t == letter else 0.0 for t in TERMINALS)  # type: ignore[return-value]
+
+
+def never_pt_config(root: PretrainRunConfig, operand: str) -> PretrainRunConfig:
+    """The Scr.+FT pretraining: ``root`` with the whole operand prior on ``operand`` (O_FT)."""
+    data = root.data.model_copy(update={"prior": only_operand_prior(operand)})
+    return validated(PretrainRunConfig, root.model_copy(update={"data": data}).model_dump(mode="json"))
 
 
 def root_pretrain_run(store: RunStore, run: Run) -> Run:
@@ -56,31 +63,36 @@ class ReftResult:
         }
 
 
+BASELINES = ("scr+ft", "scr")
+
+
 def run_reft(
     store: RunStore,
     ref: str,
     profile_name: str = "quick",
     overrides: dict | None = None,
-    baselines: bool = False,
+    baselines: bool | Sequence[str] = False,
     runtime: Runtime = Runtime(),
     say: Say = print,
 ) -> ReftResult:
+    """reFT of ``ref`` and, with ``baselines`` (True = both, or a subset of :data:`BASELINES`), the controls
+    trained the same way."""
+    chosen = BASELINES if baselines is True else tuple(baselines or ())
+    unknown = [b for b in chosen if b not in BASELINES]
+    if unknown:
+        raise ConfigError("baselines", unknown[0], f"one of {list(BASELINES)}")
     ft_run = store.resolve(ref)
     if ft_run.kind == "pretrain":
         raise ConfigError("run", ref, "a fine-tuned run (reFT trains a fine-tuned model back; this one has no parent)")
     ft_cfg = validated(FinetuneRunConfig, ft_run.config())
     cfg = reft_config(ft_cfg, ft_run.id, profile_name, overrides)
     curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
-    if baselines:
-        root = pretraining_config(ft_run)
-        never_pt = root.model_copy(
-            update={"data": root.data.model_copy(update={"prior": only_operand_prior(ft_cfg.data.operand)})}
-        )
-        never_pt = validated(PretrainRunConfig, never_pt.model_dump(mode="json"))
-        base = pretrain(never_pt, store, runtime, say)
+    if "scr+ft" in chosen:
+        base = pretrain(never_pt_config(pretraining_config(ft_run), ft_cfg.data.operand), store, runtime, say)
         curves["scr+ft"] = finetune(
             cfg.model_copy(update={"parent": base.run.id}), store, runtime, say, kind="scrft"
         )
+    if "scr" in chosen:
         curves["scr"] = finetune(
             cfg.model_copy(update={"parent": root_pretrain_run(store, ft_run).id, "init": "random"}),
             store, runtime, say, kind="scratch",

@@ -1,8 +1,8 @@
 """Run an expanded spec in-process: every node is a content-addressed run or cached analysis, so a second
 call (or one after a kill) computes only what is missing and reports how much that was.
 
-Executors that spread nodes over processes or Ray workers build on :func:`run_node`; the run store's
-locks already keep two workers from computing one run twice.
+Executors (in-process, a local process pool, Ray) all call :func:`run_node`; the run store's locks keep
+two workers from computing one run twice.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.pipeline import Say
 from wrapperlab.experiments.spec import Node, Spec, expand
 from wrapperlab.experiments.store import RunStore
@@ -25,10 +26,11 @@ class Outcome:
     run_id: str
     reused: bool
     data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the node where it ran
 
 
-def _overrides(spec: Spec, stage: str, point: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    out = dict(spec.base.get(stage, {}))
+def _overrides(spec: Spec, profile: str, stage: str, point: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    out = spec.base_for(profile, stage)
     out.update({dotted: point[axis] for axis, dotted in names.items() if axis in point})
     return out
 
@@ -36,41 +38,52 @@ def _overrides(spec: Spec, stage: str, point: dict[str, Any], names: dict[str, s
 def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
              runtime: Runtime, say: Say) -> Outcome:
     """Compute one node (its parents are in ``done``)."""
+    t0 = time.perf_counter()
     parent = done[node.parents[0]] if node.parents else None
-    if spec.kind == "pcfg":
-        return _pcfg_node(node, spec, profile, store, parent, runtime, say)
-    return _tracr_node(node, spec, profile, store, parent, runtime, say)
+    compute = _pcfg_node if spec.kind == "pcfg" else _tracr_node
+    outcome = compute(node, spec, profile, store, parent, runtime, say)
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
 
 
 def _pcfg_node(node, spec, profile, store, parent, runtime, say) -> Outcome:
     from wrapperlab.analysis.probing import ProbeConfig
     from wrapperlab.analysis.pruning import PruneConfig
     from wrapperlab.experiments.analyses import probe_run, prune_run
-    from wrapperlab.experiments.configs import finetune_config, pretrain_config
+    from wrapperlab.experiments.configs import PretrainRunConfig, finetune_config, pretrain_config, validated
     from wrapperlab.experiments.configs import profile as load_profile
     from wrapperlab.experiments.pipeline import finetune, pretrain
     from wrapperlab.experiments.reft import run_reft
 
     seed = node.point["seed"]
     if node.stage == "pretrain":
-        cfg = pretrain_config(profile, _overrides(spec, "pretrain", node.point, {"seed": "seed", "prior": "data.prior"}))
+        cfg = pretrain_config(profile, _overrides(spec, profile, "pretrain", node.point, {"seed": "seed", "prior": "data.prior"}))
         stage = pretrain(cfg, store, runtime, say)
+        return Outcome(stage.run.id, stage.reused, stage.result)
+    if node.stage == "baseline":  # Scr.+FT's pretraining: the root's config, all prior mass on O_FT
+        from wrapperlab.experiments.reft import never_pt_config
+
+        root_cfg = validated(PretrainRunConfig, store.resolve(parent.run_id).config())
+        operand = finetune_config(parent.run_id, profile, spec.base_for(profile, "finetune")).data.operand
+        stage = pretrain(never_pt_config(root_cfg, operand), store, runtime, say)
         return Outcome(stage.run.id, stage.reused, stage.result)
     if node.stage == "finetune":
         names = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
-        stage = finetune(finetune_config(parent.run_id, profile, _overrides(spec, "finetune", node.point, names)),
+        stage = finetune(finetune_config(parent.run_id, profile, _overrides(spec, profile, "finetune", node.point, names)),
                          store, runtime, say)
         return Outcome(stage.run.id, stage.reused, stage.result)
     if node.stage == "prune":
-        art = prune_run(store, parent.run_id, PruneConfig(ks=(0, 1, 2, 3, 5, 10, 15, 20, 50)), seed=seed, say=say)
+        ks = tuple(node.options.get("ks") or (0, 1, 2, 3, 5, 10, 15, 20, 50))
+        art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
+                        seed=seed, say=say)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "probe":
-        iters = load_profile(profile).get("probe", {}).get("iters", 4000)
+        iters = node.options.get("iters") or load_profile(profile).get("probe", {}).get("iters", 4000)
         art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=say)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
-        result = run_reft(store, parent.run_id, profile, baselines=node.options.get("baselines", False),
-                          runtime=runtime, say=say)
+        result = run_reft(store, parent.run_id, profile, spec.base_for(profile, "reft") or None,
+                          baselines=node.options.get("baselines", False), runtime=runtime, say=say)
         return Outcome(result.curves["reft"].run.id, all(c.reused for c in result.curves.values()), result.summary())
     raise ValueError(f"unknown pcfg stage {node.stage}")
 
@@ -88,7 +101,7 @@ def _tracr_node(node, spec, profile, store, parent, runtime, say) -> Outcome:
     if node.stage == "finetune":
         names = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr", "noise_std": "noise_std"}
         cfg = tracr_finetune_config(store.resolve(parent.run_id), profile,
-                                    _overrides(spec, "finetune", node.point, names))
+                                    _overrides(spec, profile, "finetune", node.point, names))
         stage = tracr_finetune(cfg, store, runtime, say=say)
         return Outcome(stage.run.id, stage.reused, stage.result)
     if node.stage == "attention":
@@ -98,8 +111,8 @@ def _tracr_node(node, spec, profile, store, parent, runtime, say) -> Outcome:
         art = weight_search_run(store, parent.run_id, seed=seed, say=say)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
-        stage = tracr_finetune(tracr_reft_config(store.resolve(parent.run_id), profile), store, runtime, say=say,
-                               kind="tracr-reft")
+        cfg = tracr_reft_config(store.resolve(parent.run_id), profile, overrides=spec.base_for(profile, "reft"))
+        stage = tracr_finetune(cfg, store, runtime, say=say, kind="tracr-reft")
         return Outcome(stage.run.id, stage.reused, stage.result)
     raise ValueError(f"unknown tracr stage {node.stage}")
 
@@ -119,35 +132,52 @@ def _worker(node: Node, spec: Spec, profile: str, root: str, done: dict[str, Out
     return run_node(node, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
 
 
-def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
-              say: Say = print, workers: int = 1) -> Reproduction:
-    """Run every node of ``spec`` once its parents are done, with one progress line per finished node
-    (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
+EXECUTORS = ("local", "ray")
 
-    ``workers > 1`` runs ready nodes in a process pool, each worker with ``cores // workers`` torch threads
-    so that the workers together do not oversubscribe the machine.
+
+def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
+              say: Say = print, workers: int = 1, executor: str = "local", address: str | None = None) -> Reproduction:
+    """Run every node of ``spec`` once its parents are done, with one progress line per node started and
+    finished (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
+
+    ``executor="local"``: in this process (``workers=1``) or a process pool of ``workers``, each worker
+    with ``cores // workers`` torch threads so that together they do not oversubscribe the machine.
+    ``executor="ray"``: one Ray task per node (:mod:`wrapperlab.experiments.ray_executor`), on the
+    cluster at ``address`` or a local Ray, each task asking for ``runtime.threads`` CPUs (default 1).
     """
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
     nodes = expand(spec, profile, seeds)
     done: dict[str, Outcome] = {}
     state = {"computed": 0, "finished": 0}
     t0 = time.perf_counter()
 
-    def report(node: Node, outcome: Outcome, seconds: float) -> None:
+    def status() -> str:
+        elapsed = time.perf_counter() - t0
+        left = len(nodes) - state["finished"]
+        eta = f"{elapsed / state['computed'] * left:.0f} s" if state["computed"] else "?"
+        return f"elapsed {elapsed:.0f} s, ETA ≤ {eta}"
+
+    def starting(node: Node) -> None:
+        say(f"[{state['finished']}/{len(nodes)}] running {node.key} | {status()}")
+
+    def report(node: Node, outcome: Outcome) -> None:
         done[node.key] = outcome
         state["finished"] += 1
         state["computed"] += not outcome.reused
-        elapsed = time.perf_counter() - t0
-        left = len(nodes) - state["finished"]
-        eta = elapsed / state["computed"] * left if state["computed"] else 0.0
-        what = "reused" if outcome.reused else f"{seconds:.0f} s"
-        say(f"[{state['finished']}/{len(nodes)}] {node.key}: {what} | elapsed {elapsed:.0f} s, ETA ≤ {eta:.0f} s")
+        what = "reused" if outcome.reused else f"{outcome.seconds:.0f} s"
+        say(f"[{state['finished']}/{len(nodes)}] {node.key}: {what} | {status()}")
 
-    if workers <= 1:
+    if executor == "ray":
+        from wrapperlab.experiments.ray_executor import run_ray
+
+        run_ray(nodes, spec, profile, store, runtime, report, address=address)
+    elif workers <= 1:
         for node in nodes:
-            t = time.perf_counter()
-            report(node, run_node(node, spec, profile, store, done, runtime, say), time.perf_counter() - t)
+            starting(node)
+            report(node, run_node(node, spec, profile, store, done, runtime, say))
     else:
-        _run_pool(nodes, spec, profile, store, done, runtime, workers, report)
+        _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report)
     result = Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
     save(result, spec, store)
     return result
@@ -160,15 +190,36 @@ def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
     from wrapperlab.training.checkpoint import atomic_write_text
 
     nodes = [{"key": n.key, "stage": n.stage, "point": n.point, "run_id": result.outcomes[n.key].run_id,
-              "reused": result.outcomes[n.key].reused, "data": result.outcomes[n.key].data} for n in result.nodes]
+              "reused": result.outcomes[n.key].reused,
+              "seconds": round(result.outcomes[n.key].seconds, 2), "data": result.outcomes[n.key].data} for n in result.nodes]
     path = store.root / "reproductions" / f"{spec.name}-{result.profile}.json"
+    base = {stage: spec.base_for(result.profile, stage) for stage in ("pretrain", "finetune", "reft")}
     atomic_write_text(path, json.dumps({"spec": spec.name, "kind": spec.kind, "profile": result.profile,
+                                        "program": spec.program if spec.kind == "tracr" else None, "base": base,
                                         "computed": result.computed, "seconds": result.seconds, "nodes": nodes},
                                        indent=1, default=str) + "\n")
     return path
 
 
-def _run_pool(nodes, spec, profile, store, done, runtime, workers, report) -> None:
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, a worker gets SIGTERM when the ``reproduce`` process dies, so a killed
+    sweep leaves no orphan still training (its run resumes from the last checkpoint next time)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+#: which ready node a free worker takes first: the ones that unblock others, then long ones, then short analyses
+_RANK = {"pretrain": 0, "compile": 0, "finetune": 1, "baseline": 2, "reft": 3, "prune": 4, "probe": 4, "attention": 4}
+
+
+def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report) -> None:
     import multiprocessing
     import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -176,17 +227,17 @@ def _run_pool(nodes, spec, profile, store, done, runtime, workers, report) -> No
     threads = max(1, (os.cpu_count() or 1) // workers)
     worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
     pending = list(nodes)
-    running: dict[Any, tuple[Node, float]] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    running: dict[Any, Node] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
         while pending or running:
-            for node in [n for n in pending if all(p in done for p in n.parents)]:
+            ready = [n for n in pending if all(p in done for p in n.parents)]
+            for node in sorted(ready, key=lambda n: _RANK.get(n.stage, len(_RANK))):  # stable: graph order within a rank
                 if len(running) >= workers:
                     break
                 pending.remove(node)
                 parents = {p: done[p] for p in node.parents}
-                future = pool.submit(_worker, node, spec, profile, str(store.root), parents, worker_runtime)
-                running[future] = (node, time.perf_counter())
+                starting(node)
+                running[pool.submit(_worker, node, spec, profile, str(store.root), parents, worker_runtime)] = node
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:
-                node, started = running.pop(future)
-                report(node, future.result(), time.perf_counter() - started)
+                report(running.pop(future), future.result())

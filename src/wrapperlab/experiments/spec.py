@@ -3,14 +3,16 @@
 A spec (``experiments/specs/<name>.yaml`` in the package, or any path) holds::
 
     name, kind (pcfg | tracr), description
-    base:      dotted overrides per stage (pretrain, finetune), applied on the profile
+    base:      dotted overrides per stage (pretrain, finetune, reft), applied on the profile
     axes:      grid axes -> value lists (pcfg: prior, lr, c_tr; tracr: lr, c_tr, noise_std)
     analyses:  analysis -> the axis values it runs on (pcfg: prune, probe, reft; tracr: prune, attention, reft)
-    profiles:  profile -> {axes: overrides of the axes, seeds: how many}
+    profiles:  profile -> {axes: overrides of the axes, seeds: how many, base: stage overrides for it,
+               analyses: entries replacing the spec's analyses of the same name}
 
 :func:`expand` turns (spec, profile, seeds) into :class:`Node` s in dependency order — one pretraining (or
 compilation) shared by all the fine-tunings that start from it, analyses and reFT after their
-fine-tuning — each naming the content-addressed run it computes, so a runner can tell finished nodes
+fine-tuning (with reFT baselines, the Scr.+FT pretraining as a node of its own) — each naming the
+content-addressed run it computes, so a runner can tell finished nodes
 from missing ones before running anything.
 """
 
@@ -29,13 +31,7 @@ from wrapperlab.errors import ConfigError
 
 AXES = {"pcfg": ("prior", "lr", "c_tr"), "tracr": ("lr", "c_tr", "noise_std")}
 ANALYSES = {"pcfg": ("prune", "probe", "reft"), "tracr": ("prune", "attention", "reft")}
-STAGES = ("pretrain", "finetune")
-
-
-class ProfileSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    axes: dict[str, list[Any]] = Field(default_factory=dict)
-    seeds: int = Field(3, gt=0)
+STAGES = ("pretrain", "finetune", "reft")
 
 
 class AnalysisSpec(BaseModel):
@@ -43,7 +39,22 @@ class AnalysisSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     when: dict[str, list[Any]] = Field(default_factory=dict)
-    baselines: bool = Field(False, description="reft: also the Scr.+FT and Scr. baselines")
+    baselines: bool | list[Literal["scr+ft", "scr"]] = Field(
+        False, description="reft: also the baselines (true: Scr.+FT and Scr.; or a list of them)")
+    ks: list[int] | None = Field(None, description="pcfg prune: numbers of units pruned (default 0..50)")
+    n_eval: int | None = Field(None, gt=0, description="pcfg prune: test samples per accuracy (default 1000)")
+    iters: int | None = Field(None, gt=0, description="pcfg probe: training steps (default: the profile's)")
+
+
+class ProfileSpec(BaseModel):
+    """What a profile changes for this experiment: grid axes, seeds, and stage settings on top of ``base``
+    (so a spec can size its own quick run without changing the shared profile every other command uses)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: int = Field(3, gt=0)
+    base: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analyses: dict[str, AnalysisSpec] = Field(default_factory=dict)  # replace the spec's entries of these names
 
 
 class Spec(BaseModel):
@@ -61,18 +72,23 @@ class Spec(BaseModel):
     def _known_keys(self):
         allowed = AXES[self.kind]
         for where, axes in [("axes", self.axes), *((f"profiles.{p}.axes", s.axes) for p, s in self.profiles.items()),
-                            *((f"analyses.{a}.when", s.when) for a, s in self.analyses.items())]:
+                            *((f"analyses.{a}.when", s.when) for a, s in self.analyses.items()),
+                            *((f"profiles.{p}.analyses.{a}.when", a_s.when) for p, s in self.profiles.items()
+                              for a, a_s in s.analyses.items())]:
             for axis, values in axes.items():
                 if axis not in allowed:
                     raise ConfigError(f"{where}.{axis}", axis, f"an axis of a {self.kind} spec: {list(allowed)}")
                 if not values:
                     raise ConfigError(f"{where}.{axis}", values, "a non-empty list of values")
-        for stage in self.base:
-            if stage not in STAGES:
-                raise ConfigError(f"base.{stage}", stage, f"one of {list(STAGES)}")
-        for name in self.analyses:
-            if name not in ANALYSES[self.kind]:
-                raise ConfigError(f"analyses.{name}", name, f"one of {list(ANALYSES[self.kind])}")
+        for where, base in [("base", self.base), *((f"profiles.{p}.base", s.base) for p, s in self.profiles.items())]:
+            for stage in base:
+                if stage not in STAGES:
+                    raise ConfigError(f"{where}.{stage}", stage, f"one of {list(STAGES)}")
+        for where, analyses in [("analyses", self.analyses), *((f"profiles.{p}.analyses", s.analyses)
+                                                                for p, s in self.profiles.items())]:
+            for name in analyses:
+                if name not in ANALYSES[self.kind]:
+                    raise ConfigError(f"{where}.{name}", name, f"one of {list(ANALYSES[self.kind])}")
         missing = [a for a in allowed if a not in self.axes and a != "noise_std"]
         if missing:
             raise ConfigError(f"axes.{missing[0]}", None, "a list of values (every axis needs a default)")
@@ -81,6 +97,15 @@ class Spec(BaseModel):
     def axes_for(self, profile: str) -> dict[str, list[Any]]:
         extra = self.profiles[profile].axes if profile in self.profiles else {}
         return {**self.axes, **extra}
+
+    def analyses_for(self, profile: str) -> dict[str, AnalysisSpec]:
+        extra = self.profiles[profile].analyses if profile in self.profiles else {}
+        return {**self.analyses, **extra}
+
+    def base_for(self, profile: str, stage: str) -> dict[str, Any]:
+        """Dotted overrides of ``stage`` under ``profile``: the spec's base, then the profile's."""
+        extra = self.profiles[profile].base.get(stage, {}) if profile in self.profiles else {}
+        return {**self.base.get(stage, {}), **extra}
 
     def seeds_for(self, profile: str, seeds: int | None = None) -> list[int]:
         n = seeds if seeds is not None else (self.profiles[profile].seeds if profile in self.profiles else 1)
@@ -126,7 +151,7 @@ class Node:
     """One step of a reproduction: what it computes, from what, and for which grid point."""
 
     key: str  # unique and readable, e.g. "finetune seed=0 prior=low lr=M c_tr=1.0"
-    stage: str  # pretrain | finetune | prune | probe | reft | compile | attention
+    stage: str  # pretrain | baseline (Scr.+FT pretraining) | finetune | prune | probe | reft | compile | attention
     point: dict[str, Any]  # seed and axis values
     parents: list[str] = field(default_factory=list)  # keys
     options: dict[str, Any] = field(default_factory=dict)
@@ -159,7 +184,22 @@ def expand(spec: Spec, profile: str, seeds: int | None = None) -> list[Node]:
                 point = {"seed": seed, **shared, **dict(zip(cell_axes, values))}
                 ft = Node(_key("finetune", point), "finetune", point, [root.key])
                 nodes.append(ft)
-                for name, analysis in spec.analyses.items():
+                for name, analysis in spec.analyses_for(profile).items():
                     if _selected(analysis, point):
-                        nodes.append(Node(_key(name, point), name, point, [ft.key], analysis.model_dump()))
+                        parents = [ft.key]
+                        if name == "reft" and _needs_pretrained_baseline(analysis) and spec.kind == "pcfg":
+                            parents.append(_baseline(nodes, root))
+                        nodes.append(Node(_key(name, point), name, point, parents, analysis.model_dump()))
     return nodes
+
+
+def _needs_pretrained_baseline(analysis: AnalysisSpec) -> bool:
+    return analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
+
+
+def _baseline(nodes: list[Node], root: Node) -> str:
+    """The Scr.+FT pretraining of ``root`` (its own node, so it can train while the fine-tunings do)."""
+    key = _key("baseline", root.point)
+    if not any(n.key == key for n in nodes):
+        nodes.append(Node(key, "baseline", root.point, [root.key]))
+    return key

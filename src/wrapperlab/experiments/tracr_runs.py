@@ -217,16 +217,17 @@ def tracr_finetune(
     return _stage(kind, cfg, store, runtime, say, compute)
 
 
-def tracr_reft_config(ft: Run, profile_name: str = "quick", lr: str | float | None = None) -> TracrFinetuneConfig:
+def tracr_reft_config(ft: Run, profile_name: str = "quick", lr: str | float | None = None,
+                      overrides: dict[str, Any] | None = None) -> TracrFinetuneConfig:
     """reFT of a tracr fine-tune: the pretraining answer asked on uncorrelated inputs, at ``lr``
-    (default: the profile's ``reft_lr_factor`` x the fine-tuning lr)."""
+    (default: the profile's ``reft_lr_factor`` x the fine-tuning lr); ``overrides`` (dotted) come last."""
     ft_cfg = validated(TracrFinetuneConfig, ft.config())
     lr = ft_cfg.train.lr * load_profiles()["reft_lr_factor"] if lr is None else tracr_lr(lr)
     data = ft_cfg.data.model_dump()
     data.update(ask="pt", c_tr=0.0)
     root = compiled_root(ft)
     return tracr_finetune_config(root, profile_name, {"parent": ft.id, "data": data, "train.lr": lr,
-                                                      "seed": ft_cfg.seed}, stage="reft")
+                                                      "seed": ft_cfg.seed, **(overrides or {})}, stage="reft")
 
 
 # -- analyses of tracr runs (stored beside the run, cached by config) ------------------------------------
@@ -257,8 +258,9 @@ def _with_both(data: TracrData, n: int, seed: int, stream: str = "eval"):
 
 def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0):
     """Attention mass from the answer position on O_PT / O_FT / BOS per block, before (the noised compiled
-    model) and after fine-tuning, on the same inputs (a cached :class:`Artifact`)."""
-    from wrapperlab.analysis.tracr_analysis import attention_mass
+    model) and after fine-tuning, and how far each block's patterns moved (``change``: total-variation
+    distance), on the same inputs (a cached :class:`Artifact`)."""
+    from wrapperlab.analysis.tracr_analysis import attention_change, attention_mass
     from wrapperlab.experiments.analyses import _cached
 
     run, cfg, compiled, data = _tuned(store, ref)
@@ -270,10 +272,12 @@ def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0):
             if cfg.data.task == "counter" else {"BOS": ids[compiled.bos]}
         before = compiled_of(compiled_root(run)).model()
         add_noise(before, cfg.noise_std, cfg.seed)
+        after = compiled.model()
         return {"n": len(samples), "before": attention_mass(before, samples, names),
-                "after": attention_mass(compiled.model(), samples, names)}
+                "after": attention_mass(after, samples, names),
+                "change": attention_change(before, after, samples, pad_id=ids.get(compiled.pad))}
 
-    return _cached(run, "tracr-attention", {"n": n, "seed": seed}, compute)
+    return _cached(run, "tracr-attention", {"n": n, "seed": seed, "measures": ["mass", "change"]}, compute)
 
 
 def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search: int = 500, n_test: int = 2000,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shutil
 from collections import defaultdict
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.errors import ConfigError
+from wrapperlab.report.figures import METRIC_LABELS
 from wrapperlab.report.tables import ci_text
 
 LR_NAMES = {"pcfg": {"L": 1e-4, "M": 1e-5, "S": 1e-6}, "tracr": {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}}
@@ -44,8 +46,9 @@ class Section:
     def figure(self, path: Path, caption: str) -> None:
         self.blocks.append(("figure", (path, caption)))
 
-    def verdict(self, claim: str, shown: bool | None, numbers: str) -> None:
-        word = {True: "wrapper shown", False: "not shown at this scale", None: "not measured"}[shown]
+    def verdict(self, claim: str, shown: bool | None, numbers: str,
+                words: tuple[str, str] = ("wrapper shown", "not shown at this scale")) -> None:
+        word = {True: words[0], False: words[1], None: "not measured"}[shown]
         self.blocks.append(("verdict", f"**{claim}** — {word}: {numbers}"))
 
 
@@ -76,42 +79,118 @@ def _paper_text(row: dict | None, key: str) -> str:
     return " / ".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}"
 
 
-def pcfg_section(rep: dict, paper: dict, figures: Path) -> tuple[Section, dict]:
-    nodes, kind = rep["nodes"], "pcfg"
+def _operands(rep: dict) -> tuple[str, str, str]:
+    """(task, O_PT, O_FT) of a PCFG reproduction, from the fine-tuning settings its spec used."""
+    ft = rep.get("base", {}).get("finetune", {})
+    return ft.get("data.task", "count"), ft.get("data.pt_operand", "a"), ft.get("data.operand", "b")
+
+
+def _cell_label(point: dict, kind: str) -> str:
+    prior = f"{point['prior']}, " if "prior" in point else ""
+    return f"{prior}η_{_lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
+
+
+def _setup(sec: Section, rep: dict, store, kind: str) -> None:
+    """The setup table: model, data, training lengths, grid, seeds, and the wall time per stage."""
+    nodes = rep["nodes"]
+    rows = []
+    root = next((n for n in nodes if n["stage"] in ("pretrain", "compile")), None)
+    if root is not None and kind == "pcfg":
+        cfg = store.resolve(root["run_id"]).config()
+        m, d, t = cfg["model"], cfg["data"], cfg["train"]
+        rows.append(["model", f"{m['n_layers']} blocks × d={m['d_model']}, {m['n_heads']} heads, "
+                              f"{root['data'].get('params', '?')} parameters"])
+        rows.append(["pretraining", f"{t['iters']} steps × {t['batch_size']}, lr {t['lr']:g}; tasks "
+                                    f"{', '.join(d['tasks'])}; windows of {d['window']} terminals"])
+    elif root is not None:
+        rows.append(["compiled program", f"{rep.get('program', root['point'].get('program', '?'))}"])
+    ft = next((n for n in nodes if n["stage"] == "finetune"), None)
+    if ft is not None:
+        t = store.resolve(ft["run_id"]).config()["train"]
+        rows.append(["fine-tuning", f"{t['iters']} steps × {t['batch_size']}, {t.get('optimizer', 'adamw')}"])
+    reft = next((n for n in nodes if n["stage"] == "reft"), None)
+    if reft is not None:
+        rid = reft["run_id"]
+        t = store.resolve(rid).config()["train"]
+        schedule = "constant" if t["min_lr_frac"] == 1.0 and not t["warmup_frac"] else "warm-up + cosine"
+        rows.append(["reFT", f"{t['iters']} steps × {t['batch_size']}, lr {t['lr']:g} ({schedule})"])
+    axes = defaultdict(set)
+    for n in nodes:
+        if n["stage"] == "finetune":
+            for k, v in n["point"].items():
+                axes[k].add(v)
+    for k in sorted(axes):
+        values = sorted(axes[k], key=str)
+        shown = [_lr_name(kind, v) for v in values] if k == "lr" else [str(v) for v in values]
+        rows.append([k if k != "seed" else "seeds", ", ".join(shown)])
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    for n in nodes:
+        per_stage[n["stage"]].append(n.get("seconds", 0.0))
+    rows.append(["wall time per stage (s, this call)",
+                 "; ".join(f"{st}: {sum(v):.0f} ({len(v)} nodes)" for st, v in per_stage.items())
+                 + f"; total {rep.get('seconds', 0):.0f}"])
+    sec.table(["setting", "value"], rows)
+
+
+def _ft_curves(store, group: list[dict]) -> dict[str, list]:
+    """Per metric, one curve per seed from the fine-tuning runs' logged evaluations."""
+    out: dict[str, list] = defaultdict(list)
+    for n in group:
+        metrics = store.resolve(n["run_id"]).metrics()
+        for key in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1"):
+            curve = [(m["step"], m[key]) for m in metrics if key in m]
+            if curve:
+                out[key].append(curve)
+    return out
+
+
+def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tuple[Section, dict]:
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.sweep_figures import behaviour_figure, finetune_curves_figure
+
+    nodes, kind, store = rep["nodes"], "pcfg", RunStore(store_root)
+    task, pt, ft = _operands(rep)
     sec = Section(f"{rep['spec']} ({rep['profile']} profile, seeds {sorted({n['point']['seed'] for n in nodes})})")
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"task": task, "o_pt": pt, "o_ft": ft}
+    _setup(sec, rep, store, kind)
     pts = [n for n in nodes if n["stage"] == "pretrain"]
-    acc_a = mean_ci([n["data"]["accuracy"]["count/a"] for n in pts])
-    acc_b = mean_ci([n["data"]["accuracy"]["count/b"] for n in pts])
-    summary["pretrained_count_a"], summary["pretrained_count_b"] = acc_a, acc_b
-    sec.text(f"Pretrained models: count a {ci_text(acc_a)} % (paper {paper['pretrained']['count_a']:g}), count b "
-             f"{ci_text(acc_b)} % (paper {paper['pretrained']['count_b']:g}); {pts[0]['data'].get('params', '?')} "
-             f"parameters, {pts[0]['data'].get('steps', '?')} pretraining steps. Paper values: {paper['source']}.")
-    header = ["lr", "C_Tr"] + [f"{m} % ours (paper @1K / @10K)" for m in ("O_PT C_Te=0", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1")]
-    rows, cells = [], []
+    acc_pt = mean_ci([n["data"]["accuracy"].get(f"{task}/{pt}") for n in pts])
+    acc_ft = mean_ci([n["data"]["accuracy"].get(f"{task}/{ft}") for n in pts])
+    summary["pretrained_o_pt"], summary["pretrained_o_ft"] = acc_pt, acc_ft
+    ref = paper.get("pretrained", {})
+    sec.text(f"Pretrained models: {task} {pt} {ci_text(acc_pt)} % (paper {_paper_text(ref, 'o_pt')}), {task} {ft} "
+             f"{ci_text(acc_ft)} % (paper {_paper_text(ref, 'o_ft')}). Paper values: {paper['source']}.")
+    header = ["prior", "lr", "C_Tr"] + [f"{m} % ours (paper @1K / @10K)" for m in ("O_PT C_Te=0", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1")]
+    rows, cells, curves = [], [], {}
     for key, group in _groups(nodes, "finetune").items():
         point = dict(key)
         paper_row = _paper_row(paper, kind, point["lr"], point["c_tr"]) if point.get("prior") == "low" else None
-        row = [_lr_name(kind, point["lr"]), f"{point['c_tr']:g}"]
-        cell = {**point}
+        row = [str(point.get("prior", "-")), _lr_name(kind, point["lr"]), f"{point['c_tr']:g}"]
+        cell = {**point, "label": _cell_label(point, kind), "seeds": len(group)}
         for metric in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1"):
             stat = mean_ci([n["data"]["after"][metric] for n in group])
             cell[metric] = stat
             row.append(f"{ci_text(stat)} ({_paper_text(paper_row, metric)})")
         rows.append(row)
         cells.append(cell)
+        curves[cell["label"]] = _ft_curves(store, group)
     sec.table(header, rows)
     summary["finetune"] = cells
-    _pcfg_analyses(sec, nodes, paper, figures, summary)
+    sec.figure(behaviour_figure(cells, figures / f"{rep['spec']}-behaviour.png", acc_pt),
+               "Acc O_PT / O_FT after fine-tuning per cell (Fig. 6)")
+    sec.figure(finetune_curves_figure(curves, figures / f"{rep['spec']}-ft-curves.png"),
+               "accuracy vs fine-tuning step (Figs. 5, 68–75)")
+    _pcfg_analyses(sec, rep, paper, figures, summary)
     return sec, summary
 
 
-def _pcfg_analyses(sec: Section, nodes: list[dict], paper: dict, figures: Path, summary: dict) -> None:
-    from wrapperlab.report.figures import probe_figure, prune_figure, reft_figure
+def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> None:
+    from wrapperlab.report.sweep_figures import probe_seeds_figure, seeds_figure
 
+    nodes, name = rep["nodes"], rep["spec"]
     prunes, probes, refts = _groups(nodes, "prune"), _groups(nodes, "probe"), _groups(nodes, "reft")
     rows, figs, verdicts = [], [], []
-    for key in sorted(set(prunes) | set(refts)):
+    for key in sorted(set(prunes) | set(refts) | set(probes)):
         point = dict(key)
         ft = [n for n in nodes if n["stage"] == "finetune" and {k: v for k, v in n["point"].items() if k != "seed"} == point]
         after = mean_ci([n["data"]["after"]["acc_pt_cte0"] for n in ft])
@@ -120,29 +199,38 @@ def _pcfg_analyses(sec: Section, nodes: list[dict], paper: dict, figures: Path, 
         probe_rand = mean_ci([_last_probe(n["data"], "random_init") for n in probes.get(key, [])])
         steps = {c: mean_ci([n["data"][c]["steps_to_0.9"] for n in refts.get(key, []) if c in n["data"]])
                  for c in ("reft", "scr+ft", "scr")}
-        rows.append([_lr_name("pcfg", point["lr"]), f"{point['c_tr']:g}", ci_text(after), ci_text(k_half, pct=False),
-                     f"{ci_text(probe_ft)} vs {ci_text(probe_rand)}",
+        label = _cell_label(point, "pcfg")
+        rows.append([label, ci_text(after), ci_text(k_half, pct=False), f"{ci_text(probe_ft)} vs {ci_text(probe_rand)}",
                      " / ".join(ci_text(steps[c], pct=False) for c in ("reft", "scr+ft", "scr"))])
         shown = _wrapper_shown(after, k_half, steps)
         summary.setdefault("analysed", []).append({**point, "acc_pt_cte0_after": after, "k_to_half": k_half,
                                                    "probe_last": probe_ft, "probe_last_random": probe_rand,
                                                    "reft_steps_to_0.9": steps, "wrapper_shown": bool(shown)})
-        verdicts.append((f"η_{_lr_name('pcfg', point['lr'])}, C_Tr={point['c_tr']:g}", bool(shown),
+        verdicts.append((label, bool(shown),
                     f"Acc O_PT(C_Te=0) after FT {ci_text(after)} %; pruning restores half of it with K = "
-                    f"{ci_text(k_half, pct=False)} rows (paper: {paper['claims']['pruning']}); probe {ci_text(probe_ft)} % "
-                    f"vs random init {ci_text(probe_rand)} %; reFT reaches 90 % at step {ci_text(steps['reft'], pct=False)}, "
-                    f"Scr.+FT {ci_text(steps['scr+ft'], pct=False)} (paper: {paper['claims']['reft']})"))
-        first = lambda group: min(group, key=lambda n: n["point"]["seed"])  # noqa: E731
-        tag = f"{_lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}"
+                    f"{ci_text(k_half, pct=False)} rows (paper: {paper['claims'].get('pruning', '-')}); probe "
+                    f"{ci_text(probe_ft)} % vs random init {ci_text(probe_rand)} %; reFT reaches 90 % at step "
+                    f"{ci_text(steps['reft'], pct=False)}, Scr.+FT {ci_text(steps['scr+ft'], pct=False)} "
+                    f"(paper: {paper['claims'].get('reft', '-')})"))
+        tag = f"{name}-{_lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}"
         if key in prunes:
-            figs.append((prune_figure(first(prunes[key])["data"], figures / f"prune-{tag}.png"), f"pruning, {tag}, first seed"))
+            ks = prunes[key][0]["data"]["ks"]
+            groups = {METRIC_LABELS[m]: [list(zip(ks, n["data"]["curves"][m])) for n in prunes[key]]
+                      for m in ("acc_pt_cte0", "acc_ft_cte1") if m in prunes[key][0]["data"]["curves"]}
+            figs.append((seeds_figure(groups, figures / f"prune-{tag}.png", "units pruned (K)", "accuracy (%)",
+                                      f"pruning by pretraining-task saliency, {label}", logx=True),
+                         f"pruning curves over seeds, {label} (Fig. 7)"))
         if key in probes:
-            figs.append((probe_figure(first(probes[key])["data"], figures / f"probe-{tag}.png"), f"probes, {tag}, first seed"))
+            figs.append((probe_seeds_figure([n["data"] for n in probes[key]], figures / f"probe-{tag}.png",
+                                            f"linear probes per block, {label}"),
+                         f"probe accuracy per block over seeds, {label} (Fig. 8)"))
         if key in refts:
-            figs.append((reft_figure(first(refts[key])["data"], figures / f"reft-{tag}.png"),
-                         f"reFT vs baselines, {tag}, first seed"))
+            groups = {c: [n["data"][c]["curve"] for n in refts[key] if c in n["data"]] for c in ("reft", "scr+ft", "scr")}
+            figs.append((seeds_figure(groups, figures / f"reft-{tag}.png", "reFT step", "Acc O_PT, C_Te=0 (%)",
+                                      f"reverse fine-tuning vs baselines, {label}", logx=True, threshold=0.9),
+                         f"reFT vs Scr.+FT and Scr. over seeds, {label} (Fig. 9)"))
     if rows:
-        sec.table(["lr", "C_Tr", "O_PT C_Te=0 after FT %", "K to half", "probe last block: FT vs random %",
+        sec.table(["cell", "O_PT C_Te=0 after FT %", "K to half", "probe last block: FT vs random %",
                    "reFT steps to 90 %: reFT / Scr.+FT / Scr."], rows)
     for verdict in verdicts:
         sec.verdict(*verdict)
@@ -157,7 +245,8 @@ def _wrapper_shown(after: dict, k_half: dict, steps: dict[str, dict]) -> bool:
     pruned = k_half["mean"] is not None and not k_half["missing"] and k_half["mean"] <= 15
     reft, scr = steps["reft"], steps["scr+ft"]
     revived = reft["mean"] is not None and not reft["missing"]
-    faster = scr["mean"] is None or (revived and scr["mean"] > reft["mean"])
+    measured = (scr["n"] or 0) + (scr["missing"] or 0) > 0  # no Scr.+FT run: nothing to be faster than
+    faster = measured and (scr["mean"] is None or (revived and scr["mean"] > reft["mean"]))
     return gone and pruned and revived and faster
 
 
@@ -167,61 +256,99 @@ def _last_probe(data: dict, which: str) -> float:
 
 
 def tracr_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tuple[Section, dict]:
-    from wrapperlab.report.figures import reft_figure
+    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.report.sweep_figures import behaviour_figure, finetune_curves_figure, seeds_figure
 
-    nodes = rep["nodes"]
-    sec = Section(f"{rep['spec']} ({rep['profile']} profile, seeds {sorted({n['point']['seed'] for n in nodes if 'seed' in n['point']})})")
-    sec.text(f"Compiled Counter fine-tuned with SGD; floors are the best constant output. Paper values: {paper['source']}.")
-    rows, summary = [], {"finetune": []}
+    nodes, store, name = rep["nodes"], RunStore(store_root), rep["spec"]
+    program = rep.get("program", "counter")
+    sec = Section(f"{name} ({rep['profile']} profile, seeds {sorted({n['point']['seed'] for n in nodes if 'seed' in n['point']})})")
+    _setup(sec, rep, store, "tracr")
+    sec.text(f"Compiled {program} fine-tuned with SGD; 'floor' is the best constant output, 'shortcut' the share "
+             f"answering r(O_PT) + q on uncorrelated inputs. Paper values: {paper['source']}.")
+    rows, cells, curves, summary = [], [], {}, {"program": program, "finetune": []}
+    attention = _groups(nodes, "attention")
     for key, group in _groups(nodes, "finetune").items():
         point = dict(key)
         paper_row = _paper_row(paper, "tracr", point["lr"], point["c_tr"])
-        row, cell = [_lr_name("tracr", point["lr"]), f"{point['c_tr']:g}"], dict(point)
+        cell = {**point, "label": _cell_label(point, "tracr"), "seeds": len(group)}
+        row = [_lr_name("tracr", point["lr"]), f"{point['c_tr']:g}"]
         for metric in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1", "shortcut_cte0", "floor_pt_cte0"):
             stat = mean_ci([n["data"]["after"][metric] for n in group])
             cell[metric] = stat
             row.append(ci_text(stat) + (f" ({_paper_text(paper_row, metric)})" if metric.startswith("acc") else ""))
-        attn = _groups(nodes, "attention").get(key, [])
-        for token in ("a", "b"):
-            cell[f"attention_{token}"] = mean_ci([n["data"]["after"][1][token] for n in attn])
-        row.append(f"{ci_text(cell['attention_a'])} / {ci_text(cell['attention_b'])}")
+        attn = [n["data"] for n in attention.get(key, [])]
+        if attn and program == "counter":
+            for token in ("a", "b"):
+                cell[f"attention_{token}"] = mean_ci([a["after"][1].get(token) for a in attn])
+        if attn and "change" in attn[0]:
+            cell["attention_change"] = [mean_ci([a["change"][b] for a in attn]) for b in range(len(attn[0]["change"]))]
+        row.append(f"{ci_text(cell['attention_a'])} / {ci_text(cell['attention_b'])}" if "attention_a" in cell else "-")
+        row.append(" / ".join(ci_text(c) for c in cell.get("attention_change", [])) or "-")
         rows.append(row)
-        summary["finetune"].append(cell)
+        cells.append(cell)
+        curves[cell["label"]] = _ft_curves(store, group)
+    summary["finetune"] = cells
     sec.table(["lr", "C_Tr", "O_PT C_Te=0 % ours (paper)", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1",
-               "answers count(a)+1", "floor", "block-1 attention a / b"], rows)
+               "answers r(O_PT)+q", "floor", "block-1 attention on a / b", "attention moved per block (TV %)"], rows)
+    sec.figure(behaviour_figure(cells, figures / f"{name}-behaviour.png"), "accuracies after fine-tuning per cell")
+    sec.figure(finetune_curves_figure(curves, figures / f"{name}-ft-curves.png"), "accuracy vs fine-tuning step")
+    _tracr_attention_verdict(sec, cells, paper, program)
     prunes = [n for n in nodes if n["stage"] == "prune"]
     if prunes:
         gains = mean_ci([n["data"]["gain"] for n in prunes])
         margin = mean_ci([n["data"]["best"][0]["acc_pt_cte0"] - n["data"]["floor_pt_cte0"] for n in prunes])
         summary["single_weight_gain"], summary["single_weight_above_floor"] = gains, margin
         shown = (margin.get("mean") or 0) > 0.2
-        sec.verdict("one pruned weight revives count(a)", shown,
+        sec.verdict("one pruned weight revives the pretraining answer", shown,
                     f"best single weight gains {ci_text(gains)} points, ending {ci_text(margin)} points above the "
-                    f"constant-output floor (paper: {paper['claims']['pruning']})")
-    refts = [n for n in nodes if n["stage"] == "reft"]
+                    f"constant-output floor (paper: {paper['claims'].get('pruning', '-')})")
+    refts = _groups(nodes, "reft")
     if refts:
-        from wrapperlab.experiments.store import RunStore
-
-        store = RunStore(store_root)
         summary["reft"] = []
-        curves = {}
-        for n in refts:
-            steps = n["data"]["first_step_at"].get("acc_pt_cte0", {}).get("0.9")
-            summary["reft"].append({**n["point"], "steps_to_0.9": steps, "end": n["data"]["after"]["acc_pt_cte0"]})
-            metrics = store.resolve(n["run_id"]).metrics()
-            curves[f"FT η_{_lr_name('tracr', n['point']['lr'])} seed {n['point']['seed']}"] = {
-                "curve": [(m["step"], m["acc_pt_cte0"]) for m in metrics if "acc_pt_cte0" in m]}
-        sec.figure(reft_figure(curves, figures / "tracr-reft.png", title="reFT of the C_Tr=1 models"), "reFT curves")
-        sec.text("reFT steps to 90 %: " + "; ".join(f"η_{_lr_name('tracr', r['lr'])} seed {r['seed']}: {r['steps_to_0.9']}"
-                                                     for r in summary["reft"]) + f" (paper: {paper['claims']['reft']})")
+        groups = {}
+        for key, group in refts.items():
+            point = dict(key)
+            steps = mean_ci([n["data"]["first_step_at"].get("acc_pt_cte0", {}).get("0.9") for n in group])
+            end = mean_ci([n["data"]["after"]["acc_pt_cte0"] for n in group])
+            summary["reft"].append({**point, "steps_to_0.9": steps, "end": end})
+            groups[f"FT {_cell_label(point, 'tracr')}"] = [
+                [(m["step"], m["acc_pt_cte0"]) for m in store.resolve(n["run_id"]).metrics() if "acc_pt_cte0" in m]
+                for n in group]
+        sec.figure(seeds_figure(groups, figures / f"{name}-reft.png", "reFT step", "Acc O_PT, C_Te=0 (%)",
+                                "reFT of the fine-tuned models", logx=True, threshold=0.9), "reFT curves over seeds")
+        sec.text("reFT steps to 90 %: " + "; ".join(f"η_{_lr_name('tracr', r['lr'])} C_Tr={r['c_tr']:g}: "
+                                                     f"{ci_text(r['steps_to_0.9'], pct=False)} (end {ci_text(r['end'])} %)"
+                                                     for r in summary["reft"])
+                 + f" (paper: {paper['claims'].get('reft', '-')})")
     return sec, summary
+
+
+def _tracr_attention_verdict(sec: Section, cells: list[dict], paper: dict, program: str) -> None:
+    """Max-identifier: does the smallest lr leave Block 0 (the sort) least moved, and fine-tune best?"""
+    moved = [c for c in cells if c.get("attention_change")]
+    if program != "max-identifier" or len(moved) < 2:
+        return
+    by_lr = sorted(moved, key=lambda c: LR_NAMES["tracr"].get(c["lr"], c["lr"]) if isinstance(c["lr"], str) else c["lr"])
+    smallest = by_lr[0]["lr"]
+    small = [c for c in moved if c["lr"] == smallest]
+    large = [c for c in moved if c["lr"] != smallest]
+    block0 = lambda cs: max(c["attention_change"][0]["mean"] for c in cs)  # noqa: E731
+    kept = block0(small) < min(c["attention_change"][0]["mean"] for c in large)
+    text = "; ".join(f"{c['label']}: Block 0 moved {ci_text(c['attention_change'][0])} %, Acc O_FT(C_Te=0) "
+                     f"{ci_text(c['acc_ft_cte0'])} %" for c in by_lr)
+    sec.verdict(f"η_{_lr_name('tracr', smallest)} keeps the Block-0 sort", kept,
+                f"{text} (paper: {paper['claims'].get('attention', '-')})", words=("reproduced", "not reproduced at this scale"))
 
 
 # -- rendering -------------------------------------------------------------------------------------------
 
+INTRO = ("Written by `wrapperlab reproduce` / `wrapperlab report`. Our numbers are the mean ± 95 % t-interval over "
+         "seeds; the paper's value follows in parentheses (PCFG: after 1K / 10K fine-tuning iterations). Each "
+         "verdict line names the claim, whether our runs show it at this scale, and the numbers it rests on.")
+
 
 def _markdown(sections: list[Section], out: Path) -> str:
-    lines = ["# wrapperlab reproduction report", ""]
+    lines = ["# wrapperlab reproduction report", "", INTRO, ""]
     for sec in sections:
         lines += [f"## {sec.title}", ""]
         for kind, value in sec.blocks:
@@ -243,7 +370,7 @@ def _html(sections: list[Section]) -> str:
         parts = text.split("**")
         return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
-    body = ["<h1>wrapperlab reproduction report</h1>"]
+    body = ["<h1>wrapperlab reproduction report</h1>", f"<p>{inline(INTRO)}</p>"]
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
         for kind, value in sec.blocks:
@@ -278,13 +405,14 @@ def write_report(store_root: str | Path) -> dict[str, Path]:
         raise ConfigError("report", str(root), "a directory where `wrapperlab reproduce` has run (no reproductions/)")
     out = root / "report"
     figures = out / "figures"
+    shutil.rmtree(figures, ignore_errors=True)  # generated: a figure of a cell no longer reproduced must not linger
     paper = paper_values()
     sections, summary = [], {}
     for path in reps:
         rep = json.loads(path.read_text())
         ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
         if rep["kind"] == "pcfg":
-            sec, numbers = pcfg_section(rep, ref, figures)
+            sec, numbers = pcfg_section(rep, ref, root, figures)
         else:
             sec, numbers = tracr_section(rep, ref, root, figures)
         sections.append(sec)

@@ -91,7 +91,7 @@ def convert(assembled: Any, output_label: str, name: str, causal: bool, max_seq_
     return CompiledModel(
         program=name, gpt=cfg, residual_labels=labels, input_vocab=input_vocab, output_values=output_values,
         output_label=output_label, bos=BOS, pad=PAD, max_seq_len=max_seq_len, causal=causal, answer=answer,
-        state={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
+        state={k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()},
     )
 
 

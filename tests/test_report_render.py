@@ -1,0 +1,80 @@
+"""Every shipped spec reproduces on the test profile into one store, and the report over all of them is a page
+a browser shows: headless Chromium loads it and every embedded figure decodes (naturalWidth > 0)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from wrapperlab.experiments.reproduce import reproduce
+from wrapperlab.experiments.spec import load_spec
+from wrapperlab.experiments.store import RunStore
+from wrapperlab.report.report import write_report
+from wrapperlab.training.config import Runtime
+
+SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max")
+
+
+@pytest.fixture(scope="module")
+def four_specs(tmp_path_factory):
+    pytest.importorskip("tracr", reason="the tracr specs compile their programs (pip install 'wrapperlab[tracr]')")
+    root = tmp_path_factory.mktemp("specs") / "runs"
+    store = RunStore(root)
+    for name in SPECS:
+        reproduce(load_spec(name), "test", store, runtime=Runtime(progress=False), say=lambda _: None)
+    return root
+
+
+def test_every_shipped_spec_reproduces_and_reports(four_specs):
+    paths = write_report(four_specs)
+    markdown = paths["markdown"].read_text()
+    for name in SPECS:
+        assert f"## {name} (test profile" in markdown
+    assert "(33.6 / 9.5)" in markdown  # Table 7 (Indexer, eta 1e-4, C_Tr 1, low prior) beside ours
+    assert "(23.8)" in markdown  # Table 3 Max-identifier, eta 1e-2, C_Tr 1, Acc O_PT C_Te=0
+    summary = json.loads(paths["summary"].read_text())
+    assert set(summary) == {f"{name}/test" for name in SPECS}
+    assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
+    moved = summary["tracr-max/test"]["finetune"][0]["attention_change"]
+    assert len(moved) >= 2 and all(0.0 <= m["mean"] <= 1.0 for m in moved)
+    for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
+        assert (paths["markdown"].parent / link).exists()
+
+
+#: injected into a copy of the page: the title reports how many images the browser decoded
+_COUNT_IMAGES = ("<script>window.addEventListener('load', () => { const all = [...document.images]; "
+                 "document.title = 'IMAGES ' + all.length + ' LOADED ' + "
+                 "all.filter(i => i.complete && i.naturalWidth > 0).length; });</script>")
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not found:
+        if os.environ.get("WRAPPERLAB_REQUIRE_CHROMIUM"):
+            pytest.fail("WRAPPERLAB_REQUIRE_CHROMIUM is set but no chromium is installed (.ci/run installs it)")
+        pytest.skip("no chromium on this machine (CI installs Debian's)")
+    return found
+
+
+def test_report_renders_in_headless_chromium(four_specs, tmp_path):
+    chromium = _chromium()
+    page = write_report(four_specs)["html"]
+    text = page.read_text()
+    n_images = text.count("<img ")
+    assert n_images >= 10
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", _COUNT_IMAGES + "</body>"))
+    run = subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r"<title>IMAGES (\d+) LOADED (\d+)</title>", run.stdout)
+    assert found, run.stderr[-1500:]
+    assert int(found[1]) == n_images and int(found[2]) == n_images
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,2400",
+                    f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
