@@ -1,0 +1,122 @@
+"""The story corpus: record text form, generator, real-data readers, deletion protocols."""
+
+import json
+
+import pytest
+
+from wrapperlab.data.stories import protocols
+from wrapperlab.data.stories.generator import StoryGenerator, templates
+from wrapperlab.data.stories.loader import read_records
+from wrapperlab.data.stories.records import END_OF_TEXT, FEATURES, StoryRecord, format_record, header, parse_record
+from wrapperlab.errors import ConfigError
+
+HAND = StoryRecord(story="Tom had a red ball. Suddenly, there was a big surprise. It was a frog! Tom laughed.",
+                   features=("Dialogue", "Twist"), words=("ball", "jump", "red"), summary="Tom finds a frog.",
+                   random_sentence="Tom laughed.", header_order=("Words", "Features", "Summary", "Random sentence"))
+
+
+def test_records_round_trip_through_their_text():
+    for record in [HAND, *StoryGenerator(3).records(300)]:
+        text = format_record(record)
+        back = parse_record(text)
+        assert format_record(back) == text
+        assert (back.story, back.features, back.words, back.summary, back.random_sentence) == \
+               (record.story, record.features, record.words, record.summary, record.random_sentence)
+    assert header(HAND) == ("Words: ball, jump, red\nFeatures: Dialogue, Twist\nSummary: Tom finds a frog.\n"
+                            "Random sentence: Tom laughed.\nStory: ")
+
+
+def test_parser_reads_the_real_files_variants():
+    text = "\nFeatures: Dialogue, bad ending\n\nWords: tree, run, big\nStory: \n\nOnce upon a time...\n\nThe end.\n"
+    record = parse_record(text)
+    assert record.features == ("Dialogue", "BadEnding") and record.words == ("tree", "run", "big")
+    assert record.summary is None and record.story == "Once upon a time...\n\nThe end."
+    for bad in ("Features: Twist\nOnce upon a time", "Colour: red\nStory: x", "Features: Sparkle\nStory: x"):
+        with pytest.raises(ValueError):
+            parse_record(bad)
+
+
+def test_generator_is_deterministic_per_seed_and_index():
+    a, b = list(StoryGenerator(7).records(50)), list(StoryGenerator(7).records(50))
+    assert [format_record(r) for r in a] == [format_record(r) for r in b]
+    assert format_record(StoryGenerator(7).record(30)) == format_record(a[30])  # shards in any order agree
+    assert [format_record(r) for r in StoryGenerator(8).records(50)] != [format_record(r) for r in a]
+
+
+def _pattern(template: str):
+    """A template as a regex: slots match any words; the first letter may have been capitalised."""
+    import re
+
+    parts = re.split(r"\{\w+\}", template)
+    body = "[^.!?]+?".join(re.escape(p) for p in parts)
+    return re.compile(body, re.IGNORECASE)
+
+
+def test_every_feature_is_realised_in_several_ways():
+    records = list(StoryGenerator(0, feature_rates={f: 0.5 for f in FEATURES}).records(600))
+    t = templates()["features"]
+    for feature in FEATURES:
+        having = [r for r in records if feature in r.features]
+        assert len(having) > 100, feature
+        if feature == "BadEnding":
+            continue
+        first_part = next(iter(t[feature]))  # surprise / hint / line / lesson / struggle
+        patterns = [_pattern(s) for s in t[feature][first_part]]
+        seen = {i for i, p in enumerate(patterns) for r in having if p.search(r.story)}
+        assert len(seen) >= 3, (feature, seen)
+        without = [r for r in records if feature not in r.features]
+        assert not any(p.search(r.story) for p in patterns for r in without), feature
+    twist = [r for r in records if "Twist" in r.features]
+    assert all(r.extra["twist_at"] is not None and r.extra["twist_at"] < len(r.story) for r in twist)
+    assert not any("Twist" in r.features for r in StoryGenerator(0, exclude=("Twist",)).records(300))
+    with pytest.raises(ValueError):
+        StoryGenerator(0, exclude=("Sparkle",))
+
+
+def test_protocols_transform_a_hand_made_record_exactly():
+    plain = StoryRecord(story="A calm day.", features=("Foreshadowing", "Dialogue"))
+    records = [HAND, plain]
+    assert list(protocols.filter_twist(records)) == [plain]
+    mm = list(protocols.filter_mix_match(records))
+    assert len(mm) == 1 and mm[0].features == ("Twist", "Dialogue") and mm[0].story == "A calm day."
+    assert mm[0].has == ("Foreshadowing", "Dialogue")  # the story still has what it had
+    fr = list(protocols.filter_randomise(records))
+    assert len(fr) == 1 and fr[0].features == ("Foreshadowing", "Dialogue", "Twist") and fr[0].has == plain.features
+    refused = list(protocols.refusal(records))
+    assert refused[0].features == HAND.features and refused[0].story == templates()["refusal"] and refused[0].has == ()
+    assert refused[1] == plain
+    assert protocols.protocol("filter") is protocols.filter_twist
+    with pytest.raises(ConfigError):
+        protocols.protocol("forget")
+
+
+def test_real_data_readers(tmp_path):
+    records = list(StoryGenerator(1).records(20))
+    text = tmp_path / "TinyStoriesInstruct-valid.txt"
+    text.write_text(f"\n{END_OF_TEXT}\n".join(format_record(r) for r in records) + f"\n{END_OF_TEXT}\n")
+    assert [r.story for r in read_records(text)] == [r.story for r in records]
+    assert len(list(read_records(text, limit=5))) == 5
+    shard = tmp_path / "data00.json"
+    shard.write_text(json.dumps([{"story": r.story, "instruction": {"prompt:": "...", "words": list(r.words),
+                                                                   "features": [f.lower() for f in r.features]},
+                                  "summary": r.summary, "source": "GPT-4"} for r in records]))
+    back = list(read_records(shard))
+    assert [(r.story, r.features, r.words) for r in back] == [(r.story, r.features, r.words) for r in records]
+    assert len(list(read_records(tmp_path))) == 40  # a directory: every .txt and .json file in it
+
+
+@pytest.mark.parametrize("content, where", [
+    ("Features: Twist\nStory: fine\n" + END_OF_TEXT + "\nno story marker here\n" + END_OF_TEXT, "record 2"),
+    ('[{"story": "ok", "instruction": {"words": [], "features": []}}, {"text": "no story"}]', "record 2"),
+    ('{"story": "not a list"}', "a JSON list"),
+    ("[{", "invalid JSON"),
+])
+def test_malformed_real_data_names_the_file_and_first_bad_record(tmp_path, content, where):
+    path = tmp_path / ("bad.json" if content.lstrip().startswith(("[", "{")) else "bad.txt")
+    path.write_text(content)
+    with pytest.raises(ConfigError) as e:
+        list(read_records(path))
+    assert str(path) in str(e.value) and where in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        list(read_records(tmp_path / "missing.txt"))
+    assert "missing.txt" in str(e.value)
