@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from wrapperlab.data.stories import protocols
@@ -120,3 +121,38 @@ def test_malformed_real_data_names_the_file_and_first_bad_record(tmp_path, conte
     with pytest.raises(ConfigError) as e:
         list(read_records(tmp_path / "missing.txt"))
     assert "missing.txt" in str(e.value)
+
+
+def test_tokenizer_round_trips_and_saves(tmp_path):
+    from wrapperlab.data.stories.tokenizer import END, load_tokenizer, save_tokenizer, train_tokenizer
+
+    texts = [format_record(r) for r in StoryGenerator(0).records(2000)]
+    tok = train_tokenizer(texts, vocab_size=512)
+    assert tok.get_vocab_size() == 512 and tok.token_to_id(END) is not None
+    back = load_tokenizer(save_tokenizer(tok, tmp_path / "tokenizer.json"))
+    unseen = "Zyx the qwerty dragon said: \"héllo\"!"  # words and bytes the corpus never had still encode
+    for text in (texts[0], unseen):
+        assert back.decode(back.encode(text).ids) == text
+    assert len(tok.encode(texts[0]).ids) < len(texts[0]) / 2  # merges learned, not bytes
+
+
+def test_judge_reads_features_from_the_story_alone():
+    from dataclasses import replace
+
+    from wrapperlab.analysis.judge import Judge
+
+    train, test = list(StoryGenerator(0).records(3000)), list(StoryGenerator(1).records(600))
+    judge = Judge.fit(train)
+    acc = judge.accuracy(test)
+    assert all(acc[f] >= 0.9 for f in FEATURES), acc
+    # the instruction is not read: the same story under another instruction gets the same verdict
+    twist = next(r for r in test if "Twist" in r.features)
+    assert judge.predict([twist.story])[0][0] and judge.predict([twist.with_features(()).story])[0][0]
+    cut = twist.story[:twist.extra["twist_at"]] + " In the end, Tom went home."  # without the twist sentences
+    assert not judge.predict([cut])[0][0]
+    # a control that can fail: labels shuffled across stories leave nothing to learn
+    order = np.random.default_rng(0).permutation(len(train))
+    shuffled = [replace(r, true_features=train[j].has) for r, j in zip(train, order)]
+    control = Judge.fit(shuffled).accuracy(test)
+    majority = max(np.mean(["Twist" in r.has for r in test]), 1 - np.mean(["Twist" in r.has for r in test]))
+    assert control["Twist"] <= majority + 0.03
