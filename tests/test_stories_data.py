@@ -156,3 +156,39 @@ def test_judge_reads_features_from_the_story_alone():
     control = Judge.fit(shuffled).accuracy(test)
     majority = max(np.mean(["Twist" in r.has for r in test]), 1 - np.mean(["Twist" in r.has for r in test]))
     assert control["Twist"] <= majority + 0.03
+
+
+def test_token_stream_windows_and_prompts():
+    from wrapperlab.data.stories.corpus import StoriesDataConfig, TokenStream, fit_tokenizer, prompt_and_story, records
+
+    cfg = StoriesDataConfig(n_records=600, tokenizer_records=1500, vocab_size=400, context=64)
+    tok = fit_tokenizer(cfg)
+    control = fit_tokenizer(cfg.model_copy(update={"exclude": ("Twist",)}))
+    assert tok.to_str() == control.to_str()  # the control corpus shares the vocabulary
+    stream = TokenStream(cfg, tok)
+    a, b = stream.batch_at(5, 8, seed=1), stream.batch_at(5, 8, seed=1)
+    assert a.tokens.shape == (8, 65) and (a.tokens == b.tokens).all()
+    assert not (stream.batch_at(6, 8, seed=1).tokens == a.tokens).all()
+    assert stream.n_records == 600 and (stream.tokens == tok.token_to_id("<|endoftext|>")).sum() == 600
+    for record in list(records(cfg, "test"))[:100]:
+        prompt, story = prompt_and_story(record, tok)
+        assert tok.decode(prompt + story) == format_record(record)
+        assert tok.decode(prompt).endswith("Story:")
+    assert not any("Twist" in r.has for r in records(cfg.model_copy(update={"exclude": ("Twist",)})))
+    assert all("Twist" in r.has for r in records(cfg.model_copy(update={"only": ("Twist",)})))
+    with pytest.raises(ValueError):
+        TokenStream(cfg.model_copy(update={"only": ("Twist",), "protocol": "filter"}), tok)  # nothing left
+    with pytest.raises(Exception):
+        StoriesDataConfig(exclude=("Sparkle",))
+
+
+def test_story_model_presets_are_llama_style():
+    import torch
+
+    from wrapperlab.models.gpt import GPT, GPTConfig
+
+    cfg = GPTConfig.preset("stories-quick", vocab_size=400, n_ctx=64)
+    assert (cfg.norm, cfg.act, cfg.positions, cfg.bias, cfg.tie_embeddings) == ("rmsnorm", "swiglu", "rope", False, True)
+    assert GPT(cfg)(torch.randint(0, 400, (2, 64))).shape == (2, 64, 400)
+    paper = GPTConfig.preset("stories-paper", vocab_size=8192, n_ctx=1024)
+    assert (paper.d_model, paper.n_layers, paper.n_heads) == (768, 12, 12)

@@ -28,6 +28,13 @@ PRESETS: dict[str, dict] = {
     "quick": dict(n_layers=4, n_heads=4, d_model=128),
     # seconds-scale mechanics tests
     "test": dict(n_layers=2, n_heads=2, d_model=64),
+    # story language models, llama-style (RMSNorm, RoPE, SwiGLU, no biases, tied embeddings); vocabulary and
+    # context come from the tokenizer and the data config. quick: the stories pilot's 4 x 128 size
+    "stories-quick": dict(n_layers=4, n_heads=4, d_model=128, norm="rmsnorm", act="swiglu", positions="rope",
+                          bias=False, tie_embeddings=True),
+    # the paper's TinyStories model: 768 hidden, 12 layers, 12 heads (vocab 8192 and context 1024 from the data)
+    "stories-paper": dict(n_layers=12, n_heads=12, d_model=768, norm="rmsnorm", act="swiglu", positions="rope",
+                          bias=False, tie_embeddings=True),
 }
 
 
