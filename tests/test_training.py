@@ -143,3 +143,12 @@ def test_bf16_autocast_and_compile_paths_train(compile_):
                   evaluate=lambda m, step: {"probe": 1.0}, log=logged.append)
     assert state.step == 4 and np.isfinite(state.last_loss)
     assert [r["step"] for r in logged] == [2, 4] and all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_tied_embeddings_train_with_adamw():
+    """A tied unembedding is listed once (as the embedding, undecayed) — the optimiser must not see it twice."""
+    model = GPT(GPTConfig.preset("test", vocab_size=40, n_ctx=16, tie_embeddings=True))
+    opt = make_optimizer(model, TrainConfig(iters=1, batch_size=1, lr=1e-3))
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
+    assert any(p is model.embed.weight for p in opt.param_groups[1]["params"])  # no decay

@@ -1,0 +1,84 @@
+"""Measurements of a story language model (Jain et al. §5.2): the loss on stories with a feature, and the
+generation score — the share of stories written for prompts that request the feature which the judge says
+have it, beside the same share for prompts that do not request it (a model that twists every story has not
+regained the *requested* capability).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wrapperlab.data.stories.corpus import prompt_and_story
+from wrapperlab.data.stories.records import FEATURES, StoryRecord, header
+from wrapperlab.training.loop import PAD_ID
+
+
+@torch.no_grad()
+def story_loss(model: nn.Module, tokenizer, records: Sequence[StoryRecord], batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy over the *story* tokens of ``records`` (instruction tokens are context
+    only), each record cut to the model's context."""
+    model.eval()
+    n_ctx = model.cfg.n_ctx
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    pairs = [prompt_and_story(r, tokenizer) for r in records]
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [(p + s)[: n_ctx + 1] for p, s in chunk]
+        width = max(len(s) for s in seqs)
+        tokens = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
+        weight = torch.zeros(len(seqs), width - 1)
+        for i, ((prompt, _), seq) in enumerate(zip(chunk, seqs)):
+            tokens[i, : len(seq)] = torch.tensor(seq)
+            weight[i, len(prompt) - 1: len(seq) - 1] = 1.0  # targets that are story tokens
+        logits = model(tokens[:, :-1].to(device)).float()
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten().to(device), reduction="none")
+        total += float((ce.cpu() * weight.flatten()).sum())
+        count += int(weight.sum())
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: list[int], n: int, max_new: int, end_id: int, temperature: float = 1.0,
+             seed: int = 0) -> list[list[int]]:
+    """``n`` samples continuing one prompt (same length, so no padding), stopping at ``end_id``; seeded."""
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    tokens = torch.tensor([prompt] * n, dtype=torch.long)
+    done = torch.zeros(n, dtype=torch.bool)
+    for _ in range(max_new):
+        window = tokens[:, -model.cfg.n_ctx:]
+        logits = model(window.to(device))[:, -1].float().cpu()
+        probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+        nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= nxt == end_id
+        if done.all():
+            break
+    out = []
+    for row in tokens[:, len(prompt):].tolist():
+        out.append(row[: row.index(end_id)] if end_id in row else row)
+    return out
+
+
+def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[StoryRecord], feature: str = "Twist",
+                      samples: int = 4, max_new: int = 160, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """``requested``: share of stories judged to have ``feature`` among those written for prompts that ask for it;
+    ``unrequested``: the same for prompts that do not. Each prompt is a record's instruction."""
+    end = tokenizer.token_to_id("<|endoftext|>")
+    column = FEATURES.index(feature)
+    hits: dict[str, list[bool]] = {"requested": [], "unrequested": []}
+    for i, record in enumerate(prompts):
+        prompt = tokenizer.encode(header(record).rstrip(" ")).ids
+        stories = [tokenizer.decode(ids) for ids in generate(model, prompt, samples, max_new, end, temperature, seed + i)]
+        verdicts = judge.predict(stories)[:, column]
+        hits["requested" if feature in record.features else "unrequested"] += [bool(v) for v in verdicts]
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()} | {
+        f"n_{k}": len(v) for k, v in hits.items()}
