@@ -31,3 +31,40 @@ def test_tiny_story_model_learns_and_generates():
     scores = generation_scores(model, tok, judge, list(records(cfg, "test"))[:4], samples=2, max_new=40)
     assert scores["n_requested"] + scores["n_unrequested"] == 8
     assert all(0.0 <= scores[k] <= 1.0 for k in ("requested", "unrequested") if scores[f"n_{k}"])
+
+
+def test_tiny_stories_pipeline_end_to_end(tmp_path):
+    """pretrain -> delete (filter) -> reFT on Twist stories, and the not-in-PT control, as stored runs; a second
+    call reuses every run."""
+    from wrapperlab.experiments.stories import StoriesEvalConfig, StoriesRunConfig, load_story_model, stories_stage
+    from wrapperlab.experiments.store import RunStore
+
+    store, quiet = RunStore(tmp_path / "runs"), Runtime(progress=False)
+    data = StoriesDataConfig(n_records=1200, tokenizer_records=1200, vocab_size=400, context=96)
+    ev = StoriesEvalConfig(n_loss=16, n_prompts=4, samples=2, max_new=24, judge_records=1200)
+    train_cfg = dict(batch_size=16, warmup_frac=0.1, eval_every=20, checkpoint_every=20)
+    model = {"preset": "stories-quick", "n_layers": 2, "d_model": 64, "n_heads": 2}
+
+    def run(**kw):
+        return stories_stage(StoriesRunConfig(eval=ev, **kw), store, quiet, say=lambda _: None)
+
+    pt = run(data=data, model=model, train=TrainConfig(iters=60, lr=3e-3, **train_cfg))
+    control = run(data=data.model_copy(update={"exclude": ("Twist",)}), model=model,
+                  train=TrainConfig(iters=60, lr=3e-3, **train_cfg))
+    deleted = run(data=data.model_copy(update={"protocol": "filter"}), parent=pt.run.id,
+                  train=TrainConfig(iters=20, lr=1e-3, **train_cfg))
+    reft_data = data.model_copy(update={"only": ("Twist",)})
+    revived = run(data=reft_data, parent=deleted.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
+    from_control = run(data=reft_data, parent=control.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
+    for stage in (pt, control, deleted, revived, from_control):
+        after = stage.result["after"]
+        assert after["twist_loss"] > 0 and 0 <= after["gen_twist"] <= 1 and 0 <= after["gen_non"] <= 1
+        assert after["n_gen"] == 8
+        assert any("twist_loss" in m for m in stage.run.metrics())
+    assert deleted.result["before"]["twist_loss"] == pt.result["after"]["twist_loss"]  # same model, same data
+    assert (store.resolve(control.run.id).path / "tokenizer.json").read_text() == \
+           (store.resolve(pt.run.id).path / "tokenizer.json").read_text()
+    model_, tok, judge = load_story_model(store, revived.run)
+    assert model_.cfg.n_layers == 2 and tok.get_vocab_size() == 400
+    again = run(data=reft_data, parent=deleted.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
+    assert again.reused and again.run.id == revived.run.id
