@@ -108,12 +108,13 @@ def _setup(sec: Section, rep: dict, store, kind: str) -> None:
     if ft is not None:
         t = store.resolve(ft["run_id"]).config()["train"]
         rows.append(["fine-tuning", f"{t['iters']} steps × {t['batch_size']}, {t.get('optimizer', 'adamw')}"])
-    reft = next((n for n in nodes if n["stage"] == "reft"), None)
-    if reft is not None:
-        rid = reft["run_id"]
-        t = store.resolve(rid).config()["train"]
+    refts = [store.resolve(n["run_id"]).config()["train"] for n in nodes if n["stage"] == "reft"]
+    if refts:
+        t = refts[0]
         schedule = "constant" if t["min_lr_frac"] == 1.0 and not t["warmup_frac"] else "warm-up + cosine"
-        rows.append(["reFT", f"{t['iters']} steps × {t['batch_size']}, lr {t['lr']:g} ({schedule})"])
+        lrs = ", ".join(f"{lr:g}" for lr in sorted({r["lr"] for r in refts}))
+        rows.append(["reFT", f"{t['iters']} steps × {t['batch_size']}, lr {lrs} ({schedule}; "
+                             f"{load_reft_factor():g} × the fine-tuning lr)"])
     axes = defaultdict(set)
     for n in nodes:
         if n["stage"] == "finetune":
@@ -130,6 +131,12 @@ def _setup(sec: Section, rep: dict, store, kind: str) -> None:
                  "; ".join(f"{st}: {sum(v):.0f} ({len(v)} nodes)" for st, v in per_stage.items())
                  + f"; total {rep.get('seconds', 0):.0f}"])
     sec.table(["setting", "value"], rows)
+
+
+def load_reft_factor() -> float:
+    from wrapperlab.experiments.configs import load_profiles
+
+    return float(load_profiles()["reft_lr_factor"])
 
 
 def _ft_curves(store, group: list[dict]) -> dict[str, list]:
