@@ -192,3 +192,18 @@ def test_story_model_presets_are_llama_style():
     assert GPT(cfg)(torch.randint(0, 400, (2, 64))).shape == (2, 64, 400)
     paper = GPTConfig.preset("stories-paper", vocab_size=8192, n_ctx=1024)
     assert (paper.d_model, paper.n_layers, paper.n_heads) == (768, 12, 12)
+
+
+def test_stories_cli_generate_and_judge(tmp_path, capsys):
+    from wrapperlab.cli import main
+
+    out = tmp_path / "gen.txt"
+    assert main(["stories", "generate", "--n", "800", "--seed", "2", "--out", str(out)]) == 0
+    assert len(list(read_records(out))) == 800
+    assert main(["stories", "judge", "--data", str(out), "--n", "800", "--out", str(tmp_path / "judge.json")]) == 0
+    report = capsys.readouterr().out
+    assert "640 training / 160 held-out" in report and "Twist" in report and (tmp_path / "judge.json").exists()
+    for bad in (["stories", "judge", "--data", str(tmp_path / "missing.txt")],
+                ["stories", "generate", "--exclude", "Sparkle"], ["stories", "generate", "--n", "0"]):
+        assert main(bad) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

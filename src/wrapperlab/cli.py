@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     from wrapperlab import cli_tracr
 
     cli_tracr.add_parsers(sub, _runtime_args, _key_value)
+    from wrapperlab import cli_stories
+
+    cli_stories.add_parsers(sub)
 
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
@@ -598,6 +601,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_stories(args) -> int:
+    from wrapperlab.cli_stories import cmd_stories as run_stories
+
+    return run_stories(args)
+
+
 def cmd_tracr(args) -> int:
     from wrapperlab.cli_tracr import cmd_tracr as run_tracr
 
@@ -611,6 +620,7 @@ COMMANDS = {
     "reproduce": cmd_reproduce,
     "report": cmd_report,
     "tracr": cmd_tracr,
+    "stories": cmd_stories,
     "prune": cmd_prune,
     "reft": cmd_reft,
     "prune-study": cmd_prune_study,
