@@ -18,7 +18,8 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2
 
-# all four shipped experiments on the quick profile into the same store and report (about an hour on 2 cores)
+# all four shipped experiments on the quick profile into the same store and report (estimated 45-60 min on 2 cores;
+# the Tracr pair took 18 min measured beside other work, the Indexer has not yet been timed end to end)
 reproduce-all: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
 
