@@ -17,7 +17,7 @@ from wrapperlab.data.finetune_data import FinetuneData
 from wrapperlab.data.samples import PCFGData
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, validated
-from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.experiments.store import Run, RunStore, lineage_root
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.training.checkpoint import load_weights, save_weights
 from wrapperlab.training.config import Runtime
@@ -102,14 +102,7 @@ def load_run_weights(model: GPT, run: Run, field: str = "run") -> GPT:
 
 def pretraining_config(run: Run) -> PretrainRunConfig:
     """The pretraining config at the root of a run's lineage (fine-tunes name their parent)."""
-    store = RunStore(run.path.parent)
-    seen = 0
-    while run.kind != "pretrain":
-        run = store.resolve(run.config()["parent"], field="parent")
-        seen += 1
-        if seen > 100:
-            raise ConfigError("parent", run.id, "a finite chain of parent runs")
-    return validated(PretrainRunConfig, run.config())
+    return validated(PretrainRunConfig, lineage_root(run, "pretrain").config())
 
 
 FINETUNE_KINDS = ("finetune", "reft", "randft", "scrft", "scratch")

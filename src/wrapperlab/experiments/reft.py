@@ -20,7 +20,7 @@ from wrapperlab.data.tasks import TERMINALS
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import FinetuneRunConfig, PretrainRunConfig, reft_config, validated
 from wrapperlab.experiments.pipeline import Say, StageResult, finetune, pretrain, pretraining_config
-from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.experiments.store import Run, RunStore, lineage_root
 from wrapperlab.training.config import Runtime
 
 TARGET = "acc_pt_cte0"
@@ -37,9 +37,7 @@ def never_pt_config(root: PretrainRunConfig, operand: str) -> PretrainRunConfig:
 
 
 def root_pretrain_run(store: RunStore, run: Run) -> Run:
-    while run.kind != "pretrain":
-        run = store.resolve(run.config()["parent"], field="parent")
-    return run
+    return lineage_root(run, "pretrain")
 
 
 @dataclass

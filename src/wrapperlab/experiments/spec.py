@@ -94,18 +94,18 @@ class Spec(BaseModel):
             raise ConfigError(f"axes.{missing[0]}", None, "a list of values (every axis needs a default)")
         return self
 
+    def _profile(self, profile: str) -> ProfileSpec:
+        return self.profiles.get(profile) or ProfileSpec()
+
     def axes_for(self, profile: str) -> dict[str, list[Any]]:
-        extra = self.profiles[profile].axes if profile in self.profiles else {}
-        return {**self.axes, **extra}
+        return {**self.axes, **self._profile(profile).axes}
 
     def analyses_for(self, profile: str) -> dict[str, AnalysisSpec]:
-        extra = self.profiles[profile].analyses if profile in self.profiles else {}
-        return {**self.analyses, **extra}
+        return {**self.analyses, **self._profile(profile).analyses}
 
     def base_for(self, profile: str, stage: str) -> dict[str, Any]:
         """Dotted overrides of ``stage`` under ``profile``: the spec's base, then the profile's."""
-        extra = self.profiles[profile].base.get(stage, {}) if profile in self.profiles else {}
-        return {**self.base.get(stage, {}), **extra}
+        return {**self.base.get(stage, {}), **self._profile(profile).base.get(stage, {})}
 
     def seeds_for(self, profile: str, seeds: int | None = None) -> list[int]:
         n = seeds if seeds is not None else (self.profiles[profile].seeds if profile in self.profiles else 1)

@@ -170,3 +170,21 @@ class RunStore:
         if not self.root.exists():
             return []
         return sorted((Run(p) for p in self.root.iterdir() if (p / "config.json").exists()), key=lambda r: r.id)
+
+
+def lineage_root(run: Run, kind: str, via: tuple[str, ...] | None = None, field: str = "run",
+                 expected: str | None = None) -> Run:
+    """``run`` itself or the ancestor of ``kind`` it descends from, following each config's ``parent``.
+
+    Every stage family (PCFG, Tracr, stories) finds its root this one way. ``via``: the kinds allowed on the
+    way (anything else is a ``ConfigError`` on ``field`` saying ``expected``); the walk is bounded, so a
+    hand-edited cycle of parents is an error, not a hang.
+    """
+    store, root = RunStore(run.path.parent), run
+    for _ in range(100):
+        if root.kind == kind:
+            return root
+        if via is not None and root.kind not in via:
+            raise ConfigError(field, run.id, expected or f"a run descending from a {kind} run")
+        root = store.resolve(root.config()["parent"], field="parent")
+    raise ConfigError(field, run.id, "a finite chain of parent runs")

@@ -18,10 +18,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from wrapperlab.data.stories.corpus import StoriesDataConfig, TokenStream, fit_tokenizer, records
+from wrapperlab.data.stories.corpus import StoriesDataConfig, TokenStream, fit_tokenizer, full_mix, records
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.pipeline import Say, StageResult, _stage, _train, load_run_weights
-from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.experiments.store import Run, RunStore, lineage_root
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.training.checkpoint import save_weights
 from wrapperlab.training.config import Runtime, TrainConfig
@@ -49,37 +49,32 @@ class StoriesRunConfig(BaseModel):
     seed: int = Field(0, ge=0)
 
 
-def root_run(store: RunStore, run: Run) -> Run:
-    seen = 0
-    while run.kind != "stories-pretrain":
-        run = store.resolve(run.config()["parent"], field="parent")
-        seen += 1
-        if seen > 100:
-            raise ConfigError("parent", run.id, "a finite chain of parent runs")
-    return run
-
-
 def load_story_model(store: RunStore, run: Run):
     """(model, tokenizer, judge) of a finished story run: the weights are the run's, tokenizer and judge its
     pretraining root's."""
     from wrapperlab.analysis.judge import Judge
     from wrapperlab.data.stories.tokenizer import load_tokenizer
 
-    root = root_run(store, run)
+    root = lineage_root(run, "stories-pretrain", via=STORY_KINDS)
     model = GPT(GPTConfig.model_validate(root.result()["model"]))
     load_run_weights(model, run)
     return model.eval(), load_tokenizer(root.path / "tokenizer.json"), Judge.load(root.path / "judge.json")
 
 
-def _measure(model, tok, judge, cfg: StoriesRunConfig) -> dict[str, Any]:
-    from wrapperlab.analysis.story_eval import generation_scores, story_loss
-
-    held = StoriesDataConfig(**{**cfg.data.model_dump(), "protocol": None, "only": (), "exclude": ()})
+def _held_out(cfg: StoriesRunConfig) -> tuple[list, list]:
+    """Held-out Twist stories (for the Twist loss) and prompts, half of them requesting a Twist."""
+    held = full_mix(cfg.data)
     twist = [r for r in records(held, "test") if "Twist" in r.has][: cfg.eval.n_loss]
-    pool = list(records(held.model_copy(update={"n_records": max(200, 8 * cfg.eval.n_prompts)}), "test"))
-    half = cfg.eval.n_prompts // 2  # as many prompts requesting a Twist as not
+    pool = list(records(full_mix(cfg.data, n_records=max(200, 8 * cfg.eval.n_prompts)), "test"))
+    half = cfg.eval.n_prompts // 2
     prompts = [r for r in pool if "Twist" in r.features][:half] + \
               [r for r in pool if "Twist" not in r.features][: cfg.eval.n_prompts - half]
+    return twist, prompts
+
+
+def _measure(model, tok, judge, cfg: StoriesRunConfig, twist: list, prompts: list) -> dict[str, Any]:
+    from wrapperlab.analysis.story_eval import generation_scores, story_loss
+
     scores = generation_scores(model, tok, judge, prompts, samples=cfg.eval.samples, max_new=cfg.eval.max_new,
                                temperature=cfg.eval.temperature, seed=cfg.seed)
     return {"twist_loss": story_loss(model, tok, twist), "gen_twist": scores["requested"],
@@ -105,9 +100,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
         if kind == "stories-pretrain":
             tok = fit_tokenizer(cfg.data)
             save_tokenizer(tok, run.path / "tokenizer.json")
-            full = cfg.data.model_copy(update={"n_records": cfg.eval.judge_records, "exclude": (), "only": (),
-                                               "protocol": None})
-            judge = Judge.fit(list(records(full)), seed=cfg.seed)
+            judge = Judge.fit(list(records(full_mix(cfg.data, n_records=cfg.eval.judge_records))), seed=cfg.seed)
             judge.save(run.path / "judge.json")
             settings = dict(cfg.model)
             preset = settings.pop("preset", None)
@@ -120,9 +113,8 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
             model.train()
         say(f"{kind} into {run.path}")
         stream = TokenStream(cfg.data, tok)
-        held = StoriesDataConfig(**{**cfg.data.model_dump(), "protocol": None, "only": (), "exclude": ()})
-        twist = [r for r in records(held, "test") if "Twist" in r.has][: cfg.eval.n_loss]
-        before = _measure(model, tok, judge, cfg) if kind == "stories-finetune" else None
+        twist, prompts = _held_out(cfg)
+        before = _measure(model, tok, judge, cfg, twist, prompts) if kind == "stories-finetune" else None
 
         def evaluate(m, step):
             out = {"twist_loss": story_loss(m, tok, twist)}
@@ -132,7 +124,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
         state = _train(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
         save_weights(model, run.weights_path)
         return {"model": model.cfg.model_dump(), "records": stream.n_records, "tokens": int(len(stream.tokens)),
-                "before": before, "after": _measure(model, tok, judge, cfg), "steps": state.step,
+                "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
                 "train_seconds": state.seconds, "tokens_per_second": state.tokens_per_second,
                 "resumed_from": state.resumed_from}
 

@@ -22,7 +22,7 @@ from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
 from wrapperlab.experiments.configs import apply_overrides, load_profiles, parse_lr, profile, validated
 from wrapperlab.experiments.pipeline import Say, StageResult, _stage, _train, first_steps, load_run_weights
-from wrapperlab.experiments.store import Run, RunStore
+from wrapperlab.experiments.store import Run, RunStore, lineage_root
 from wrapperlab.models.gpt import GPT
 from wrapperlab.models.tracr.compiled import CompiledModel
 from wrapperlab.models.tracr.programs import program
@@ -136,14 +136,8 @@ def compiled_of(run: Run, field: str = "run") -> CompiledModel:
 
 def compiled_root(run: Run, field: str = "run") -> Run:
     """The ``tracr-compile`` run a tracr run descends from; anything else is a clear error."""
-    store, root = RunStore(run.path.parent), run
-    for _ in range(100):
-        if root.kind == "tracr-compile":
-            return root
-        if root.kind not in TUNED_KINDS:
-            raise ConfigError(field, run.id, "a tracr run (tracr-compile, tracr-finetune or tracr-reft)")
-        root = store.resolve(root.config()["parent"], field="parent")
-    raise ConfigError(field, run.id, "a finite chain of parent runs")
+    return lineage_root(run, "tracr-compile", via=TUNED_KINDS, field=field,
+                        expected="a tracr run (tracr-compile, tracr-finetune or tracr-reft)")
 
 
 def data_for(compiled: CompiledModel, cfg: TracrDataConfig) -> TracrData:

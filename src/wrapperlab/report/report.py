@@ -139,12 +139,27 @@ def load_reft_factor() -> float:
     return float(load_profiles()["reft_lr_factor"])
 
 
+ACC_METRICS = ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1")
+
+
+def _finetune_cell(point: dict, group: list[dict], kind: str, paper_row: dict | None,
+                   metrics: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """One grid cell over its seeds: the summary entry (mean ± CI per metric) and the table texts, the paper's
+    value in parentheses after each accuracy."""
+    cell: dict[str, Any] = {**point, "label": _cell_label(point, kind), "seeds": len(group)}
+    texts = []
+    for metric in metrics:
+        cell[metric] = mean_ci([n["data"]["after"][metric] for n in group])
+        texts.append(ci_text(cell[metric]) + (f" ({_paper_text(paper_row, metric)})" if metric.startswith("acc") else ""))
+    return cell, texts
+
+
 def _ft_curves(store, group: list[dict]) -> dict[str, list]:
     """Per metric, one curve per seed from the fine-tuning runs' logged evaluations."""
     out: dict[str, list] = defaultdict(list)
     for n in group:
         metrics = store.resolve(n["run_id"]).metrics()
-        for key in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1"):
+        for key in ACC_METRICS:
             curve = [(m["step"], m[key]) for m in metrics if key in m]
             if curve:
                 out[key].append(curve)
@@ -172,13 +187,8 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     for key, group in _groups(nodes, "finetune").items():
         point = dict(key)
         paper_row = _paper_row(paper, kind, point["lr"], point["c_tr"]) if point.get("prior") == "low" else None
-        row = [str(point.get("prior", "-")), _lr_name(kind, point["lr"]), f"{point['c_tr']:g}"]
-        cell = {**point, "label": _cell_label(point, kind), "seeds": len(group)}
-        for metric in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1"):
-            stat = mean_ci([n["data"]["after"][metric] for n in group])
-            cell[metric] = stat
-            row.append(f"{ci_text(stat)} ({_paper_text(paper_row, metric)})")
-        rows.append(row)
+        cell, texts = _finetune_cell(point, group, kind, paper_row, ACC_METRICS)
+        rows.append([str(point.get("prior", "-")), _lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
         curves[cell["label"]] = _ft_curves(store, group)
     sec.table(header, rows)
@@ -277,12 +287,8 @@ def tracr_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tu
     for key, group in _groups(nodes, "finetune").items():
         point = dict(key)
         paper_row = _paper_row(paper, "tracr", point["lr"], point["c_tr"])
-        cell = {**point, "label": _cell_label(point, "tracr"), "seeds": len(group)}
-        row = [_lr_name("tracr", point["lr"]), f"{point['c_tr']:g}"]
-        for metric in ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1", "shortcut_cte0", "floor_pt_cte0"):
-            stat = mean_ci([n["data"]["after"][metric] for n in group])
-            cell[metric] = stat
-            row.append(ci_text(stat) + (f" ({_paper_text(paper_row, metric)})" if metric.startswith("acc") else ""))
+        cell, texts = _finetune_cell(point, group, "tracr", paper_row, ACC_METRICS + ("shortcut_cte0", "floor_pt_cte0"))
+        row = [_lr_name("tracr", point["lr"]), f"{point['c_tr']:g}", *texts]
         attn = [n["data"] for n in attention.get(key, [])]
         if attn and program == "counter":
             for token in ("a", "b"):

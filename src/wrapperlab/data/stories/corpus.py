@@ -10,7 +10,7 @@ every fine-tune share one vocabulary and their losses compare.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -71,17 +71,19 @@ def records(cfg: StoriesDataConfig, split: Literal["train", "test"] = "train") -
     return iter(out)
 
 
+def full_mix(cfg: StoriesDataConfig, **update: Any) -> StoriesDataConfig:
+    """``cfg`` without its exclusions, ``only`` and protocol: what the tokenizer, the judge and the held-out
+    sets are drawn from, so that every run of one corpus shares them."""
+    return cfg.model_copy(update={"exclude": (), "only": (), "protocol": None, **update})
+
+
 def fit_tokenizer(cfg: StoriesDataConfig):
-    """The shared tokenizer: trained on ``tokenizer_records`` records of the full feature mix (see module doc)."""
+    """The shared tokenizer: trained on ``tokenizer_records`` records of the full feature mix at the default
+    feature rates (see module doc)."""
     from wrapperlab.data.stories.tokenizer import train_tokenizer
 
-    if cfg.source == "generated":
-        texts = (format_record(r) for r in StoryGenerator(cfg.seed).records(cfg.tokenizer_records))
-    else:
-        from wrapperlab.data.stories.loader import read_records
-
-        texts = (format_record(r) for r in read_records(cfg.source, limit=cfg.tokenizer_records))
-    return train_tokenizer(texts, cfg.vocab_size)
+    mix = full_mix(cfg, n_records=cfg.tokenizer_records, feature_rates={})
+    return train_tokenizer((format_record(r) for r in records(mix)), cfg.vocab_size)
 
 
 @dataclass
