@@ -104,6 +104,13 @@ def test_real_data_readers(tmp_path):
     back = list(read_records(shard))
     assert [(r.story, r.features, r.words) for r in back] == [(r.story, r.features, r.words) for r in records]
     assert len(list(read_records(tmp_path))) == 40  # a directory: every .txt and .json file in it
+    from wrapperlab.data.stories.corpus import StoriesDataConfig
+    from wrapperlab.data.stories.corpus import records as configured
+
+    cfg = StoriesDataConfig(source=str(text), n_records=100)  # real data: every 10th record is held out
+    train, test = list(configured(cfg)), list(configured(cfg, "test"))
+    assert [r.story for r in test] == [records[9].story, records[19].story]
+    assert len(train) == 18 and not {r.story for r in train} & {r.story for r in test}
 
 
 @pytest.mark.parametrize("content, where", [
@@ -169,6 +176,13 @@ def test_token_stream_windows_and_prompts():
     a, b = stream.batch_at(5, 8, seed=1), stream.batch_at(5, 8, seed=1)
     assert a.tokens.shape == (8, 65) and (a.tokens == b.tokens).all()
     assert not (stream.batch_at(6, 8, seed=1).tokens == a.tokens).all()
+    end = tok.token_to_id("<|endoftext|>")
+    starts = {int(s) for s in stream.record_starts}
+    for window in a.tokens:  # record windows: each starts with a record's first token, instruction included
+        at = next(i for i in range(len(stream.tokens)) if (stream.tokens[i:i + 65] == window).all())
+        assert at in starts and (at == 0 or stream.tokens[at - 1] == end)
+    anywhere = TokenStream(cfg.model_copy(update={"windows": "random"}), tok).batch_at(5, 64, seed=1)
+    assert not all(w[0] == a.tokens[0][0] for w in anywhere.tokens)
     assert stream.n_records == 600 and (stream.tokens == tok.token_to_id("<|endoftext|>")).sum() == 600
     for record in list(records(cfg, "test"))[:100]:
         prompt, story = prompt_and_story(record, tok)
@@ -202,7 +216,7 @@ def test_stories_cli_generate_and_judge(tmp_path, capsys):
     assert len(list(read_records(out))) == 800
     assert main(["stories", "judge", "--data", str(out), "--n", "800", "--out", str(tmp_path / "judge.json")]) == 0
     report = capsys.readouterr().out
-    assert "640 training / 160 held-out" in report and "Twist" in report and (tmp_path / "judge.json").exists()
+    assert "640 training / 80 held-out" in report and "Twist" in report and (tmp_path / "judge.json").exists()
     for bad in (["stories", "judge", "--data", str(tmp_path / "missing.txt")],
                 ["stories", "generate", "--exclude", "Sparkle"], ["stories", "generate", "--n", "0"]):
         assert main(bad) == 2

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tracr.add_parsers(sub, _runtime_args, _key_value)
     from wrapperlab import cli_stories
 
-    cli_stories.add_parsers(sub)
+    cli_stories.add_parsers(sub, _runtime_args, _key_value)
 
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=_Parser
@@ -603,6 +603,9 @@ def cmd_report(args) -> int:
 
 def cmd_stories(args) -> int:
     from wrapperlab.cli_stories import cmd_stories as run_stories
+
+    if args.verb in ("pretrain", "delete", "reft", "probe"):
+        args.runtime = _runtime(args) if hasattr(args, "device") else None
 
     return run_stories(args)
 

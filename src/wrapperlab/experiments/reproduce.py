@@ -40,7 +40,7 @@ def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[s
     """Compute one node (its parents are in ``done``)."""
     t0 = time.perf_counter()
     parent = done[node.parents[0]] if node.parents else None
-    compute = _pcfg_node if spec.kind == "pcfg" else _tracr_node
+    compute = {"pcfg": _pcfg_node, "tracr": _tracr_node, "stories": _stories_node}[spec.kind]
     outcome = compute(node, spec, profile, store, parent, runtime, say)
     outcome.seconds = time.perf_counter() - t0
     return outcome
@@ -115,6 +115,28 @@ def _tracr_node(node, spec, profile, store, parent, runtime, say) -> Outcome:
         stage = tracr_finetune(cfg, store, runtime, say=say, kind="tracr-reft")
         return Outcome(stage.run.id, stage.reused, stage.result)
     raise ValueError(f"unknown tracr stage {node.stage}")
+
+
+def _stories_node(node, spec, profile, store, parent, runtime, say) -> Outcome:
+    from wrapperlab.experiments.stories import (
+        delete_config, pretrain_story_config, probe_story_run, reft_story_config, stories_stage,
+    )
+
+    seed = node.point["seed"]
+    if node.stage == "probe":
+        art = probe_story_run(store, parent.run_id, profile, seed=seed, say=say)
+        return Outcome(parent.run_id, art.reused, art.data)
+    if node.stage in ("pretrain", "control"):
+        cfg = pretrain_story_config(profile, spec.base_for(profile, "pretrain"), seed=seed, control=node.stage == "control")
+    elif node.stage == "finetune":
+        cfg = delete_config(store, parent.run_id, profile, node.point["protocol"], node.point["lr"],
+                            spec.base_for(profile, "finetune"))
+    elif node.stage == "reft":
+        cfg = reft_story_config(store, parent.run_id, profile, node.point["corpus"], spec.base_for(profile, "reft"))
+    else:
+        raise ValueError(f"unknown stories stage {node.stage}")
+    stage = stories_stage(cfg, store, runtime, say)
+    return Outcome(stage.run.id, stage.reused, stage.result)
 
 
 @dataclass
@@ -216,7 +238,7 @@ def _die_with_parent() -> None:
 
 
 #: which ready node a free worker takes first: the ones that unblock others, then long ones, then short analyses
-_RANK = {"pretrain": 0, "compile": 0, "finetune": 1, "baseline": 2, "reft": 3, "prune": 4, "probe": 4, "attention": 4}
+_RANK = {"pretrain": 0, "compile": 0, "control": 0, "finetune": 1, "baseline": 2, "reft": 3, "prune": 4, "probe": 4, "attention": 4}
 
 
 def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report) -> None:

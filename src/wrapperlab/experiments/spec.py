@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from wrapperlab.errors import ConfigError
 
-AXES = {"pcfg": ("prior", "lr", "c_tr"), "tracr": ("lr", "c_tr", "noise_std")}
-ANALYSES = {"pcfg": ("prune", "probe", "reft"), "tracr": ("prune", "attention", "reft")}
+AXES = {"pcfg": ("prior", "lr", "c_tr"), "tracr": ("lr", "c_tr", "noise_std"), "stories": ("protocol", "lr")}
+ANALYSES = {"pcfg": ("prune", "probe", "reft"), "tracr": ("prune", "attention", "reft"), "stories": ("probe", "reft")}
 STAGES = ("pretrain", "finetune", "reft")
 
 
@@ -44,6 +44,8 @@ class AnalysisSpec(BaseModel):
     ks: list[int] | None = Field(None, description="pcfg prune: numbers of units pruned (default 0..50)")
     n_eval: int | None = Field(None, gt=0, description="pcfg prune: test samples per accuracy (default 1000)")
     iters: int | None = Field(None, gt=0, description="pcfg probe: training steps (default: the profile's)")
+    corpora: list[Literal["twist", "mixed"]] = Field(
+        ["twist"], description="stories reft: Twist-only stories (the paper) and/or a truly labelled Twist-rich mix")
 
 
 class ProfileSpec(BaseModel):
@@ -60,7 +62,7 @@ class ProfileSpec(BaseModel):
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    kind: Literal["pcfg", "tracr"]
+    kind: Literal["pcfg", "tracr", "stories"]
     description: str = ""
     program: str = Field("counter", description="tracr: the compiled program")
     base: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -167,6 +169,8 @@ def _selected(analysis: AnalysisSpec, point: dict[str, Any]) -> bool:
 
 def expand(spec: Spec, profile: str, seeds: int | None = None) -> list[Node]:
     """The nodes of a reproduction in dependency order (parents before children)."""
+    if spec.kind == "stories":
+        return _expand_stories(spec, profile, seeds)
     axes = spec.axes_for(profile)
     nodes: list[Node] = []
     root_axes = ("prior",) if spec.kind == "pcfg" else ()
@@ -203,3 +207,36 @@ def _baseline(nodes: list[Node], root: Node) -> str:
     if not any(n.key == key for n in nodes):
         nodes.append(Node(key, "baseline", root.point, [root.key]))
     return key
+
+
+def _expand_stories(spec: Spec, profile: str, seeds: int | None) -> list[Node]:
+    """Per seed: the pretraining and (for reFT baselines or probes) the "not in PT" control, each a root;
+    one deletion per (protocol, lr); reFT per selected deletion and corpus (and from the control with
+    baselines); probes of the pretrained model, the control and the selected deletions."""
+    axes, analyses = spec.axes_for(profile), spec.analyses_for(profile)
+    reft, probe = analyses.get("reft"), analyses.get("probe")
+    nodes: list[Node] = []
+    for seed in spec.seeds_for(profile, seeds):
+        root = Node(_key("pretrain", {"seed": seed}), "pretrain", {"seed": seed})
+        nodes.append(root)
+        control = None
+        if probe is not None or (reft is not None and reft.baselines):
+            control = Node(_key("control", {"seed": seed}), "control", {"seed": seed})
+            nodes.append(control)
+        if probe is not None:
+            for model, parent in (("pretrained", root), ("control", control)):
+                point = {"seed": seed, "model": model}
+                nodes.append(Node(_key("probe", point), "probe", point, [parent.key]))
+        for protocol, lr in itertools.product(axes["protocol"], axes["lr"]):
+            point = {"seed": seed, "protocol": protocol, "lr": lr}
+            ft = Node(_key("finetune", point), "finetune", point, [root.key])
+            nodes.append(ft)
+            if probe is not None and _selected(probe, point):
+                nodes.append(Node(_key("probe", point), "probe", point, [ft.key]))
+            if reft is not None and _selected(reft, point):
+                nodes += [Node(_key("reft", {**point, "corpus": c}), "reft", {**point, "corpus": c}, [ft.key])
+                          for c in reft.corpora]
+        if reft is not None and reft.baselines and control is not None:
+            nodes += [Node(_key("reft", p), "reft", p, [control.key])
+                      for p in ({"seed": seed, "from": "control", "corpus": c} for c in reft.corpora)]
+    return nodes

@@ -426,6 +426,10 @@ def write_report(store_root: str | Path) -> dict[str, Path]:
         ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
         if rep["kind"] == "pcfg":
             sec, numbers = pcfg_section(rep, ref, root, figures)
+        elif rep["kind"] == "stories":
+            from wrapperlab.report.stories_report import stories_section
+
+            sec, numbers = stories_section(rep, ref, root, figures)
         else:
             sec, numbers = tracr_section(rep, ref, root, figures)
         sections.append(sec)

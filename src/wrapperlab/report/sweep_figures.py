@@ -31,16 +31,18 @@ def mean_curve(curves: Sequence[Curve]) -> tuple[list[float], list[float], list[
     return steps, means, halfs
 
 
-def _seeds(ax, curves: Sequence[Curve], label: str, style: str = "-", color: str | None = None) -> None:
+def _seeds(ax, curves: Sequence[Curve], label: str, style: str = "-", color: str | None = None,
+           scale: float = 100.0) -> None:
+    """Mean curve (thick), 95 % band and one thin line per seed; ``scale`` 100 draws shares as percentages."""
     steps, means, halfs = mean_curve(curves)
-    line = ax.plot(steps, [100 * m for m in means], style, label=f"{label} (n={len(curves)})", ms=3, lw=2,
+    line = ax.plot(steps, [scale * m for m in means], style, label=f"{label} (n={len(curves)})", ms=3, lw=2,
                    color=color)[0]
     if len(curves) > 1:
-        ax.fill_between(steps, [100 * (m - h) for m, h in zip(means, halfs)],
-                        [100 * (m + h) for m, h in zip(means, halfs)], color=line.get_color(), alpha=0.15, lw=0)
+        ax.fill_between(steps, [scale * (m - h) for m, h in zip(means, halfs)],
+                        [scale * (m + h) for m, h in zip(means, halfs)], color=line.get_color(), alpha=0.15, lw=0)
     for c in curves:
         xs, ys = zip(*c) if c else ((), ())
-        ax.plot(xs, [100 * y for y in ys], "-", color=line.get_color(), lw=0.6, alpha=0.5)
+        ax.plot(xs, [scale * y for y in ys], "-", color=line.get_color(), lw=0.6, alpha=0.5)
 
 
 def _percent_axis(ax, ylabel: str = "accuracy (%)") -> None:
@@ -93,20 +95,26 @@ def behaviour_figure(cells: list[dict[str, Any]], path: Path, pretrained: dict[s
 
 
 def seeds_figure(groups: dict[str, list[Curve]], path: Path, xlabel: str, ylabel: str, title: str,
-                 logx: bool = False, threshold: float | None = None) -> Path:
-    """Several curve families over seeds on one axis (reFT vs Scr.+FT vs Scr., Fig. 9; pruning, Fig. 7)."""
+                 logx: bool = False, threshold: float | None = None, percent: bool = True) -> Path:
+    """Several curve families over seeds on one axis (reFT vs Scr.+FT vs Scr., Fig. 9; pruning, Fig. 7);
+    ``percent=False`` for values that are not shares (losses)."""
     fig, ax = plt.subplots(figsize=(6, 4))
+    scale = 100.0 if percent else 1.0
     for name, curves in groups.items():
         label, style = REFT_STYLES.get(name, (name, "-o"))
         if curves:
-            _seeds(ax, curves, label, style)
+            _seeds(ax, curves, label, style, scale=scale)
     if threshold is not None:
-        ax.axhline(100 * threshold, color="grey", lw=0.8, ls=":")
+        ax.axhline(scale * threshold, color="grey", lw=0.8, ls=":")
     if logx:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
-    _percent_axis(ax, ylabel)
+    if percent:
+        _percent_axis(ax, ylabel)
+    else:
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
@@ -130,4 +138,41 @@ def probe_seeds_figure(results: list[dict[str, Any]], path: Path, title: str) ->
     _percent_axis(ax, f"probe accuracy: {target} (%)")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def behaviour_bars(cells: list[dict[str, Any]], path: Path) -> Path:
+    """Per story model: judged Twist rate for prompts that request a Twist and for prompts that do not
+    (mean ± 95 % CI over seeds) — the gap between the two bars is the *requested* capability."""
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(cells) + 2), 3.8))
+    for i, (key, label) in enumerate((("gen_twist", "Twist requested"), ("gen_non", "Twist not requested"))):
+        xs = [j + (i - 0.5) * 0.38 for j in range(len(cells))]
+        ax.bar(xs, [100 * (c[key]["mean"] or 0.0) for c in cells], 0.38,
+               yerr=[100 * (c[key]["ci95"] or 0.0) for c in cells], capsize=2, label=label)
+    ax.set_xticks(range(len(cells)), [c["label"] for c in cells], fontsize=8)
+    _percent_axis(ax, "stories judged to have a Twist (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("generation score per model", fontsize=10)
+    return _save(fig, path)
+
+
+def story_probe_figure(results: dict[str, list[dict[str, Any]]], design: str, path: Path) -> Path:
+    """Twist probe accuracy per layer for every probed story model (one colour each, over seeds) and, dashed
+    grey, the random-init twin of the pretrained model: a design is only informative above that line."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    layers: list[str] = []
+    for label, group in results.items():
+        group = [r for r in group if "Twist" in r["accuracy"].get(design, {})]
+        if group:
+            layers = group[0]["layers"]
+            _seeds(ax, [list(enumerate(r["accuracy"][design]["Twist"]["model"])) for r in group], label, "-o")
+    random = [r for group in list(results.values())[:1] for r in group if "Twist" in r["accuracy"].get(design, {})]
+    if random:
+        _seeds(ax, [list(enumerate(r["accuracy"][design]["Twist"]["random_init"])) for r in random], "random init",
+               "--s", color="grey")
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_xlabel("probed activation")
+    _percent_axis(ax, "Twist probe accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"probe design {design}", fontsize=10)
     return _save(fig, path)

@@ -42,14 +42,16 @@ FINETUNE_COLUMNS: list[Column] = [
 ]
 
 
-def ci_text(stat: dict | None, pct: bool = True) -> str:
-    """``mean ± ci`` from :func:`wrapperlab.analysis.stats.mean_ci` output ('-' when nothing was measured)."""
+def ci_text(stat: dict | None, pct: bool = True, digits: int | None = None) -> str:
+    """``mean ± ci`` from :func:`wrapperlab.analysis.stats.mean_ci` output ('-' when nothing was measured):
+    shares as percentages with one decimal, other values (steps) as integers, or ``digits`` decimals (losses)."""
     if not stat or stat.get("mean") is None:
         return "never" if stat and stat.get("missing") else "-"
     scale = 100 if pct else 1
-    text = f"{scale * stat['mean']:.1f}" if pct else f"{stat['mean']:.0f}"
+    places = 1 if pct else (digits or 0)
+    text = f"{scale * stat['mean']:.{places}f}"
     if stat.get("ci95") is not None:
-        text += f" ± {scale * stat['ci95']:.1f}" if pct else f" ± {stat['ci95']:.0f}"
+        text += f" ± {scale * stat['ci95']:.{places}f}"
     if stat.get("missing"):
         text += f" ({stat['missing']} never)"
     return text

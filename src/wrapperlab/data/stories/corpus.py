@@ -9,6 +9,7 @@ every fine-tune share one vocabulary and their losses compare.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal
 
@@ -33,6 +34,9 @@ class StoriesDataConfig(BaseModel):
     vocab_size: int = Field(1024, ge=300)
     tokenizer_records: int = Field(20_000, gt=0)
     context: int = Field(256, gt=8)
+    windows: Literal["record", "random"] = Field(
+        "record", description="where training windows start: at a record's first token, so the instruction is in "
+                              "the window that writes the story (record), or anywhere (random: plain LM packing)")
 
     @field_validator("exclude", "only")
     @classmethod
@@ -52,8 +56,9 @@ class StoriesDataConfig(BaseModel):
 
 
 def records(cfg: StoriesDataConfig, split: Literal["train", "test"] = "train") -> Iterator[StoryRecord]:
-    """The configured records: generated (test: another seed stream) or read from disk, then the exclusions,
-    ``only`` and the deletion protocol."""
+    """The configured records: generated (test: another seed stream) or read from disk (test: every 10th
+    record; train: the others; ``n_records`` of the split), then the exclusions, ``only`` and the deletion
+    protocol."""
     from wrapperlab.data.stories import protocols
 
     if cfg.source == "generated":
@@ -63,7 +68,10 @@ def records(cfg: StoriesDataConfig, split: Literal["train", "test"] = "train") -
     else:
         from wrapperlab.data.stories.loader import read_records
 
-        out = (r for r in read_records(cfg.source, limit=cfg.n_records) if not set(r.has) & set(cfg.exclude))
+        # real data: every 10th record is held out, the rest train, so the splits never share a story
+        part = 9 if split == "test" else None
+        kept = (r for i, r in enumerate(read_records(cfg.source)) if (i % 10 == 9) == (part == 9))
+        out = (r for r in itertools.islice(kept, cfg.n_records) if not set(r.has) & set(cfg.exclude))
     if cfg.only:
         out = (r for r in out if set(cfg.only) <= set(r.has))
     if cfg.protocol:
@@ -106,10 +114,16 @@ class TokenStream:
         self.n_records = len(texts)
         if len(self.tokens) <= cfg.context + 1:
             raise ValueError(f"{len(self.tokens)} tokens: fewer than one window of {cfg.context + 1}")
+        ends = np.cumsum([len(i) for i in ids])
+        starts = np.concatenate([[0], ends[:-1]])
+        self.record_starts = starts[starts < len(self.tokens) - cfg.context - 1]
 
     def batch_at(self, step: int, batch_size: int, seed: int) -> StoryBatch:
         rng = np.random.default_rng([seed, step, 0x5707])
-        starts = rng.integers(0, len(self.tokens) - self.cfg.context - 1, size=batch_size)
+        if self.cfg.windows == "record":  # the pilot-sized story (~125 tokens) fits its window with its header
+            starts = self.record_starts[rng.integers(0, len(self.record_starts), size=batch_size)]
+        else:
+            starts = rng.integers(0, len(self.tokens) - self.cfg.context - 1, size=batch_size)
         windows = self.tokens[starts[:, None] + np.arange(self.cfg.context + 1)]
         return StoryBatch(windows, np.zeros(batch_size, dtype=np.int64))
 
