@@ -68,3 +68,20 @@ def test_tiny_stories_pipeline_end_to_end(tmp_path):
     assert model_.cfg.n_layers == 2 and tok.get_vocab_size() == 400
     again = run(data=reft_data, parent=deleted.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
     assert again.reused and again.run.id == revived.run.id
+
+
+def test_batched_generation_matches_prompt_by_prompt():
+    """Left padding with ``pad_mask`` leaves real positions' logits unchanged (rotary positions), so the batched
+    generator writes what one-prompt-at-a-time generation writes (greedy) in one forward per token."""
+    from wrapperlab.analysis.story_eval import generate_many
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("stories-quick", vocab_size=300, n_ctx=64, n_layers=2, d_model=64, n_heads=2)).eval()
+    long, short = [5, 6, 7, 8, 9, 10, 11], [12, 13, 14]
+    padded = model(torch.tensor([[0, 0, 0, 0, *short]]), pad_mask=torch.tensor([[False] * 4 + [True] * 3]))
+    assert torch.allclose(padded[0, 4:], model(torch.tensor([short]))[0], atol=1e-5)
+    greedy = generate_many(model, [long, short], 1, 15, 299, temperature=1e-6)
+    assert greedy == [generate(model, p, 1, 15, 299, temperature=1e-6) for p in (long, short)]
+    sampled = generate_many(model, [long, short], 3, 20, 299, seed=1)
+    assert sampled == generate_many(model, [long, short], 3, 20, 299, seed=1)
+    assert [len(s) for s in sampled] == [3, 3] and all(len(t) <= 20 for s in sampled for t in s)

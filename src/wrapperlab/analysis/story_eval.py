@@ -68,6 +68,41 @@ def generate(model: nn.Module, prompt: list[int], n: int, max_new: int, end_id: 
     return out
 
 
+@torch.no_grad()
+def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_new: int, end_id: int,
+                  temperature: float = 1.0, seed: int = 0) -> list[list[list[int]]]:
+    """``n`` samples for each of several prompts in one left-padded batch (one forward per new token for all
+    of them, instead of one per prompt); per prompt, the samples' token lists. Needs rotary positions, which
+    make left padding invisible to the real tokens; otherwise it generates prompt by prompt."""
+    if getattr(model.cfg, "positions", "learned") != "rope":
+        return [generate(model, p, n, max_new, end_id, temperature, seed + i) for i, p in enumerate(prompts)]
+    model.eval()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    width = max(len(p) for p in prompts)
+    rows = [p for p in prompts for _ in range(n)]
+    tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    real = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, p in enumerate(rows):
+        tokens[i, width - len(p):] = torch.tensor(p)
+        real[i, width - len(p):] = True
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    for _ in range(max_new):
+        window, mask = tokens[:, -model.cfg.n_ctx:], real[:, -model.cfg.n_ctx:]
+        logits = model(window.to(device), pad_mask=mask.to(device))[:, -1].float().cpu()
+        nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-6), dim=-1), 1, generator=gen).squeeze(1)
+        nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        real = torch.cat([real, torch.ones(len(rows), 1, dtype=torch.bool)], dim=1)
+        done |= nxt == end_id
+        if done.all():
+            break
+    out = []
+    for row in tokens[:, width:].tolist():
+        out.append(row[: row.index(end_id)] if end_id in row else row)
+    return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
 def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[StoryRecord], feature: str = "Twist",
                       samples: int = 4, max_new: int = 160, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
     """``requested``: share of stories judged to have ``feature`` among those written for prompts that ask for it;
@@ -75,10 +110,9 @@ def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[Stor
     end = tokenizer.token_to_id("<|endoftext|>")
     column = FEATURES.index(feature)
     hits: dict[str, list[bool]] = {"requested": [], "unrequested": []}
-    for i, record in enumerate(prompts):
-        prompt = tokenizer.encode(header(record).rstrip(" ")).ids
-        stories = [tokenizer.decode(ids) for ids in generate(model, prompt, samples, max_new, end, temperature, seed + i)]
-        verdicts = judge.predict(stories)[:, column]
+    encoded = [tokenizer.encode(header(record).rstrip(" ")).ids for record in prompts]
+    for record, samples_ in zip(prompts, generate_many(model, encoded, samples, max_new, end, temperature, seed)):
+        verdicts = judge.predict([tokenizer.decode(ids) for ids in samples_])[:, column]
         hits["requested" if feature in record.features else "unrequested"] += [bool(v) for v in verdicts]
     return {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()} | {
         f"n_{k}": len(v) for k, v in hits.items()}

@@ -46,6 +46,8 @@ class AnalysisSpec(BaseModel):
     iters: int | None = Field(None, gt=0, description="pcfg probe: training steps (default: the profile's)")
     corpora: list[Literal["twist", "mixed"]] = Field(
         ["twist"], description="stories reft: Twist-only stories (the paper) and/or a truly labelled Twist-rich mix")
+    mixed_when: dict[str, list[Any]] | None = Field(
+        None, description="stories reft: where the mixed corpus runs (default: wherever reft runs)")
 
 
 class ProfileSpec(BaseModel):
@@ -234,8 +236,9 @@ def _expand_stories(spec: Spec, profile: str, seeds: int | None) -> list[Node]:
             if probe is not None and _selected(probe, point):
                 nodes.append(Node(_key("probe", point), "probe", point, [ft.key]))
             if reft is not None and _selected(reft, point):
+                mixed_here = reft.mixed_when is None or _selected(AnalysisSpec(when=reft.mixed_when), point)
                 nodes += [Node(_key("reft", {**point, "corpus": c}), "reft", {**point, "corpus": c}, [ft.key])
-                          for c in reft.corpora]
+                          for c in reft.corpora if c != "mixed" or mixed_here]
         if reft is not None and reft.baselines and control is not None:
             nodes += [Node(_key("reft", p), "reft", p, [control.key])
                       for p in ({"seed": seed, "from": "control", "corpus": c} for c in reft.corpora)]

@@ -228,14 +228,22 @@ class GPT(HookedModule):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None,
+                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``pad_mask``: optional ``(b, pos)`` booleans, True for real tokens — for left-padded batches (batched
+        generation): padded keys are never attended to, and a padded query attends to itself only, so its row
+        stays finite and real positions see exactly what they would unpadded (with rotary positions)."""
         b, n = tokens.shape
         if n > self.cfg.n_ctx:
             raise ValueError(f"sequence of {n} tokens exceeds n_ctx={self.cfg.n_ctx}")
         x = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             x = x + self.hook_pos_embed(self.pos_embed(torch.arange(n, device=tokens.device)))
-        keep = None if self.cfg.pad_token is None else (tokens != self.cfg.pad_token)[:, None, None, :]
+        if pad_mask is not None:
+            eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
+            keep = pad_mask.to(torch.bool)[:, None, None, :] | eye
+        else:
+            keep = None if self.cfg.pad_token is None else (tokens != self.cfg.pad_token)[:, None, None, :]
         for block in self.blocks:
             x = block(x, keep)
         if logits_at is not None:

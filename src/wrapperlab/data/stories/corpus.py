@@ -1,7 +1,11 @@
 """Token streams for story language models: records -> one ``<|endoftext|>``-separated token array -> windows.
 
 A training batch is ``batch_size`` windows of ``context + 1`` tokens cut at positions drawn from ``(seed, step)``
-only, so a resumed run sees exactly the batches the uninterrupted run would have (as for the PCFG data).
+only, so a resumed run sees exactly the batches the uninterrupted run would have (as for the PCFG data). Windows
+start at a record's first token by default: with windows cut anywhere, the end of a story (where the Twist is
+written) mostly lands in a window that no longer holds its instruction, and a 2-block model trained 1,000 steps
+wrote Twists for 31 % of prompts asking for one and 25 % of prompts not asking (it learned the base rate); with
+record-aligned windows the same model and steps gave 95 % and 2 %.
 The tokenizer is trained on its own corpus (``tokenizer_records`` generated records with every feature), never
 on a run's filtered or protocol-edited records, so the pretrained model, the "not in pretraining" control and
 every fine-tune share one vocabulary and their losses compare.
@@ -120,7 +124,7 @@ class TokenStream:
 
     def batch_at(self, step: int, batch_size: int, seed: int) -> StoryBatch:
         rng = np.random.default_rng([seed, step, 0x5707])
-        if self.cfg.windows == "record":  # the pilot-sized story (~125 tokens) fits its window with its header
+        if self.cfg.windows == "record":  # a record (median ~125 tokens here) fits its window, header included
             starts = self.record_starts[rng.integers(0, len(self.record_starts), size=batch_size)]
         else:
             starts = rng.integers(0, len(self.tokens) - self.cfg.context - 1, size=batch_size)
