@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo reproduce-all test test-fast bench clean
+.PHONY: install demo reproduce-all stories test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 # the Tracr pair took 18 min measured beside other work, the Indexer has not yet been timed end to end)
 reproduce-all: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
+
+# the TinyStories-style Twist experiment (issue 6) on the quick profile, 3 seeds, into the same store and report
+stories: install
+	$(VENV)/bin/wrapperlab reproduce stories-twist --profile quick --workers 2
 
 test: install
 	$(PY) -m pytest -q --durations=10

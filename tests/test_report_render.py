@@ -15,11 +15,11 @@ from wrapperlab.experiments.store import RunStore
 from wrapperlab.report.report import write_report
 from wrapperlab.training.config import Runtime
 
-SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max")
+SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist")
 
 
 @pytest.fixture(scope="module")
-def four_specs(tmp_path_factory):
+def shipped_specs_store(tmp_path_factory):
     pytest.importorskip("tracr", reason="the tracr specs compile their programs (pip install 'wrapperlab[tracr]')")
     root = tmp_path_factory.mktemp("specs") / "runs"
     store = RunStore(root)
@@ -28,13 +28,14 @@ def four_specs(tmp_path_factory):
     return root
 
 
-def test_every_shipped_spec_reproduces_and_reports(four_specs):
-    paths = write_report(four_specs)
+def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
+    paths = write_report(shipped_specs_store)
     markdown = paths["markdown"].read_text()
     for name in SPECS:
         assert f"## {name} (test profile" in markdown
     assert "(33.6 / 9.5)" in markdown  # Table 7 (Indexer, eta 1e-4, C_Tr 1, low prior) beside ours
     assert "(23.8)" in markdown  # Table 3 Max-identifier, eta 1e-2, C_Tr 1, Acc O_PT C_Te=0
+    assert "44 / 81 / 81 / 82" in markdown  # Table 1 (stories reFT, F at eta_M)
     summary = json.loads(paths["summary"].read_text())
     assert set(summary) == {f"{name}/test" for name in SPECS}
     assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
@@ -61,9 +62,9 @@ def _chromium() -> str:
     return found
 
 
-def test_report_renders_in_headless_chromium(four_specs, tmp_path):
+def test_report_renders_in_headless_chromium(shipped_specs_store, tmp_path):
     chromium = _chromium()
-    page = write_report(four_specs)["html"]
+    page = write_report(shipped_specs_store)["html"]
     text = page.read_text()
     n_images = text.count("<img ")
     assert n_images >= 10

@@ -73,7 +73,9 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
                   temperature: float = 1.0, seed: int = 0) -> list[list[list[int]]]:
     """``n`` samples for each of several prompts in one left-padded batch (one forward per new token for all
     of them, instead of one per prompt); per prompt, the samples' token lists. Needs rotary positions, which
-    make left padding invisible to the real tokens; otherwise it generates prompt by prompt."""
+    make left padding invisible to the real tokens; otherwise it generates prompt by prompt. Keys and values
+    are cached until the sequence fills the context; past it, a sliding window is recomputed each step (a
+    left-padded row then drops its first real tokens a little earlier than it would alone)."""
     if getattr(model.cfg, "positions", "learned") != "rope":
         return [generate(model, p, n, max_new, end_id, temperature, seed + i) for i, p in enumerate(prompts)]
     model.eval()
@@ -87,9 +89,10 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
         tokens[i, width - len(p):] = torch.tensor(p)
         real[i, width - len(p):] = True
     done = torch.zeros(len(rows), dtype=torch.bool)
+    n_ctx = model.cfg.n_ctx
+    cache = [{} for _ in model.blocks] if width <= n_ctx else None
+    logits = _last_logits(model, tokens, real, cache, device)
     for _ in range(max_new):
-        window, mask = tokens[:, -model.cfg.n_ctx:], real[:, -model.cfg.n_ctx:]
-        logits = model(window.to(device), pad_mask=mask.to(device))[:, -1].float().cpu()
         nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-6), dim=-1), 1, generator=gen).squeeze(1)
         nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
@@ -97,10 +100,19 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
         done |= nxt == end_id
         if done.all():
             break
+        if cache is not None and tokens.shape[1] <= n_ctx:  # keys and values of earlier positions are cached
+            logits = _last_logits(model, tokens[:, -1:], real, cache, device)
+        else:  # past the context: a sliding window, recomputed (rotary positions are relative)
+            cache = None
+            logits = _last_logits(model, tokens[:, -n_ctx:], real[:, -n_ctx:], None, device)
     out = []
     for row in tokens[:, width:].tolist():
         out.append(row[: row.index(end_id)] if end_id in row else row)
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def _last_logits(model: nn.Module, tokens: torch.Tensor, real: torch.Tensor, cache, device) -> torch.Tensor:
+    return model(tokens.to(device), pad_mask=real.to(device), cache=cache)[:, -1].float().cpu()
 
 
 def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[StoryRecord], feature: str = "Twist",

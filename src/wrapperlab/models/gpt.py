@@ -112,11 +112,13 @@ class Rotary(nn.Module):
         self.register_buffer("cos", torch.cat([angles.cos()] * 2, -1), persistent=False)
         self.register_buffer("sin", torch.cat([angles.sin()] * 2, -1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (b, h, pos, d_head)
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:  # x: (b, h, pos, d_head)
+        """``offset``: the absolute position of ``x``'s first row (cached decoding feeds one position at a time)."""
         n = x.shape[-2]
         half = x.shape[-1] // 2
         rotated = torch.cat([-x[..., half:], x[..., :half]], -1)
-        return x * self.cos[:n].to(x.dtype) + rotated * self.sin[:n].to(x.dtype)
+        cos, sin = self.cos[offset:offset + n].to(x.dtype), self.sin[offset:offset + n].to(x.dtype)
+        return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -131,18 +133,26 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # (b, h, q, k)
         self.hook_z = HookPoint()  # (b, pos, h, d_head): per-head output before W_O
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """``keep``: optional ``(b, 1, 1, pos)`` boolean mask of the keys that may be attended to."""
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+        """``keep``: optional boolean mask of the keys that may be attended to (``(b, 1, 1 or q, k)``).
+        ``cache``: a dict this layer keeps its keys and values in between calls (generation: the prompt once,
+        then one new position per call, instead of the whole sequence again)."""
         b, n, _ = x.shape
         h, dh = self.cfg.n_heads, self.cfg.d_head
         q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, h, pos, dh)
+        past = cache["k"].shape[-2] if cache and "k" in cache else 0
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, past), self.rotary(k, past)
+        if cache is not None:
+            if past:
+                k, v = torch.cat([cache["k"], k], -2), torch.cat([cache["v"], v], -2)
+            cache["k"], cache["v"] = k, v
         causal = self.cfg.attention == "causal"
-        if keep is not None and causal:
-            keep = keep & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+        if causal and (keep is not None or past):  # query i sits at absolute position past + i
+            tril = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
+            keep = tril if keep is None else keep & tril
         if self.hook_pattern.active or self.hook_attn_scores.active:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             if keep is not None:
@@ -191,9 +201,9 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), keep)))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), keep, cache)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
 
 
@@ -229,23 +239,27 @@ class GPT(HookedModule):
                 nn.init.zeros_(p)
 
     def forward(self, tokens: torch.Tensor, logits_at: torch.Tensor | None = None,
-                pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``pad_mask``: optional ``(b, pos)`` booleans, True for real tokens — for left-padded batches (batched
-        generation): padded keys are never attended to, and a padded query attends to itself only, so its row
-        stays finite and real positions see exactly what they would unpadded (with rotary positions)."""
+                pad_mask: torch.Tensor | None = None, cache: list[dict] | None = None) -> torch.Tensor:
+        """``pad_mask``: optional ``(b, past + pos)`` booleans, True for real tokens — for left-padded batches
+        (batched generation): padded keys are never attended to, and a padded query attends to itself only, so
+        its row stays finite and real positions see exactly what they would unpadded (with rotary positions).
+        ``cache``: one dict per block (``[{} for _ in model.blocks]``) holding keys and values of the positions
+        fed so far; ``tokens`` then continue them (incremental decoding)."""
         b, n = tokens.shape
-        if n > self.cfg.n_ctx:
-            raise ValueError(f"sequence of {n} tokens exceeds n_ctx={self.cfg.n_ctx}")
+        past = cache[0]["k"].shape[-2] if cache and "k" in cache[0] else 0
+        if past + n > self.cfg.n_ctx:
+            raise ValueError(f"sequence of {past + n} tokens exceeds n_ctx={self.cfg.n_ctx}")
         x = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
-            x = x + self.hook_pos_embed(self.pos_embed(torch.arange(n, device=tokens.device)))
+            x = x + self.hook_pos_embed(self.pos_embed(torch.arange(past, past + n, device=tokens.device)))
         if pad_mask is not None:
-            eye = torch.eye(n, dtype=torch.bool, device=tokens.device)
+            at = torch.arange(past + n, device=tokens.device)
+            eye = at[None, :] == (past + torch.arange(n, device=tokens.device))[:, None]
             keep = pad_mask.to(torch.bool)[:, None, None, :] | eye
         else:
             keep = None if self.cfg.pad_token is None else (tokens != self.cfg.pad_token)[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, keep)
+        for i, block in enumerate(self.blocks):
+            x = block(x, keep, cache[i] if cache is not None else None)
         if logits_at is not None:
             x = x[torch.arange(b, device=x.device), logits_at]
         return self.unembed(self.ln_final(x))
