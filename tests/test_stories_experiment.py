@@ -73,9 +73,9 @@ def test_stories_spec_graph():
     quick = expand(spec, "quick")
     per_seed = {stage: sum(n.stage == stage and n.point["seed"] == 0 for n in quick)
                 for stage in ("pretrain", "control", "finetune", "reft", "probe")}
-    # 3 protocols x 2 lrs deletions; reFT on Twist stories from each, on the mix from F (2 lrs), both from the
-    # control; probes of PT, control and each deletion
-    assert per_seed == {"pretrain": 1, "control": 1, "finetune": 6, "reft": 6 + 2 + 2, "probe": 8}
+    # 3 protocols x 2 lrs deletions; reFT on Twist stories from each, on the mix from F at eta_M, both from the
+    # control; probes of PT, the control and the two F deletions
+    assert per_seed == {"pretrain": 1, "control": 1, "finetune": 6, "reft": 6 + 1 + 2, "probe": 2 + 2}
     assert {n.point["seed"] for n in quick} == {0, 1, 2}
     control_refts = [n for n in quick if n.stage == "reft" and n.point.get("from") == "control"]
     assert all(n.parents == [f"control seed={n.point['seed']}"] for n in control_refts)

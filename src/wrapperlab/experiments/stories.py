@@ -6,9 +6,12 @@
 * ``stories-finetune``: continues a run on records under a deletion protocol (``data.protocol``), or — for
   reFT — on Twist stories (``data.only = [Twist]``) or a Twist-rich mix (``data.feature_rates``).
 
-Every stage logs the loss on held-out Twist stories (story tokens only) during training and writes, before
-and after, that loss and the generation scores (judged Twist rate for prompts that request it and for prompts
-that do not). Runs are content-addressed and resumable like every other run.
+Every stage logs the loss on held-out Twist stories (story tokens only) during training (and generation scores
+at ``eval.gen_at`` steps) and writes, before and after, that loss and the generation scores (judged Twist rate
+for prompts that request it and for prompts that do not). Runs are content-addressed and resumable like every
+other run. :func:`pretrain_story_config`, :func:`delete_config` and :func:`reft_story_config` build a stage's
+config from a profile's ``stories`` section (the CLI verbs and the ``stories-twist`` spec use them), and
+:func:`probe_story_run` stores the probes of a run (:mod:`wrapperlab.analysis.story_probes`).
 """
 
 from __future__ import annotations
@@ -176,8 +179,9 @@ def _measure(model, tok, judge, cfg: StoriesRunConfig, twist: list, prompts: lis
 def _measure_key(cfg: StoriesRunConfig) -> dict[str, Any]:
     """What a measurement depends on besides the weights: two runs with equal keys measure alike, so a
     fine-tune's "before" is its parent's "after" whenever the keys match (no second generation pass)."""
-    return {"source": cfg.data.source, "data_seed": cfg.data.seed, "eval": cfg.eval.model_dump(mode="json",
-            exclude={"gen_at", "judge_records"}), "seed": cfg.seed}
+    real = cfg.data.source != "generated"  # real data: the held-out sets are drawn from the first n_records
+    return {"source": cfg.data.source, "data_seed": cfg.data.seed, "n_records": cfg.data.n_records if real else None,
+            "eval": cfg.eval.model_dump(mode="json", exclude={"gen_at", "judge_records"}), "seed": cfg.seed}
 
 
 def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
@@ -230,7 +234,8 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
 
         state = _train(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
         save_weights(model, run.weights_path)
-        return {"model": model.cfg.model_dump(), "params": sum(p.numel() for p in model.parameters()), "records": stream.n_records, "tokens": int(len(stream.tokens)),
+        return {"model": model.cfg.model_dump(), "params": sum(p.numel() for p in model.parameters()),
+                "records": stream.n_records, "tokens": int(len(stream.tokens)),
                 "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
                 "measure_key": _measure_key(cfg), "judge_accuracy": judge_accuracy,
                 "train_seconds": state.seconds, "tokens_per_second": state.tokens_per_second,
