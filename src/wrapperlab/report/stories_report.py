@@ -154,12 +154,15 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
     sec.verdict("pretraining teaches the requested Twist", gap >= 0.25,
                 f"pretrained model writes a Twist for {ci_text(pt['gen_twist'])} % of prompts that ask for one and "
                 f"{ci_text(pt['gen_non'])} % of those that do not", words=("learned", "not learned at this scale"))
-    deleted = [c for c in cells if c["label"] not in ("pretrained", "not in PT")]
-    if deleted:
+    by_lr: dict[str, list[dict]] = defaultdict(list)
+    for c in cells:
+        if c["label"] not in ("pretrained", "not in PT"):
+            by_lr[c["label"].rsplit(" ", 1)[-1]].append(c)
+    for lr, deleted in sorted(by_lr.items()):
         # nothing to delete when pretraining did not teach it: "not measured", not a success
         dropped = all((c["gen_twist"]["mean"] or 0) <= 0.5 * pt["gen_twist"]["mean"] for c in deleted) \
             if gap >= 0.25 else None
-        sec.verdict("deletion stops the Twist", dropped,
+        sec.verdict(f"deletion at {lr} stops the Twist (every protocol at most half the pretrained rate)", dropped,
                     "; ".join(f"{c['label']}: {ci_text(c['gen_twist'])} % (loss {_loss(c['twist_loss'])})"
                               for c in deleted) + f" vs pretrained {ci_text(pt['gen_twist'])} % (loss "
                     f"{_loss(pt['twist_loss'])}; paper: {paper['claims'].get('deletion', '-')})",
@@ -265,10 +268,10 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
                          ci_text(per_model[label]["random_best"]), ci_text(per_model[label]["majority"]),
                          f"{says}/{len(results)}"])
         summary["probes"][design] = per_model
-        useful = any(m["informative_seeds"] for label, m in per_model.items() if label != "not in PT")
-        verdict = "informative" if useful else "UNINFORMATIVE: the random-init model reads it as well"
+        verdict = _design_verdict(per_model)
+        summary["probes"][design]["verdict"] = verdict
         sec.text(f"Probe design `{design}` ({_DESIGN_TEXT.get(design, '')}): Twist probe accuracy — {verdict} "
-                 f"(a seed counts as informative where the model beats its random-init twin by ≥ "
+                 f"(the last column counts the seeds where a model beats its random-init twin by ≥ "
                  f"{100 * INFORMATIVE_MARGIN:.0f} points at some layer).")
         sec.table(["model", "best layer %", "last layer %", "random init, best layer %", "majority %",
                    "seeds informative"], rows)
@@ -279,6 +282,27 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
         _other_features(sec, probes)
     if paper.get("claims", {}).get("probing"):
         sec.text(f"Paper: {paper['claims']['probing']}.")
+
+
+def _design_verdict(per_model: dict[str, dict]) -> str:
+    """A design speaks about the Twist *capability* only if the pretrained model reads the label better than
+    both its random-init twin (else the input's tokens explain it) and the not-in-PT control (else any trained
+    story model does, capability or not), each by the margin, at the best layer, averaged over seeds."""
+    pt, control = per_model.get("pretrained"), per_model.get("not in PT")
+    if pt is None or pt["best"]["mean"] is None:
+        return "not measured"
+    over_random = pt["best"]["mean"] - pt["random_best"]["mean"]
+    numbers = f"pretrained {100 * pt['best']['mean']:.1f} %, random init {100 * pt['random_best']['mean']:.1f} %"
+    if control is not None and control["best"]["mean"] is not None:
+        numbers += f", not in PT {100 * control['best']['mean']:.1f} %"
+        over_control = pt["best"]["mean"] - control["best"]["mean"]
+    else:
+        over_control = float("inf")
+    if over_random < INFORMATIVE_MARGIN:
+        return f"UNINFORMATIVE: the random-init model reads it about as well ({numbers})"
+    if over_control < INFORMATIVE_MARGIN:
+        return f"UNINFORMATIVE about the Twist capability: the not-in-PT model reads it as well ({numbers})"
+    return f"informative ({numbers})"
 
 
 _DESIGN_TEXT = {
