@@ -118,6 +118,12 @@ def test_stories_model_verbs(tmp_path, capsys):
     assert "requested" in capsys.readouterr().out
     for bad in (["stories", "delete", pt, "--protocol", "forget"], ["stories", "delete", pt, "--lr", "huge"],
                 ["stories", "reft", ft, "--corpus", "poems"], ["stories", "probe", ft, "--designs", "vibes"],
-                ["stories", "reft", "no-such-run"], ["stories", "pretrain", "--set", "data.vocab_size=10"]):
+                ["stories", "reft", "no-such-run"], ["stories", "pretrain", "--set", "data.vocab_size=10"],
+                ["stories", "pretrain", "--set", f"data.source={tmp_path / 'missing.txt'}"]):
         assert main([*bad, "--profile", "test", "--runs", runs, "--quiet"]) == 2, bad
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.txt"  # a malformed real-data file: one line naming the file and its first bad record
+    bad.write_text("Features: Twist\nStory: fine\n<|endoftext|>\nno story marker\n<|endoftext|>\n")
+    assert main(["stories", "pretrain", "--set", f"data.source={bad}", "--profile", "test", "--runs", runs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and "record 2" in err
