@@ -124,13 +124,18 @@ def _setup(sec: Section, rep: dict, store, kind: str) -> None:
         values = sorted(axes[k], key=str)
         shown = [_lr_name(kind, v) for v in values] if k == "lr" else [str(v) for v in values]
         rows.append([k if k != "seed" else "seeds", ", ".join(shown)])
-    per_stage: dict[str, list[float]] = defaultdict(list)
-    for n in nodes:
-        per_stage[n["stage"]].append(n.get("seconds", 0.0))
-    rows.append(["wall time per stage (s, this call)",
-                 "; ".join(f"{st}: {sum(v):.0f} ({len(v)} nodes)" for st, v in per_stage.items())
-                 + f"; total {rep.get('seconds', 0):.0f}"])
+    rows.append(stage_times_row(rep))
     sec.table(["setting", "value"], rows)
+
+
+def stage_times_row(rep: dict) -> list[str]:
+    """The setup table's last row: node wall time summed per stage (over workers), and the call's total."""
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    for n in rep["nodes"]:
+        per_stage[n["stage"]].append(n.get("seconds", 0.0))
+    return ["wall time per stage (s, this call)",
+            "; ".join(f"{st}: {sum(v):.0f} ({len(v)} nodes)" for st, v in per_stage.items())
+            + f"; total {rep.get('seconds', 0):.0f}"]
 
 
 def load_reft_factor() -> float:

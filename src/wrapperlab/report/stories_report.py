@@ -14,7 +14,7 @@ from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.analysis.story_probes import INFORMATIVE_MARGIN, informative
-from wrapperlab.report.report import Section
+from wrapperlab.report.report import Section, stage_times_row
 from wrapperlab.report.tables import ci_text
 
 PROTOCOL_NAMES = {"filter": "F", "filter_mix_match": "F+MM", "filter_randomise": "F+R", "refusal": "refusal"}
@@ -107,12 +107,7 @@ def _setup(sec: Section, rep: dict, store) -> None:
             for k in ("protocol", "lr"):
                 grid[k].add(str(n["point"][k]))
     rows += [[k, ", ".join(sorted(v))] for k, v in grid.items()]
-    per_stage: dict[str, list[float]] = defaultdict(list)
-    for n in nodes:
-        per_stage[n["stage"]].append(n.get("seconds", 0.0))
-    rows.append(["wall time per stage (s, this call)",
-                 "; ".join(f"{st}: {sum(v):.0f} ({len(v)} nodes)" for st, v in per_stage.items())
-                 + f"; total {rep.get('seconds', 0):.0f}"])
+    rows.append(stage_times_row(rep))
     sec.table(["setting", "value"], rows)
 
 
