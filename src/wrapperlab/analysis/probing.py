@@ -40,12 +40,16 @@ def layer_names(n_layers: int) -> list[str]:
     return [f"B{i}" for i in range(n_layers + 1)]
 
 
+def residual_hooks(n_layers: int) -> list[str]:
+    """Hook names of the residual stream at B0 (embeddings) and after every block, in :func:`layer_names` order."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+
+
 @torch.no_grad()
 def residuals_at(model: nn.Module, samples: Samples, batch_size: int = 256) -> torch.Tensor:
     """Residual stream at each sample's answer-predicting position: ``(n_layers + 1, n, d_model)``."""
     device = next(model.parameters()).device
-    n_layers = len(model.blocks)
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
+    names = residual_hooks(len(model.blocks))
     out = []
     for i in range(0, len(samples), batch_size):
         tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)

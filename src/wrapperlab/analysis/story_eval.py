@@ -53,19 +53,25 @@ def generate(model: nn.Module, prompt: list[int], n: int, max_new: int, end_id: 
     tokens = torch.tensor([prompt] * n, dtype=torch.long)
     done = torch.zeros(n, dtype=torch.bool)
     for _ in range(max_new):
-        window = tokens[:, -model.cfg.n_ctx:]
-        logits = model(window.to(device))[:, -1].float().cpu()
-        probs = torch.softmax(logits / max(temperature, 1e-6), dim=-1)
-        nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-        nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
+        logits = model(tokens[:, -model.cfg.n_ctx:].to(device))[:, -1].float().cpu()
+        nxt = _sample(logits, temperature, gen, done, end_id)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        done |= nxt == end_id
         if done.all():
             break
-    out = []
-    for row in tokens[:, len(prompt):].tolist():
-        out.append(row[: row.index(end_id)] if end_id in row else row)
-    return out
+    return _until_end(tokens[:, len(prompt):], end_id)
+
+
+def _sample(logits: torch.Tensor, temperature: float, gen: torch.Generator, done: torch.Tensor,
+            end_id: int) -> torch.Tensor:
+    """One token per row (finished rows repeat ``end_id``); marks rows that just ended in ``done``."""
+    nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-6), dim=-1), 1, generator=gen).squeeze(1)
+    nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
+    done |= nxt == end_id
+    return nxt
+
+
+def _until_end(generated: torch.Tensor, end_id: int) -> list[list[int]]:
+    return [row[: row.index(end_id)] if end_id in row else row for row in generated.tolist()]
 
 
 @torch.no_grad()
@@ -93,11 +99,9 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
     cache = [{} for _ in model.blocks] if width <= n_ctx else None
     logits = _last_logits(model, tokens, real, cache, device)
     for _ in range(max_new):
-        nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-6), dim=-1), 1, generator=gen).squeeze(1)
-        nxt = torch.where(done, torch.full_like(nxt, end_id), nxt)
+        nxt = _sample(logits, temperature, gen, done, end_id)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         real = torch.cat([real, torch.ones(len(rows), 1, dtype=torch.bool)], dim=1)
-        done |= nxt == end_id
         if done.all():
             break
         if cache is not None and tokens.shape[1] <= n_ctx:  # keys and values of earlier positions are cached
@@ -105,9 +109,7 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
         else:  # past the context: a sliding window, recomputed (rotary positions are relative)
             cache = None
             logits = _last_logits(model, tokens[:, -n_ctx:], real[:, -n_ctx:], None, device)
-    out = []
-    for row in tokens[:, width:].tolist():
-        out.append(row[: row.index(end_id)] if end_id in row else row)
+    out = _until_end(tokens[:, width:], end_id)
     return [out[i * n:(i + 1) * n] for i in range(len(prompts))]
 
 

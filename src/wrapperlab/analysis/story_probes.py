@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wrapperlab.analysis.probing import ProbeConfig, layer_names, train_probes
+from wrapperlab.analysis.probing import ProbeConfig, layer_names, residual_hooks, train_probes
 from wrapperlab.data.stories.corpus import prompt_and_story
 from wrapperlab.data.stories.records import FEATURES, StoryRecord
 from wrapperlab.training.loop import PAD_ID
@@ -54,8 +54,7 @@ def pooled_residuals(model: nn.Module, seqs: Sequence[list[int]], positions: Seq
     ``(n_layers + 1, n, d_model)``. Right padding is safe: the model is causal."""
     model.eval()
     device = next(model.parameters()).device
-    n_layers = len(model.blocks)
-    names = ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+    names = residual_hooks(len(model.blocks))
     out = []
     for start in range(0, len(seqs), batch_size):
         chunk, where = seqs[start:start + batch_size], positions[start:start + batch_size]

@@ -165,8 +165,8 @@ def _key(stage: str, point: dict[str, Any]) -> str:
     return stage + " " + " ".join(f"{k}={v}" for k, v in point.items())
 
 
-def _selected(analysis: AnalysisSpec, point: dict[str, Any]) -> bool:
-    return all(point.get(axis) in values for axis, values in analysis.when.items())
+def _selected(when: dict[str, list[Any]], point: dict[str, Any]) -> bool:
+    return all(point.get(axis) in values for axis, values in when.items())
 
 
 def expand(spec: Spec, profile: str, seeds: int | None = None) -> list[Node]:
@@ -191,7 +191,7 @@ def expand(spec: Spec, profile: str, seeds: int | None = None) -> list[Node]:
                 ft = Node(_key("finetune", point), "finetune", point, [root.key])
                 nodes.append(ft)
                 for name, analysis in spec.analyses_for(profile).items():
-                    if _selected(analysis, point):
+                    if _selected(analysis.when, point):
                         parents = [ft.key]
                         if name == "reft" and _needs_pretrained_baseline(analysis) and spec.kind == "pcfg":
                             parents.append(_baseline(nodes, root))
@@ -233,10 +233,10 @@ def _expand_stories(spec: Spec, profile: str, seeds: int | None) -> list[Node]:
             point = {"seed": seed, "protocol": protocol, "lr": lr}
             ft = Node(_key("finetune", point), "finetune", point, [root.key])
             nodes.append(ft)
-            if probe is not None and _selected(probe, point):
+            if probe is not None and _selected(probe.when, point):
                 nodes.append(Node(_key("probe", point), "probe", point, [ft.key]))
-            if reft is not None and _selected(reft, point):
-                mixed_here = reft.mixed_when is None or _selected(AnalysisSpec(when=reft.mixed_when), point)
+            if reft is not None and _selected(reft.when, point):
+                mixed_here = reft.mixed_when is None or _selected(reft.mixed_when, point)
                 nodes += [Node(_key("reft", {**point, "corpus": c}), "reft", {**point, "corpus": c}, [ft.key])
                           for c in reft.corpora if c != "mixed" or mixed_here]
         if reft is not None and reft.baselines and control is not None:

@@ -234,7 +234,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
 
         state = _train(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
         save_weights(model, run.weights_path)
-        return {"model": model.cfg.model_dump(), "params": sum(p.numel() for p in model.parameters()),
+        return {"model": model.cfg.model_dump(), "params": model.num_params(),
                 "records": stream.n_records, "tokens": int(len(stream.tokens)),
                 "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
                 "measure_key": _measure_key(cfg), "judge_accuracy": judge_accuracy,
