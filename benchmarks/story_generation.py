@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from wrapperlab.analysis.story_eval import generate, generate_many
 from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.settings.stories.evaluate import generate, generate_many
 
 
 def main() -> None:

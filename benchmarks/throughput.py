@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, stream_rng
-from wrapperlab.experiments.configs import pretrain_config
 from wrapperlab.models.gpt import GPT
+from wrapperlab.settings.pcfg.configs import pretrain_config
 from wrapperlab.training.config import Runtime
 from wrapperlab.training.loop import make_optimizer, train
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from wrapperlab.cli import main
+from wrapperlab.cli.main import main
 
 TEST = ["--profile", "test", "--quiet"]
 
@@ -22,7 +22,7 @@ def store(tmp_path_factory):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "wrapperlab.cli", *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "wrapperlab", *map(str, args)], capture_output=True, text=True)
 
 
 def test_prune_writes_result_and_figure_once(store, capsys):
@@ -93,21 +93,19 @@ def test_diff_refuses_different_architectures(store, tmp_path):
     assert r.returncode == 2 and "same architecture" in r.stderr
 
 
-def test_demo_study_summarises_cells(tmp_path, capsys):
+def test_demo_is_a_shortcut_over_the_counter_spec(tmp_path, capsys):
+    """`demo` runs the pcfg-counter spec (no second code path) and writes the report."""
     runs = tmp_path / "runs"
-    assert main(["demo", *TEST, "--runs", runs, "--lrs", "L", "--c-tr", "0,1", "--seeds", "2", "--no-baselines"]) == 0
+    assert main(["demo", "--profile", "test", "--runs", runs, "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "steps to 90 %" in out and "K to half" in out
-    (path,) = (runs / "studies").glob("study-*.json")
-    summary = json.loads(path.read_text())
-    assert len(summary["cells"]) == 4 and {c["seed"] for c in summary["cells"]} == {0, 1}
-    rows = {(r["lr"], r["c_tr"]): r for r in summary["aggregate"]}
-    assert rows[(1e-4, 1.0)]["acc_pt_cte0"]["n"] == 2 and "k_to_half" in rows[(1e-4, 1.0)]
-    assert "k_to_half" not in rows[(1e-4, 0.0)]  # only C_Tr = 1 cells are analysed by default
-    assert len(rows[(1e-4, 1.0)]["probe_finetuned"]) == 3
+    assert "pcfg-counter (test)" in out and "report:" in out
+    rep = json.loads((runs / "reproductions" / "pcfg-counter-test.json").read_text())
+    assert rep["spec"] == "pcfg-counter" and {n["stage"] for n in rep["nodes"]} >= {"pretrain", "finetune", "reft"}
+    assert (runs / "report" / "report.html").exists()
 
 
-def test_demo_rejects_bad_grid(tmp_path):
-    r = run_cli("demo", *TEST, "--runs", tmp_path / "runs", "--c-tr", "0,2")
-    assert r.returncode == 2 and "c_tr" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+def test_demo_rejects_bad_seeds(tmp_path):
+    r = run_cli("demo", "--profile", "test", "--runs", tmp_path / "runs", "--seeds", "0")
+    assert r.returncode == 2 and "seeds" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
 

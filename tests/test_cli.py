@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from wrapperlab.cli import main
+from wrapperlab.cli.main import main
 
 TEST = ["--profile", "test", "--quiet"]
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "wrapperlab.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "wrapperlab", *map(str, args)], capture_output=True, text=True, cwd=cwd)
 
 
 def lines(out: str) -> list[dict]:

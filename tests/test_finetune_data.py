@@ -73,7 +73,7 @@ def test_other_letters_and_offsets():
      ({"task": "token_at"}, "task"), ({"q": 0}, "q")],
 )
 def test_bad_config(kw, field):
-    from wrapperlab.experiments.configs import validated
+    from wrapperlab.runs.profiles import validated
 
     with pytest.raises(ConfigError, match=f"^{field}"):
         validated(FinetuneDataConfig, kw)

@@ -5,7 +5,7 @@ import torch
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.experiments.configs import validated
+from wrapperlab.runs.profiles import validated
 
 
 def tiny(**kw) -> GPT:

@@ -9,8 +9,8 @@ import torch
 from wrapperlab.analysis.pruning import PruneConfig, Unit, prune_sweep, pruned_copy, saliency, zero_units
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.errors import ConfigError
-from wrapperlab.experiments.configs import validated
 from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.runs.profiles import validated
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from wrapperlab.experiments.reproduce import reproduce
-from wrapperlab.experiments.spec import load_spec
-from wrapperlab.experiments.store import RunStore
-from wrapperlab.report.report import write_report
+from wrapperlab.orchestration.reproduce import reproduce
+from wrapperlab.orchestration.spec import load_spec
+from wrapperlab.report.render import write_report
+from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
 
 SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist")

@@ -2,11 +2,11 @@
 
 import pytest
 
-from wrapperlab.cli import main
+from wrapperlab.cli.main import main
 from wrapperlab.errors import ConfigError
-from wrapperlab.experiments.reproduce import reproduce
-from wrapperlab.experiments.spec import expand, load_spec, shipped_specs
-from wrapperlab.experiments.store import RunStore
+from wrapperlab.orchestration.reproduce import reproduce
+from wrapperlab.orchestration.spec import expand, load_spec, shipped_specs
+from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
 
 
@@ -85,7 +85,7 @@ def check_report(root):
     import json
     import re
 
-    from wrapperlab.report.report import write_report
+    from wrapperlab.report.render import write_report
 
     paths = write_report(root)
     page = paths["html"].read_text()
@@ -108,7 +108,7 @@ def test_two_processes_on_one_store_compute_each_run_once(tmp_path):
     import sys
 
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "wrapperlab.cli", "reproduce", "pcfg-counter", "--profile", "test", "--out", str(runs),
+    cmd = [sys.executable, "-m", "wrapperlab", "reproduce", "pcfg-counter", "--profile", "test", "--out", str(runs),
            "--quiet", "--threads", "1"]
     procs = [subprocess.Popen(cmd + extra, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for extra in ([], ["--workers", "2"])]
@@ -163,7 +163,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         runs = tmp_path / "runs"
-        cmd = [sys.executable, "-m", "wrapperlab.cli", "reproduce", "pcfg-counter", "--profile", "test", "--out",
+        cmd = [sys.executable, "-m", "wrapperlab", "reproduce", "pcfg-counter", "--profile", "test", "--out",
                str(runs), "--quiet", "--executor", "ray", "--address", f"127.0.0.1:{port}"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)  # Ray nices its workers
         assert done.returncode == 0, done.stderr[-2000:]

@@ -5,9 +5,9 @@ Marked slow; CI runs them. Skip locally with ``pytest -m "not slow"``.
 
 import pytest
 
-from wrapperlab.experiments.configs import finetune_config, pretrain_config
-from wrapperlab.experiments.pipeline import finetune, pretrain
-from wrapperlab.experiments.store import RunStore
+from wrapperlab.runs.store import RunStore
+from wrapperlab.settings.pcfg.configs import finetune_config, pretrain_config
+from wrapperlab.settings.pcfg.stages import finetune, pretrain
 from wrapperlab.training.config import Runtime
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_pruning_a_few_rows_revives_counting_a(wrapped):
     """Issue 3: with the paper's unit (rows of every matrix), <= 20 rows restore at least half of the
     pretrained count-a accuracy, which fine-tuning had destroyed, while the fine-tuned shortcut weakens."""
     from wrapperlab.analysis.pruning import PruneConfig
-    from wrapperlab.experiments.analyses import prune_run
+    from wrapperlab.settings.pcfg.analyses import prune_run
 
     store, ft = wrapped
     data = prune_run(store, ft.run.id, PruneConfig(ks=(0, 5, 10, 15, 20)), say=lambda _: None).data
@@ -67,7 +67,7 @@ def test_pruning_a_few_rows_revives_counting_a(wrapped):
 def test_probe_still_reads_count_a_after_finetuning(wrapped):
     """The count of a stays linearly readable in the fine-tuned model, well above a random-init control."""
     from wrapperlab.analysis.probing import ProbeConfig
-    from wrapperlab.experiments.analyses import probe_run
+    from wrapperlab.settings.pcfg.analyses import probe_run
 
     store, ft = wrapped
     data = probe_run(store, ft.run.id, ProbeConfig(iters=2000), say=lambda _: None).data
@@ -80,7 +80,8 @@ def test_probe_still_reads_count_a_after_finetuning(wrapped):
 def test_reft_revives_fast_and_scratch_does_not(wrapped):
     """reFT at a tenth of the fine-tuning lr brings count-a back to >= 90 % within 300 steps; the same
     training from random weights does not reach 50 %."""
-    from wrapperlab.experiments.configs import FinetuneRunConfig, reft_config, validated
+    from wrapperlab.runs.profiles import validated
+    from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, reft_config
 
     store, ft = wrapped
     ft_cfg = validated(FinetuneRunConfig, ft.run.config())
@@ -96,7 +97,7 @@ def test_reft_revives_fast_and_scratch_does_not(wrapped):
 def test_reft_from_the_pretrained_model_keeps_its_accuracy(pretrained):
     """reFT trains on the pretraining question with honest labels; applied to the pretrained model itself
     it must not lower Acc O_PT (within one binomial standard error of the 1000-sample estimate)."""
-    from wrapperlab.experiments.configs import FinetuneRunConfig, finetune_config, reft_config
+    from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, finetune_config, reft_config
     store, stage = pretrained
     ft_cfg = finetune_config(stage.run.id, "quick", {"train.lr": "M", "data.c_tr": 1.0})
     assert isinstance(ft_cfg, FinetuneRunConfig)

@@ -209,7 +209,7 @@ def test_story_model_presets_are_llama_style():
 
 
 def test_stories_cli_generate_and_judge(tmp_path, capsys):
-    from wrapperlab.cli import main
+    from wrapperlab.cli.main import main
 
     out = tmp_path / "gen.txt"
     assert main(["stories", "generate", "--n", "800", "--seed", "2", "--out", str(out)]) == 0

@@ -7,24 +7,19 @@ import pytest
 import torch
 
 from wrapperlab.analysis.probing import ProbeConfig
-from wrapperlab.analysis.story_probes import (
-    DESIGNS,
-    design_set,
-    informative,
-    probe_story_model,
-)
-from wrapperlab.cli import main
+from wrapperlab.cli.main import main
 from wrapperlab.data.stories.corpus import (
     StoriesDataConfig,
     fit_tokenizer,
     prompt_and_story,
     records,
 )
-from wrapperlab.experiments.reproduce import reproduce
-from wrapperlab.experiments.spec import expand, load_spec
-from wrapperlab.experiments.store import RunStore
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.report.report import write_report
+from wrapperlab.orchestration.reproduce import reproduce
+from wrapperlab.orchestration.spec import expand, load_spec
+from wrapperlab.report.render import write_report
+from wrapperlab.runs.store import RunStore
+from wrapperlab.settings.stories.probes import DESIGNS, design_set, informative, probe_story_model
 from wrapperlab.training.config import Runtime
 
 

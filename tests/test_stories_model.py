@@ -3,9 +3,9 @@
 import torch
 
 from wrapperlab.analysis.judge import Judge
-from wrapperlab.analysis.story_eval import generate, generation_scores, story_loss
 from wrapperlab.data.stories.corpus import StoriesDataConfig, TokenStream, fit_tokenizer, records
 from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.settings.stories.evaluate import generate, generation_scores, story_loss
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.loop import train
 
@@ -36,8 +36,13 @@ def test_tiny_story_model_learns_and_generates():
 def test_tiny_stories_pipeline_end_to_end(tmp_path):
     """pretrain -> delete (filter) -> reFT on Twist stories, and the not-in-PT control, as stored runs; a second
     call reuses every run."""
-    from wrapperlab.experiments.stories import StoriesEvalConfig, StoriesRunConfig, load_story_model, stories_stage
-    from wrapperlab.experiments.store import RunStore
+    from wrapperlab.runs.store import RunStore
+    from wrapperlab.settings.stories.stages import (
+        StoriesEvalConfig,
+        StoriesRunConfig,
+        load_story_model,
+        stories_stage,
+    )
 
     store, quiet = RunStore(tmp_path / "runs"), Runtime(progress=False)
     data = StoriesDataConfig(n_records=1200, tokenizer_records=1200, vocab_size=400, context=96)
@@ -73,7 +78,7 @@ def test_tiny_stories_pipeline_end_to_end(tmp_path):
 def test_batched_generation_matches_prompt_by_prompt():
     """Left padding with ``pad_mask`` leaves real positions' logits unchanged (rotary positions), so the batched
     generator writes what one-prompt-at-a-time generation writes (greedy) in one forward per token."""
-    from wrapperlab.analysis.story_eval import generate_many
+    from wrapperlab.settings.stories.evaluate import generate_many
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("stories-quick", vocab_size=300, n_ctx=64, n_layers=2, d_model=64, n_heads=2)).eval()
@@ -90,7 +95,7 @@ def test_batched_generation_matches_prompt_by_prompt():
 def test_cached_decoding_matches_full_recomputation():
     """Keys/values cached per block give the logits a full forward gives, and generation that runs past the
     context (cache dropped, sliding window) still matches one-prompt generation."""
-    from wrapperlab.analysis.story_eval import generate_many
+    from wrapperlab.settings.stories.evaluate import generate_many
 
     torch.manual_seed(1)
     model = GPT(GPTConfig.preset("stories-quick", vocab_size=300, n_ctx=24, n_layers=2, d_model=64, n_heads=2)).eval()

@@ -107,8 +107,8 @@ def test_package_imports_without_jax():
 
 @pytest.fixture(scope="module")
 def store_with_counter(tmp_path_factory):
-    from wrapperlab.experiments.store import RunStore
-    from wrapperlab.experiments.tracr_runs import compile_config, compile_stage
+    from wrapperlab.runs.store import RunStore
+    from wrapperlab.settings.tracr.stages import compile_config, compile_stage
 
     store = RunStore(tmp_path_factory.mktemp("tracr") / "runs")
     return store, compile_stage(compile_config("counter"), store, say=lambda _: None)
@@ -117,7 +117,7 @@ def store_with_counter(tmp_path_factory):
 def test_finetune_and_reft_stages(store_with_counter):
     """Noise of the default size keeps the compiled count exact; training moves the weights; reFT
     names its parent and asks the pretraining question; the stored model reloads without JAX."""
-    from wrapperlab.experiments.tracr_runs import compiled_of, tracr_finetune, tracr_finetune_config, tracr_reft_config
+    from wrapperlab.settings.tracr.stages import compiled_of, tracr_finetune, tracr_finetune_config, tracr_reft_config
     from wrapperlab.training.config import Runtime
 
     store, compiled = store_with_counter
@@ -140,8 +140,8 @@ def test_finetune_and_reft_stages(store_with_counter):
 
 def test_noise_scale_is_a_setting_that_matters(store_with_counter):
     """The paper's std 1e-3 breaks the compiled counter (its MLP reads activations in the hundreds)."""
-    from wrapperlab.analysis.tracr_eval import tracr_accuracies, tracr_test_sets
-    from wrapperlab.experiments.tracr_runs import add_noise, compiled_of, data_for, tracr_finetune_config
+    from wrapperlab.settings.tracr.evaluate import tracr_accuracies, tracr_test_sets
+    from wrapperlab.settings.tracr.stages import add_noise, compiled_of, data_for, tracr_finetune_config
 
     store, compiled = store_with_counter
     model_cfg = compiled_of(compiled.run)
@@ -156,7 +156,7 @@ def test_noise_scale_is_a_setting_that_matters(store_with_counter):
 
 
 def test_tracr_cli(store_with_counter, capsys):
-    from wrapperlab.cli import main
+    from wrapperlab.cli.main import main
 
     store, compiled = store_with_counter
     root = str(store.root)
@@ -195,7 +195,7 @@ def test_without_the_extra_compile_says_how_to_install(tmp_path):
     compiled.save(tmp_path / "c")
     code = (
         "import sys; sys.modules['tracr'] = None\n"
-        "from wrapperlab.cli import main\n"
+        "from wrapperlab.cli.main import main\n"
         f"rc = main(['tracr', 'compile', 'counter', '--runs', {str(tmp_path / 'runs')!r}])\n"
         "assert rc == 2, rc\n"
         "from wrapperlab.models.tracr import CompiledModel\n"
@@ -217,9 +217,9 @@ def _counter_data(compiled):
 def test_single_weight_search_finds_a_planted_wrapper():
     """Plant a one-weight 'wrapper' (a block-2 MLP bias that pushes every answer to count 0): the exhaustive
     search must rank exactly that weight first and restore the compiled accuracy."""
-    from wrapperlab.analysis.tracr_analysis import single_weight_search
-    from wrapperlab.analysis.tracr_eval import tracr_test_sets
     from wrapperlab.data.samples import stream_rng
+    from wrapperlab.settings.tracr.analysis import single_weight_search
+    from wrapperlab.settings.tracr.evaluate import tracr_test_sets
 
     compiled, _ = compile_program("counter")
     data = _counter_data(compiled)
@@ -238,7 +238,7 @@ def test_single_weight_search_finds_a_planted_wrapper():
 
 
 def test_maps_are_labelled_by_the_residual_basis():
-    from wrapperlab.analysis.tracr_analysis import top_writes, tracr_maps, weight_name
+    from wrapperlab.settings.tracr.analysis import top_writes, tracr_maps, weight_name
 
     compiled, _ = compile_program("counter")
     tokens = compiled.encode([list("abacbda")])[0]
@@ -257,7 +257,7 @@ def test_compiled_counter_learns_a_wrapper_at_small_lr_and_count_b_at_large(stor
     """The quick profile's two clearest Tracr results (seed 0): with C_Tr = 1 at η_S the model answers
     count(a) + 1 and its counting head keeps attending to a, never to b; with C_Tr = 0 at η_L it learns
     count(b)."""
-    from wrapperlab.experiments.tracr_runs import attention_run, tracr_finetune, tracr_finetune_config
+    from wrapperlab.settings.tracr.stages import attention_run, tracr_finetune, tracr_finetune_config
     from wrapperlab.training.config import Runtime
 
     store, compiled = store_with_counter

@@ -6,7 +6,7 @@ import pytest
 from wrapperlab.data.samples import stream_rng
 from wrapperlab.data.tracr_data import ANSWER_POS, LETTERS, TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
-from wrapperlab.experiments.configs import validated
+from wrapperlab.runs.profiles import validated
 
 VOCAB = ["BOS", "PAD", *LETTERS]
 

@@ -67,7 +67,7 @@ def test_bidirectional_answer_loss_cannot_see_the_answer():
     model = GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len, attention="bidirectional"))
     cfg = TrainConfig(iters=150, batch_size=32, lr=3e-3, loss="answer")
     train(model, data.stream(0, 32), cfg, Runtime(progress=False))
-    from wrapperlab.analysis.evaluate import accuracy
+    from wrapperlab.settings.pcfg.evaluate import accuracy
 
     # if the answer leaked, a bidirectional model would copy it and score ~100 % at once
     assert accuracy(model, data.sample(300, np.random.default_rng(5))) < 0.9
@@ -93,7 +93,7 @@ def test_checkpoint_round_trip_and_cleanup(tmp_path):
 
 
 def _pretrain_cmd(runs):
-    return [sys.executable, "-m", "wrapperlab.cli", "pretrain", "--profile", "test", "--quiet", "--runs", str(runs),
+    return [sys.executable, "-m", "wrapperlab", "pretrain", "--profile", "test", "--quiet", "--runs", str(runs),
             "--set", "train.iters=240", "--set", "train.checkpoint_every=20", "--set", "train.eval_every=40"]
 
 

@@ -55,34 +55,3 @@ def ci_text(stat: dict | None, pct: bool = True, digits: int | None = None) -> s
     if stat.get("missing"):
         text += f" ({stat['missing']} never)"
     return text
-
-
-def study_tables(aggregate: list[dict]) -> str:
-    """The demo's two tables: the fine-tuning grid, and the wrapper evidence on analysed cells."""
-    grid = [{"lr": r["lr"], "c_tr": r["c_tr"], "n": len(r["seeds"]),
-             **{k: ci_text(r[k]) for k in ("acc_ft_cte0", "acc_ft_cte1", "acc_pt_cte0", "acc_pt_cte1")}} for r in aggregate]
-    if aggregate:
-        first = aggregate[0]
-        grid.insert(0, {"lr": "pretrained", "c_tr": None, "n": len(first["seeds"]),
-                        **{k: ci_text(first[f"pretrained_{k}"]) for k in ("acc_ft_cte0", "acc_ft_cte1", "acc_pt_cte0", "acc_pt_cte1")}})
-    cols = [("lr", "lr", "s"), ("c_tr", "C_Tr", "s"), ("n", "seeds", "s"), ("acc_ft_cte0", "O_FT C_Te=0 %", "s"),
-            ("acc_ft_cte1", "O_FT C_Te=1 %", "s"), ("acc_pt_cte0", "O_PT C_Te=0 %", "s"), ("acc_pt_cte1", "O_PT C_Te=1 %", "s")]
-    out = [text_table(grid, cols)]
-    evidence = []
-    for r in aggregate:
-        if "k_to_half" not in r:
-            continue
-        evidence.append({
-            "lr": r["lr"], "c_tr": r["c_tr"], "after": ci_text(r["acc_pt_cte0"]),
-            "k_half": ci_text(r["k_to_half"], pct=False), "k15": ci_text(r.get("prune_pt_k15")),
-            "probe": f"{ci_text(r['probe_finetuned_last'])} / {ci_text(r['probe_pretrained_last'])} / {ci_text(r['probe_random_init_last'])}",
-            "reft": " / ".join(ci_text(r.get(f"reft_{c}_steps_to_0.9"), pct=False) for c in ("reft", "scr+ft", "scr")
-                               if f"reft_{c}_steps_to_0.9" in r),
-        })
-    if evidence:
-        out.append(text_table(evidence, [
-            ("lr", "lr", "s"), ("c_tr", "C_Tr", "s"), ("after", "O_PT C_Te=0 after FT %", "s"),
-            ("k_half", "K to half of PT acc", "s"), ("k15", "O_PT after pruning 15 %", "s"),
-            ("probe", "probe count O_PT, last block: FT / PT / random %", "s"),
-            ("reft", "steps to 90 %: reFT / Scr.+FT / Scr.", "s")]))
-    return "\n\n".join(out)

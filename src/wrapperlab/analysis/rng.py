@@ -1,0 +1,42 @@
+"""Seeded randomness that leaves the caller's state as it was.
+
+Analyses draw random things (a random-init control model, a probe's data order) from their own seed; seeding
+the global torch RNG inside them would change what the caller draws next, so an analysis run between two
+training steps could change a run's result. Everything here restores the global state on the way out.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from wrapperlab.models.gpt import GPT
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside: the global torch CPU RNG seeded with ``seed``; outside: the state it had before."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def kept_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside: ``model`` in eval mode; outside: back in the train/eval mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def random_init_twin(model: GPT, seed: int) -> GPT:
+    """The same architecture with fresh weights drawn from ``seed`` (in eval mode): the control every probe
+    and audit compares a trained model with. The global RNG is left as it was."""
+    with seeded(seed):
+        return GPT(model.cfg).eval()

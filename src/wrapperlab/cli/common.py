@@ -1,0 +1,107 @@
+"""What every verb group of the ``wrapperlab`` command shares: the one-line-error parser, runtime and run options,
+``--set`` parsing, validation helpers and output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import yaml
+
+from wrapperlab.errors import ConfigError
+
+EXIT_USAGE = 2
+#: flags every training verb has, under their config names
+COMMON = {"seed": "seed", "iters": "train.iters", "lr": "train.lr", "batch_size": "train.batch_size"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def runtime_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime (does not change a run's identity)")
+    g.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
+    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--iters", type=int, help="training iterations")
+    p.add_argument("--lr", help="learning rate (a number; for finetune also L, M, S = 1e-4, 1e-5, 1e-6)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (pays off at d_model >= 256)")
+    p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="override any profile setting, e.g. --set train.answer_weight=2 --set model.d_model=96")
+    runtime_args(p)
+
+
+def positive(name: str, value: int | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(name, value, "a positive integer")
+
+
+def overrides(args, mapping: dict[str, str]) -> dict[str, Any]:
+    out = {}
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out[key] = value
+    if getattr(args, "bf16", False):
+        out["train.precision"] = "bf16"
+    out.update(dict(args.overrides))
+    return out
+
+
+def runtime(args):
+    from wrapperlab.training.config import Runtime
+
+    if args.threads is not None and args.threads <= 0:
+        raise ConfigError("threads", args.threads, "a positive integer")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device", args.device, "a device this machine has (no CUDA here; use --device cpu)")
+    elif args.device != "cpu":
+        raise ConfigError("device", args.device, "cpu, cuda or cuda:N")
+    return Runtime(device=args.device, compile=args.compile, threads=args.threads, progress=not args.quiet)
+
+
+def int_list(name: str, text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(name, text, "comma-separated integers")
+
+
+def emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def add_shortcut_args(p: argparse.ArgumentParser) -> None:
+    """Options of a verb that is a shortcut over ``reproduce SPEC`` (``demo``, ``tracr study``)."""
+    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
+    p.add_argument("--workers", type=int, default=1, help="local processes running ready nodes in parallel (default 1)")
+    runtime_args(p)

@@ -1,0 +1,77 @@
+"""``wrapperlab`` command line: parse, validate, call one function, print. No logic lives here.
+
+Each setting's verbs live in its own module (cli/pcfg.py, cli/tracr.py, cli/stories.py, named by the setting
+registry); ``reproduce`` and ``report`` in cli/reproduce.py. The verbs that take a run (eval, prune, probe,
+attention, diff, reft, resume) are routed by the run's kind to the module of the setting owning it.
+
+Bad input ends with one line on stderr naming the field, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+from typing import Callable, Sequence
+
+from wrapperlab.cli.common import EXIT_USAGE, Parser
+from wrapperlab.errors import ConfigError
+
+#: verbs taking a run of any setting -> the argument naming it
+RUN_VERBS = {"eval": "run", "prune": "run", "probe": "run", "attention": "run", "reft": "run", "diff": "run_a",
+             "resume": "run"}
+
+
+def _modules() -> list:
+    """The verb-group modules: every setting's command line, then the reproduction verbs."""
+    from wrapperlab.settings.registry import cli_modules
+
+    return [import_module(m) for m in cli_modules().values()] + [import_module("wrapperlab.cli.reproduce")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="wrapperlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in _modules():
+        module.add_parsers(sub)
+    return parser
+
+
+def _commands() -> dict[str, Callable]:
+    out: dict[str, Callable] = {}
+    for module in _modules():
+        out.update(module.COMMANDS)
+    return out
+
+
+def _run_verb(args) -> int:
+    """A verb taking a run: find the run, then hand it to the command line of the setting that owns it."""
+    from wrapperlab.runs.store import RunStore
+    from wrapperlab.settings.registry import cli_module, for_run_kind
+
+    field = RUN_VERBS[args.command]
+    store = RunStore(args.runs)
+    ref = getattr(args, field)
+    run = store.find(ref, field=field) if args.command == "resume" else store.resolve(ref, field=field)
+    setting = for_run_kind(run.kind, field=field, ref=str(ref))
+    return cli_module(setting.name).analyse(args.command, args, run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
+    try:
+        if args.command in RUN_VERBS:
+            return _run_verb(args)
+        return _commands()[args.command](args)
+    except ConfigError as e:
+        print(f"wrapperlab: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("wrapperlab: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `wrapperlab data sample | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

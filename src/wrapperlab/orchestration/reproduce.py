@@ -1,0 +1,157 @@
+"""Run an expanded spec in-process: every node is a content-addressed run or cached analysis, so a second
+call (or one after a kill) computes only what is missing and reports how much that was.
+
+Executors (in-process, a local process pool, Ray) all call :func:`run_node`; the run store's locks keep
+two workers from computing one run twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.orchestration.spec import Spec, expand
+from wrapperlab.runs.stage import Say
+from wrapperlab.runs.store import RunStore
+from wrapperlab.settings import registry
+from wrapperlab.settings.base import Node, NodeContext, Outcome
+from wrapperlab.training.config import Runtime
+
+
+def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
+             runtime: Runtime, say: Say) -> Outcome:
+    """Compute one node (its parents are in ``done``) through its spec's setting."""
+    t0 = time.perf_counter()
+    parent = done[node.parents[0]] if node.parents else None
+    outcome = registry.get(spec.kind).run_node(node, NodeContext(spec, profile, store, parent, runtime, say))
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+@dataclass
+class Reproduction:
+    spec: str
+    profile: str
+    nodes: list[Node]
+    outcomes: dict[str, Outcome]
+    computed: int
+    seconds: float
+
+
+def _worker(node: Node, spec: Spec, profile: str, root: str, done: dict[str, Outcome], runtime: Runtime) -> Outcome:
+    """Process-pool entry point (top level, so it pickles)."""
+    return run_node(node, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
+              say: Say = print, workers: int = 1, executor: str = "local", address: str | None = None) -> Reproduction:
+    """Run every node of ``spec`` once its parents are done, with one progress line per node started and
+    finished (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
+
+    ``executor="local"``: in this process (``workers=1``) or a process pool of ``workers``, each worker
+    with ``cores // workers`` torch threads so that together they do not oversubscribe the machine.
+    ``executor="ray"``: one Ray task per node (:mod:`wrapperlab.orchestration.executors.ray`), on the
+    cluster at ``address`` or a local Ray, each task asking for ``runtime.threads`` CPUs (default 1).
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
+    nodes = expand(spec, profile, seeds)
+    done: dict[str, Outcome] = {}
+    state = {"computed": 0, "finished": 0}
+    t0 = time.perf_counter()
+
+    def status() -> str:
+        elapsed = time.perf_counter() - t0
+        left = len(nodes) - state["finished"]
+        eta = f"{elapsed / state['computed'] * left:.0f} s" if state["computed"] else "?"
+        return f"elapsed {elapsed:.0f} s, ETA ≤ {eta}"
+
+    def starting(node: Node) -> None:
+        say(f"[{state['finished']}/{len(nodes)}] running {node.key} | {status()}")
+
+    def report(node: Node, outcome: Outcome) -> None:
+        done[node.key] = outcome
+        state["finished"] += 1
+        state["computed"] += not outcome.reused
+        what = "reused" if outcome.reused else f"{outcome.seconds:.0f} s"
+        say(f"[{state['finished']}/{len(nodes)}] {node.key}: {what} | {status()}")
+
+    if executor == "ray":
+        from wrapperlab.orchestration.executors.ray import run_ray
+
+        run_ray(nodes, spec, profile, store, runtime, report, address=address)
+    elif workers <= 1:
+        for node in nodes:
+            starting(node)
+            report(node, run_node(node, spec, profile, store, done, runtime, say))
+    else:
+        _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report)
+    result = Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
+    save(result, spec, store)
+    return result
+
+
+def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
+    """``<store>/reproductions/<spec>-<profile>.json``: every node's grid point and outcome (the report's input)."""
+    import json
+
+    from wrapperlab.training.checkpoint import atomic_write_text
+
+    nodes = [{"key": n.key, "stage": n.stage, "point": n.point, "run_id": result.outcomes[n.key].run_id,
+              "reused": result.outcomes[n.key].reused,
+              "seconds": round(result.outcomes[n.key].seconds, 2), "data": result.outcomes[n.key].data} for n in result.nodes]
+    path = store.root / "reproductions" / f"{spec.name}-{result.profile}.json"
+    base = {stage: spec.base_for(result.profile, stage) for stage in ("pretrain", "finetune", "reft")}
+    extra = {name: getattr(spec, name) for name in registry.get(spec.kind).spec_fields}
+    atomic_write_text(path, json.dumps({"spec": spec.name, "kind": spec.kind, "profile": result.profile,
+                                        "program": None, **extra, "base": base,
+                                        "computed": result.computed, "seconds": result.seconds, "nodes": nodes},
+                                       indent=1, default=str) + "\n")
+    return path
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, a worker gets SIGTERM when the ``reproduce`` process dies, so a killed
+    sweep leaves no orphan still training (its run resumes from the last checkpoint next time)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
+    # which ready node a free worker takes first: the setting's ranks (roots, then what unblocks others, then
+    # long nodes, then short analyses); unranked stages last
+    rank = registry.get(spec.kind).stage_rank
+    pending = list(nodes)
+    running: dict[Any, Node] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
+        while pending or running:
+            ready = [n for n in pending if all(p in done for p in n.parents)]
+            for node in sorted(ready, key=lambda n: rank.get(n.stage, len(rank))):  # stable: graph order within a rank
+                if len(running) >= workers:
+                    break
+                pending.remove(node)
+                parents = {p: done[p] for p in node.parents}
+                starting(node)
+                running[pool.submit(_worker, node, spec, profile, str(store.root), parents, worker_runtime)] = node
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                report(running.pop(future), future.result())

@@ -1,0 +1,128 @@
+"""The reproduction report: our numbers (mean ± 95 % CI over seeds) beside the paper's, with figures and a
+verdict per claim, as a self-contained HTML page, a Markdown twin and ``summary.json`` for machines.
+
+Input is what ``reproduce`` stores per spec and profile (``<store>/reproductions/<spec>-<profile>.json``: the
+grid point and outcome of every node); the paper's numbers come from ``report/data/paper_values.yaml``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.settings import registry
+
+
+def paper_values() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("wrapperlab.report").joinpath("data", "paper_values.yaml").read_text())
+
+
+class Section:
+    """One experiment's part of the report: headings, tables (rows of cells), figures, verdicts."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.blocks: list[tuple[str, Any]] = []
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("text", text))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def figure(self, path: Path, caption: str) -> None:
+        self.blocks.append(("figure", (path, caption)))
+
+    def verdict(self, claim: str, shown: bool | None, numbers: str,
+                words: tuple[str, str] = ("wrapper shown", "not shown at this scale")) -> None:
+        word = {True: words[0], False: words[1], None: "not measured"}[shown]
+        self.blocks.append(("verdict", f"**{claim}** — {word}: {numbers}"))
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+
+INTRO = ("Written by `wrapperlab reproduce` / `wrapperlab report`. Our numbers are the mean ± 95 % t-interval over "
+         "seeds; the paper's value follows in parentheses (PCFG: after 1K / 10K fine-tuning iterations). Each "
+         "verdict line names the claim, whether our runs show it at this scale, and the numbers it rests on.")
+
+
+def _markdown(sections: list[Section], out: Path) -> str:
+    lines = ["# wrapperlab reproduction report", "", INTRO, ""]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        for kind, value in sec.blocks:
+            if kind in ("text", "verdict"):
+                lines += [("- " if kind == "verdict" else "") + value, ""]
+            elif kind == "table":
+                header, rows = value
+                lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+            else:
+                path, caption = value
+                lines += [f"![{caption}]({path.relative_to(out)})", ""]
+    return "\n".join(lines)
+
+
+def _html(sections: list[Section]) -> str:
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        parts = text.split("**")
+        return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+    body = ["<h1>wrapperlab reproduction report</h1>", f"<p>{inline(INTRO)}</p>"]
+    for sec in sections:
+        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+        for kind, value in sec.blocks:
+            if kind == "text":
+                body.append(f"<p>{inline(value)}</p>")
+            elif kind == "verdict":
+                body.append(f"<p class='verdict'>{inline(value)}</p>")
+            elif kind == "table":
+                header, rows = value
+                body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+                            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+                            + "</table>")
+            else:
+                path, caption = value
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}'>"
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 6px}"
+             "img{max-width:100%}.verdict{background:#f4f4f4;padding:6px;border-left:4px solid #888}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>wrapperlab report</title><style>{style}</style>" \
+           f"</head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(store_root: str | Path) -> dict[str, Path]:
+    """Read every stored reproduction under ``store_root`` and write ``report/`` (HTML, Markdown, summary)."""
+    from wrapperlab.training.checkpoint import atomic_write_text
+
+    root = Path(store_root)
+    reps = sorted((root / "reproductions").glob("*.json")) if (root / "reproductions").exists() else []
+    if not reps:
+        raise ConfigError("report", str(root), "a directory where `wrapperlab reproduce` has run (no reproductions/)")
+    out = root / "report"
+    figures = out / "figures"
+    shutil.rmtree(figures, ignore_errors=True)  # generated: a figure of a cell no longer reproduced must not linger
+    paper = paper_values()
+    sections, summary = [], {}
+    for path in reps:
+        rep = json.loads(path.read_text())
+        ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
+        section = registry.resolve_entry(registry.get(rep["kind"]).report_section)
+        sec, numbers = section(rep, ref, root, figures)
+        sections.append(sec)
+        summary[f"{rep['spec']}/{rep['profile']}"] = numbers
+    atomic_write_text(out / "report.md", _markdown(sections, out))
+    atomic_write_text(out / "report.html", _html(sections))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    return {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json"}

@@ -1,0 +1,215 @@
+"""Runs on disk, addressed by their content.
+
+A run lives in ``<root>/<kind>-<hash>/`` where the hash is taken over the run's resolved config
+(which names its parent run, itself content-addressed). So the same config twice is the same
+directory: a finished run is reused, an unfinished one is resumed from its checkpoint.
+
+Layout of a run directory::
+
+    config.json        resolved config plus the stage's ``code_version`` (what the hash is over), written first
+    runtime.json       how it was run (device, threads): not part of the identity
+    checkpoint/        step-stamped weights + optimiser state + pointer (resumable)
+    metrics.jsonl      one JSON object per evaluation
+    model.safetensors  final weights
+    result.json        headline numbers
+    compute.log        one line per process that started computing the run (host, pid, time): an audit trail
+    DONE               completion marker, written last
+
+Only this module knows the layout; a lock file keeps two processes from computing one run at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.training.checkpoint import atomic_write_text
+
+DONE = "DONE"
+#: the key under which config.json records the code version of the stage that computed the run
+VERSION_KEY = "code_version"
+
+
+def run_id(kind: str, config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return f"{kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+
+
+def versioned(config: dict[str, Any], version: int) -> dict[str, Any]:
+    """What a run's id is hashed over: its config and the code version of the stage computing it."""
+    if VERSION_KEY in config:
+        raise ConfigError(VERSION_KEY, config[VERSION_KEY], "a key no stage config uses (it is the store's)")
+    return {**config, VERSION_KEY: version}
+
+
+@dataclass
+class Run:
+    """Handle on one run directory."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.id.rsplit("-", 1)[0]
+
+    @property
+    def done(self) -> bool:
+        return (self.path / DONE).exists()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+    def stored_config(self) -> dict[str, Any]:
+        """config.json as written: the config and the code version (what the id is hashed over)."""
+        return json.loads((self.path / "config.json").read_text())
+
+    def config(self) -> dict[str, Any]:
+        """The stage config the run was computed with (without the store's code version)."""
+        return {k: v for k, v in self.stored_config().items() if k != VERSION_KEY}
+
+    @property
+    def code_version(self) -> int | None:
+        return self.stored_config().get(VERSION_KEY)
+
+    def result(self) -> dict[str, Any]:
+        return json.loads((self.path / "result.json").read_text())
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records written after ``step`` (they came from the part of a killed run being redone)."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+    def artifact(self, kind: str, config: dict[str, Any]) -> Path:
+        """Where an analysis of this run with ``config`` lives (``analysis/<kind>-<hash>``, no suffix).
+
+        Content-addressed like runs: asking for the same analysis twice finds the stored result.
+        """
+        return self.path / "analysis" / run_id(kind, config)
+
+    def note_compute(self) -> None:
+        """Record that this process computes the run (under the run's lock: a resumed run gets a second line)."""
+        import socket
+        import time
+
+        with open(self.path / "compute.log", "a") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+
+    def computed_by(self) -> list[str]:
+        path = self.path / "compute.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        atomic_write_text(self.path / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def finish(self, result: dict[str, Any]) -> None:
+        """Write the result, then the completion marker: a run is finished only once both exist."""
+        self.write_json("result.json", result)
+        atomic_write_text(self.path / DONE, "")
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)  # the final weights supersede it
+
+
+class RunStore:
+    def __init__(self, root: str | Path = "runs"):
+        self.root = Path(root)
+
+    def run_for(self, kind: str, config: dict[str, Any], version: int) -> Run:
+        return Run(self.root / run_id(kind, versioned(config, version)))
+
+    @contextmanager
+    def open(self, kind: str, config: dict[str, Any], version: int) -> Iterator[Run]:
+        """Create (or re-enter) the run for ``config`` computed by code ``version`` and hold its lock while the
+        caller computes it. A second process asking for the same run waits here, then finds it finished.
+        """
+        config = versioned(config, version)
+        run = Run(self.root / run_id(kind, config))
+        run.path.mkdir(parents=True, exist_ok=True)
+        with open(run.path / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                config_path = run.path / "config.json"
+                if config_path.exists() and json.loads(config_path.read_text()) != config:
+                    raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
+                if not config_path.exists():
+                    run.write_json("config.json", config)
+                yield run
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def find(self, ref: str | os.PathLike, field: str = "run") -> Run:
+        """A run directory from an id or a path, finished or not (what ``resume`` continues)."""
+        run = next((r for r in (Run(self.root / str(ref)), Run(Path(ref))) if (r.path / "config.json").exists()), None)
+        if run is None:
+            raise ConfigError(field, str(ref), f"a run id or directory with a config.json (under {self.root})")
+        return run
+
+    def resolve(self, ref: str | os.PathLike, field: str = "run") -> Run:
+        """A finished run from an id, a unique id prefix, or a path; a clear error otherwise."""
+        candidates = [Path(ref), self.root / str(ref)]
+        path = next((p for p in candidates if (p / "config.json").exists()), None)
+        if path is None and self.root.exists():
+            matches = sorted(p for p in self.root.glob(f"{ref}*") if (p / "config.json").exists())
+            if len(matches) > 1:
+                raise ConfigError(field, str(ref), f"a unique run; it matches {[m.name for m in matches]}")
+            path = matches[0] if matches else None
+        if path is None:
+            raise ConfigError(field, str(ref), f"a run id or run directory (none found under {self.root})")
+        run = Run(path)
+        try:
+            config = run.stored_config()
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(field, str(ref), f"a readable run (config.json is corrupt: {e})")
+        if not run.done:
+            raise ConfigError(field, str(ref), "a finished run (no DONE marker: it was interrupted; re-run it to resume)")
+        if run_id(run.kind, config) != run.id:
+            raise ConfigError(field, str(ref), "an intact run (config.json does not match the run id)")
+        return run
+
+    def runs(self) -> list[Run]:
+        if not self.root.exists():
+            return []
+        return sorted((Run(p) for p in self.root.iterdir() if (p / "config.json").exists()), key=lambda r: r.id)
+
+
+def lineage_root(run: Run, kind: str, via: tuple[str, ...] | None = None, field: str = "run",
+                 expected: str | None = None) -> Run:
+    """``run`` itself or the ancestor of ``kind`` it descends from, following each config's ``parent``.
+
+    Every stage family (PCFG, Tracr, stories) finds its root this one way. ``via``: the kinds allowed on the
+    way (anything else is a ``ConfigError`` on ``field`` saying ``expected``); the walk is bounded, so a
+    hand-edited cycle of parents is an error, not a hang.
+    """
+    store, root = RunStore(run.path.parent), run
+    for _ in range(100):
+        if root.kind == kind:
+            return root
+        if via is not None and root.kind not in via:
+            raise ConfigError(field, run.id, expected or f"a run descending from a {kind} run")
+        root = store.resolve(root.config()["parent"], field="parent")
+    raise ConfigError(field, run.id, "a finite chain of parent runs")

@@ -1,0 +1,138 @@
+"""Analyses of stored runs: load the run, build its data, call the pure analysis function, store the result.
+
+Results are JSON files under the analysed run's ``analysis/`` directory, addressed by the analysis
+config, so asking twice reads the stored answer instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from wrapperlab.analysis.probing import ProbeConfig, probe
+from wrapperlab.analysis.pruning import PruneConfig, check_ks, prune_sweep
+from wrapperlab.analysis.rng import random_init_twin
+from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
+from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
+from wrapperlab.data.samples import PCFGData, stream_rng
+from wrapperlab.data.tasks import TERMINALS, labels
+from wrapperlab.errors import ConfigError
+from wrapperlab.runs.profiles import validated
+from wrapperlab.runs.stage import Artifact, Say, cached
+from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.settings.pcfg.configs import FinetuneRunConfig
+from wrapperlab.settings.pcfg.evaluate import finetune_accuracies, finetune_test_sets
+from wrapperlab.settings.pcfg.maps import attention_maps
+from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
+
+#: code version per analysis: bump one when what it computes changes meaning (runs/stage.py)
+VERSIONS = {"prune": 1, "probe": 1, "attention": 1, "diff": 1}
+
+
+def finetuned_run(store: RunStore, ref: str) -> tuple[Run, FinetuneRunConfig, FinetuneData]:
+    """A fine-tuned run with its fine-tuning data (which fixes O_PT, O_FT and the relation)."""
+    run = store.resolve(ref)
+    if run.kind == "pretrain":
+        raise ConfigError("run", ref, "a fine-tuned run (pruning asks what fine-tuning changed)")
+    cfg = validated(FinetuneRunConfig, run.config())
+    data = FinetuneData(PCFGData(pretraining_config(run).data), cfg.data)
+    return run, cfg, data
+
+
+def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0, say: Say = print) -> Artifact:
+    """Prune a fine-tuned run's model by pretraining-task saliency; accuracies per K (stored, cached)."""
+    run, ft_cfg, data = finetuned_run(store, ref)
+    key = {"prune": cfg.model_dump(mode="json"), "n_eval": n_eval, "seed": seed}
+
+    def compute() -> dict[str, Any]:
+        model = load_model(run)
+        check_ks(model, cfg)
+        samples = data.data.sample(
+            cfg.n_samples, stream_rng(seed, "prune"), task=ft_cfg.data.task, operand=ft_cfg.data.pt_operand
+        )
+        test_sets = finetune_test_sets(data, n_eval, seed)
+        say(f"pruning {run.id}: {cfg.unit} units, K in {list(cfg.ks)}")
+        result = prune_sweep(
+            model, samples, lambda m: finetune_accuracies(m, data, test_sets=test_sets).as_dict(), cfg,
+            reference=run.result().get("before"),
+        )
+        return result.as_dict()
+
+    return cached(run, "prune", key, compute, VERSIONS["prune"])
+
+
+def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print) -> Artifact:
+    """Probe a run for the counts of O_PT and O_FT at every block, beside a random-init control.
+
+    Inputs are uncorrelated (C_Te = 0) windows asking the ``prompt`` operand's question. A pretrained
+    run is probed with the default fine-tuning pair (O_PT = a, O_FT = b).
+    """
+    if prompt not in ("pt", "ft"):
+        raise ConfigError("prompt", prompt, "pt or ft")
+    run = store.resolve(ref)
+    if run.kind == "pretrain":
+        ft = FinetuneDataConfig()
+    else:
+        ft = validated(FinetuneRunConfig, run.config()).data
+    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    key = {"probe": cfg.model_dump(mode="json"), "pair": [ft.task, ft.pt_operand, ft.operand], "prompt": prompt, "seed": seed}
+
+    def compute() -> dict[str, Any]:
+        model = load_model(run)
+        control = random_init_twin(model, seed + 1)
+        ask = ft.pt_operand if prompt == "pt" else ft.operand
+        sets = []
+        for part, n in (("train", cfg.n_train), ("test", cfg.n_test)):
+            windows = data.sample(n, stream_rng(seed, "probe", 0 if part == "train" else 1), c=0.0).windows
+            sets.append(data.data.build([ft.task] * n, [ask] * n, windows))
+        targets = {
+            f"{ft.task}_{op}": (labels(ft.task, op, sets[0].windows), labels(ft.task, op, sets[1].windows))
+            for op in (ft.pt_operand, ft.operand)
+        }
+        say(f"probing {run.id}: {len(targets)} targets x {len(model.blocks) + 1} layers, model and random init")
+        return probe(model, control, sets[0], sets[1], targets, cfg, seed).as_dict()
+
+    return cached(run, "probe", key, compute, VERSIONS["probe"])
+
+
+def attention_run(
+    store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print, text: str | None = None
+) -> Artifact:
+    """Attention patterns, MLP activations and attention masses on O_PT vs O_FT for one run.
+
+    Inputs ask the pretraining question (O_PT) on uncorrelated windows, so a fine-tuned model and its
+    pretrained parent are compared on the same inputs. ``text`` (terminals, one window long) replaces
+    the drawn example.
+    """
+    run = store.resolve(ref)
+    ft = FinetuneDataConfig() if run.kind == "pretrain" else validated(FinetuneRunConfig, run.config()).data
+    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    width = data.data.config.window
+    if text is not None and (len(text) != width or set(text) - set(TERMINALS)):
+        raise ConfigError("text", text[:20] + ("..." if len(text) > 20 else ""), f"{width} letters from {''.join(TERMINALS)}")
+    key = {"pair": [ft.task, ft.pt_operand, ft.operand], "n_mass": n_mass, "example": text or example, "seed": seed}
+
+    def compute() -> dict[str, Any]:
+        say(f"attention maps of {run.id}")
+        model = load_model(run)
+        windows = data.sample(n_mass, stream_rng(seed, "eval", 7), c=0.0).windows
+        many = data.data.build([ft.task] * n_mass, [ft.pt_operand] * n_mass, windows)
+        chosen = (
+            np.array([[TERMINALS.index(ch) for ch in text]], dtype=np.uint8) if text else windows[example : example + 1]
+        )
+        one = data.data.build([ft.task], [ft.pt_operand], chosen)
+        return attention_maps(model, one, many, ft.task, ft.pt_operand, ft.operand, data.vocab).as_dict()
+
+    return cached(run, "attention", key, compute, VERSIONS["attention"])
+
+
+def diff_runs(store: RunStore, ref_a: str, ref_b: str, say: Say = print) -> Artifact:
+    """Weight differences from run A to run B (stored with run B)."""
+    run_a, run_b = store.resolve(ref_a, field="run_a"), store.resolve(ref_b, field="run_b")
+
+    def compute() -> dict[str, Any]:
+        say(f"weight diff {run_a.id} -> {run_b.id}")
+        return {"from": run_a.id, "matrices": as_dicts(weight_diff(load_model(run_a), load_model(run_b)))}
+
+    return cached(run_b, "diff", {"from": run_a.id}, compute, VERSIONS["diff"])

@@ -1,0 +1,111 @@
+"""Resolved run configs, built from a profile plus overrides and validated before anything runs.
+
+The resolved config is what a run's id is hashed over, so it holds every setting that changes the
+result (the full model shape, not a preset name) and nothing that does not (device, threads).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from wrapperlab.data.finetune_data import FinetuneDataConfig
+from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+from wrapperlab.errors import ConfigError
+from wrapperlab.models.gpt import PRESETS, GPTConfig
+from wrapperlab.runs.profiles import apply_overrides, load_profiles, parse_lr, profile, validated
+from wrapperlab.training.config import TrainConfig
+
+#: The paper's fine-tuning learning rates for PCFG models (appendix values).
+LR_NAMES = {"L": 1e-4, "M": 1e-5, "S": 1e-6}
+
+
+def pcfg_lr(value: str | float) -> float:
+    """A PCFG learning rate: a number or one of :data:`LR_NAMES`."""
+    return parse_lr(value, LR_NAMES)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n: int = Field(1000, gt=0, description="samples per (task, operand) in the final evaluation")
+    n_during: int = Field(300, gt=0, description="samples per evaluation during training")
+
+
+class _RunConfig(BaseModel):
+    """What every training run has: how it trains, how it is evaluated, and its seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    seed: int = Field(0, ge=0)
+
+
+class PretrainRunConfig(_RunConfig):
+    data: PCFGDataConfig
+    model: GPTConfig
+
+
+class FinetuneRunConfig(_RunConfig):
+    parent: str  # the canonical id of the run fine-tuned from
+    data: FinetuneDataConfig
+    init: Literal["parent", "random"] = Field(
+        "parent", description="random: the parent's architecture with fresh weights (the Scr. baseline)"
+    )
+
+
+def pretrain_config(profile_name: str = "quick", overrides: dict[str, Any] | None = None) -> PretrainRunConfig:
+    """Profile + overrides -> a validated pretraining config with the model shape fully resolved."""
+    prof = profile(profile_name)
+    raw = apply_overrides(
+        {"data": prof["data"], "model": prof["model"], "train": prof["pretrain"], "eval": prof["eval"], "seed": 0},
+        overrides or {},
+    )
+    data = validated(PCFGDataConfig, raw["data"], "data")
+    pcfg = PCFGData(data)
+    model_raw = dict(raw["model"])
+    preset = model_raw.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError("model.preset", preset, f"one of {sorted(PRESETS)}")
+    shape = {**PRESETS.get(preset, {}), **model_raw, "vocab_size": len(pcfg.vocab), "n_ctx": pcfg.seq_len}
+    raw["model"] = validated(GPTConfig, shape, "model").model_dump()
+    return validated(PretrainRunConfig, raw)
+
+
+def finetune_config(
+    parent: str, profile_name: str = "quick", overrides: dict[str, Any] | None = None
+) -> FinetuneRunConfig:
+    prof = profile(profile_name)
+    raw = apply_overrides(
+        {"parent": parent, "data": {}, "train": {**prof["finetune"], "lr": LR_NAMES["M"]}, "eval": prof["eval"], "seed": 0},
+        overrides or {},
+    )
+    if "lr" in raw["train"]:
+        raw["train"]["lr"] = pcfg_lr(raw["train"]["lr"])
+    return validated(FinetuneRunConfig, raw)
+
+
+#: What the reFT data ask: the pretraining operand, on uncorrelated (C_Te = 0) windows, honestly labelled.
+REFT_DATA = {"ask": "pt", "answer": "asked", "c_tr": 0.0, "mix_pt": 0.0}
+
+
+def reft_config(
+    finetuned: FinetuneRunConfig, parent: str, profile_name: str = "quick", overrides: dict[str, Any] | None = None,
+    init: str = "parent",
+) -> FinetuneRunConfig:
+    """reFT of a fine-tuned run (or, with another ``parent``/``init``, its baselines): train back on
+    the pretraining question with the fine-tuning run's pair and seed, at ``reft_lr_factor`` x its lr."""
+    prof = profile(profile_name)
+    raw = apply_overrides(
+        {
+            "parent": parent,
+            "init": init,
+            "data": {**finetuned.data.model_dump(mode="json"), **REFT_DATA},
+            "train": {**prof["reft"], "lr": finetuned.train.lr * load_profiles()["reft_lr_factor"]},
+            "eval": prof["eval"],
+            "seed": finetuned.seed,
+        },
+        overrides or {},
+    )
+    raw["train"]["lr"] = pcfg_lr(raw["train"]["lr"])
+    return validated(FinetuneRunConfig, raw)

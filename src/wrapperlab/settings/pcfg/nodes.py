@@ -1,0 +1,70 @@
+"""How a PCFG spec becomes a run graph, and how each of its nodes runs.
+
+Per seed and prior one pretraining; under it one fine-tuning per (lr, C_Tr); after a fine-tuning the selected
+analyses (prune, probe, reft). With Scr.+FT among reFT's baselines, the never-had-it pretraining is a node of
+its own (``baseline``), so it trains while the fine-tunings do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wrapperlab.analysis.probing import ProbeConfig
+from wrapperlab.analysis.pruning import PruneConfig
+from wrapperlab.runs.profiles import profile as load_profile
+from wrapperlab.runs.profiles import validated
+from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key
+from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
+from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pretrain_config
+from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft
+from wrapperlab.settings.pcfg.stages import finetune, pretrain
+
+AXES = ("prior", "lr", "c_tr")
+ANALYSES = ("prune", "probe", "reft")
+#: the grid point's axes under their config names, per stage
+PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior"}
+FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
+DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
+
+
+def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
+    def baseline(name: str, analysis: Any, root: Node, nodes: list[Node]) -> list[str]:
+        wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
+        if name != "reft" or not wants:
+            return []
+        return [add_once(nodes, Node(node_key("baseline", root.point), "baseline", root.point, [root.key])).key]
+
+    return expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
+                       lambda seed, shared: {"seed": seed, **shared}, baseline)
+
+
+def _stage_outcome(stage) -> Outcome:
+    return Outcome(stage.run.id, stage.reused, stage.result)
+
+
+def run_node(node: Node, ctx: NodeContext) -> Outcome:
+    store, parent, seed = ctx.store, ctx.parent, node.point["seed"]
+    if node.stage == "pretrain":
+        cfg = pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
+        return _stage_outcome(pretrain(cfg, store, ctx.runtime, ctx.say))
+    if node.stage == "baseline":  # Scr.+FT's pretraining: the root's config, all prior mass on O_FT
+        root_cfg = validated(PretrainRunConfig, store.resolve(parent.run_id).config())
+        operand = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data.operand
+        return _stage_outcome(pretrain(never_pt_config(root_cfg, operand), store, ctx.runtime, ctx.say))
+    if node.stage == "finetune":
+        cfg = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+        return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say))
+    if node.stage == "prune":
+        ks = tuple(node.options.get("ks") or DEFAULT_KS)
+        art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
+                        seed=seed, say=ctx.say)
+        return Outcome(parent.run_id, art.reused, art.data)
+    if node.stage == "probe":
+        iters = node.options.get("iters") or load_profile(ctx.profile).get("probe", {}).get("iters", 4000)
+        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say)
+        return Outcome(parent.run_id, art.reused, art.data)
+    if node.stage == "reft":
+        result = run_reft(store, parent.run_id, ctx.profile, ctx.base("reft") or None,
+                          baselines=node.options.get("baselines", False), runtime=ctx.runtime, say=ctx.say)
+        return Outcome(result.curves["reft"].run.id, all(c.reused for c in result.curves.values()), result.summary())
+    raise ValueError(f"unknown pcfg stage {node.stage}")

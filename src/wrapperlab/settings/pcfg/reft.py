@@ -1,0 +1,100 @@
+"""Reverse fine-tuning (reFT) and the baselines that make its speed meaningful (Jain et al. §5.4).
+
+* **reFT**: the fine-tuned model is trained back on the pretraining question (count O_PT on C_Te = 0
+  windows) at a smaller learning rate. If fine-tuning only wrapped the capability, it returns within
+  a few steps.
+* **Scr.+FT**: a model pretrained exactly like the original one except that its operand prior puts all
+  mass on O_FT (it never counted O_PT), trained with the same reFT settings. How fast a model that
+  never had the capability learns it.
+* **Scr.**: the same architecture from random weights, same settings.
+
+Steps-to-threshold (first evaluated step with Acc O_PT(C_Te=0) >= 90 %) compare them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from wrapperlab.data.tasks import TERMINALS
+from wrapperlab.errors import ConfigError
+from wrapperlab.runs.profiles import validated
+from wrapperlab.runs.stage import Say, StageResult
+from wrapperlab.runs.store import Run, RunStore, lineage_root
+from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig, reft_config
+from wrapperlab.settings.pcfg.stages import finetune, pretrain, pretraining_config
+from wrapperlab.training.config import Runtime
+
+TARGET = "acc_pt_cte0"
+
+
+def only_operand_prior(letter: str) -> tuple[float, float, float]:
+    return tuple(1.0 if t == letter else 0.0 for t in TERMINALS)  # type: ignore[return-value]
+
+
+def never_pt_config(root: PretrainRunConfig, operand: str) -> PretrainRunConfig:
+    """The Scr.+FT pretraining: ``root`` with the whole operand prior on ``operand`` (O_FT)."""
+    data = root.data.model_copy(update={"prior": only_operand_prior(operand)})
+    return validated(PretrainRunConfig, root.model_copy(update={"data": data}).model_dump(mode="json"))
+
+
+def root_pretrain_run(store: RunStore, run: Run) -> Run:
+    return lineage_root(run, "pretrain")
+
+
+@dataclass
+class ReftResult:
+    curves: dict[str, StageResult]  # "reft", "scr+ft", "scr"
+
+    def steps_to(self, threshold: float = 0.9) -> dict[str, int | None]:
+        return {name: stage.result["first_step_at"].get(TARGET, {}).get(str(threshold)) for name, stage in self.curves.items()}
+
+    def summary(self) -> dict:
+        return {
+            name: {
+                "run": stage.run.id,
+                "start": stage.result["before"][TARGET],
+                "end": stage.result["after"][TARGET],
+                "steps_to_0.5": stage.result["first_step_at"].get(TARGET, {}).get("0.5"),
+                "steps_to_0.9": stage.result["first_step_at"].get(TARGET, {}).get("0.9"),
+                "curve": [(r["step"], r[TARGET]) for r in stage.run.metrics() if TARGET in r],
+            }
+            for name, stage in self.curves.items()
+        }
+
+
+BASELINES = ("scr+ft", "scr")
+
+
+def run_reft(
+    store: RunStore,
+    ref: str,
+    profile_name: str = "quick",
+    overrides: dict | None = None,
+    baselines: bool | Sequence[str] = False,
+    runtime: Runtime = Runtime(),
+    say: Say = print,
+) -> ReftResult:
+    """reFT of ``ref`` and, with ``baselines`` (True = both, or a subset of :data:`BASELINES`), the controls
+    trained the same way."""
+    chosen = BASELINES if baselines is True else tuple(baselines or ())
+    unknown = [b for b in chosen if b not in BASELINES]
+    if unknown:
+        raise ConfigError("baselines", unknown[0], f"one of {list(BASELINES)}")
+    ft_run = store.resolve(ref)
+    if ft_run.kind == "pretrain":
+        raise ConfigError("run", ref, "a fine-tuned run (reFT trains a fine-tuned model back; this one has no parent)")
+    ft_cfg = validated(FinetuneRunConfig, ft_run.config())
+    cfg = reft_config(ft_cfg, ft_run.id, profile_name, overrides)
+    curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
+    if "scr+ft" in chosen:
+        base = pretrain(never_pt_config(pretraining_config(ft_run), ft_cfg.data.operand), store, runtime, say)
+        curves["scr+ft"] = finetune(
+            cfg.model_copy(update={"parent": base.run.id}), store, runtime, say, kind="scrft"
+        )
+    if "scr" in chosen:
+        curves["scr"] = finetune(
+            cfg.model_copy(update={"parent": root_pretrain_run(store, ft_run).id, "init": "random"}),
+            store, runtime, say, kind="scratch",
+        )
+    return ReftResult(curves)

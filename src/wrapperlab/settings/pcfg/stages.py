@@ -1,0 +1,125 @@
+"""The PCFG setting's stages over the run store: pretrain, fine-tune (and reFT, randFT, the baselines), evaluate.
+
+Each stage validates its config, opens its content-addressed run (reusing a finished one, resuming
+an interrupted one), trains through the one training loop and writes its result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from wrapperlab.data.finetune_data import FinetuneData
+from wrapperlab.data.samples import PCFGData
+from wrapperlab.errors import ConfigError
+from wrapperlab.models.gpt import GPT, GPTConfig
+from wrapperlab.runs.profiles import validated
+from wrapperlab.runs.stage import Say, StageResult, first_steps, load_run_weights, run_stage, train_run
+from wrapperlab.runs.store import Run, RunStore, lineage_root
+from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig
+from wrapperlab.settings.pcfg.evaluate import finetune_accuracies, finetune_test_sets, pretrain_accuracies
+from wrapperlab.training.checkpoint import save_weights
+from wrapperlab.training.config import Runtime
+
+#: code version per run kind: bump one when what its stage computes changes meaning (runs/stage.py)
+VERSIONS = {"pretrain": 1, "finetune": 1, "reft": 1, "randft": 1, "scrft": 1, "scratch": 1}
+
+
+def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
+    def compute(run: Run) -> dict:
+        say(f"pretraining into {run.path}")
+        data = PCFGData(cfg.data)
+        torch.manual_seed(cfg.seed)
+        model = GPT(cfg.model)
+        watch = [("count", op) for op in ("a", "b", "c")] if "count" in cfg.data.tasks else None
+
+        def evaluate(m, step):
+            accs = pretrain_accuracies(m, data, n=cfg.eval.n_during, seed=cfg.seed, pairs=watch)
+            return {f"acc/{k}": v for k, v in accs.items()}
+
+        state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
+        save_weights(model, run.weights_path)
+        t0 = time.perf_counter()
+        accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
+        return {
+            "accuracy": accuracy,
+            "steps": state.step,
+            "train_seconds": state.seconds,
+            "eval_seconds": time.perf_counter() - t0,
+            "resumed_from": state.resumed_from,
+            "tokens_per_second": state.tokens_per_second,
+            "final_loss": state.last_loss,
+            "params": model.num_params(),
+        }
+
+    return run_stage("pretrain", cfg, store, runtime, say, compute, VERSIONS["pretrain"])
+
+
+def load_model(run: Run, field: str = "run") -> GPT:
+    """The trained model of a finished run; a corrupt weights file is a clear error."""
+    cfg = validated(GPTConfig, pretraining_config(run).model.model_dump(), "model")
+    model = load_run_weights(GPT(cfg), run, field)
+    model.eval()
+    return model
+
+
+def pretraining_config(run: Run) -> PretrainRunConfig:
+    """The pretraining config at the root of a run's lineage (fine-tunes name their parent)."""
+    return validated(PretrainRunConfig, lineage_root(run, "pretrain").config())
+
+
+FINETUNE_KINDS = ("finetune", "reft", "randft", "scrft", "scratch")
+
+
+def finetune(
+    cfg: FinetuneRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print, kind: str = "finetune"
+) -> StageResult:
+    """Train a run's model further on one (task, operand) pair: fine-tuning, and with other data
+    settings reFT (ask O_PT), randFT (ask O_PT, answer O_FT) or, with ``init="random"``, from scratch."""
+    if kind not in FINETUNE_KINDS:
+        raise ConfigError("kind", kind, f"one of {FINETUNE_KINDS}")
+    parent = store.resolve(cfg.parent, field="parent")
+    if parent.id != cfg.parent:  # hash over the canonical id, whatever form the user typed
+        cfg = cfg.model_copy(update={"parent": parent.id})
+    pt_cfg = pretraining_config(parent)
+    model = load_model(parent, field="parent")
+    if cfg.init == "random":
+        torch.manual_seed(cfg.seed)
+        model = GPT(model.cfg)
+    data = FinetuneData(PCFGData(pt_cfg.data), cfg.data)
+
+    def compute(run: Run) -> dict:
+        say(f"{kind}: {parent.id} ({'random init' if cfg.init == 'random' else 'weights'}) into {run.path}")
+        during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
+        final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
+        before = finetune_accuracies(model, data, test_sets=final).as_dict()
+
+        def evaluate(m, step):
+            return finetune_accuracies(m, data, test_sets=during).as_dict()
+
+        state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
+        save_weights(model, run.weights_path)
+        return {
+            "before": before,
+            "after": finetune_accuracies(model, data, test_sets=final).as_dict(),
+            "first_step_at": first_steps(run.metrics()),
+            "steps": state.step,
+            "train_seconds": state.seconds,
+            "resumed_from": state.resumed_from,
+        }
+
+    return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
+
+
+def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Accuracy per (task, operand) and, for a fine-tuned run, the four fine-tuning numbers."""
+    model = load_model(run).to(device)
+    pt_cfg = pretraining_config(run)
+    data = PCFGData(pt_cfg.data)
+    out: dict[str, Any] = {"run": run.id, "n": n, "seed": seed, "accuracy": pretrain_accuracies(model, data, n=n, seed=seed)}
+    if run.kind in FINETUNE_KINDS:
+        ft_cfg = validated(FinetuneRunConfig, run.config())
+        out["finetune"] = finetune_accuracies(model, FinetuneData(data, ft_cfg.data), n=n, seed=seed).as_dict()
+    return out
