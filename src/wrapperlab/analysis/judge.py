@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wrapperlab.analysis.rng import seeded
 from wrapperlab.data.stories.records import FEATURES, StoryRecord
 
 _WORD = re.compile(r"[a-z']+|[!?\"]")
@@ -43,9 +44,9 @@ class Judge:
         counts = Counter(g for r in records for g in set(_grams(r.story)))
         kept = [g for g, c in counts.most_common(max_vocab) if c >= min_count]
         vocab = {g: i for i, g in enumerate(kept)}
-        torch.manual_seed(seed)
-        judge = cls(vocab, nn.EmbeddingBag(len(vocab) + 1, len(FEATURES), mode="sum", padding_idx=len(vocab)),
-                    torch.zeros(len(FEATURES), requires_grad=True))
+        with seeded(seed):  # the bag's (zeroed) init draws from the global RNG; the caller's state is kept
+            judge = cls(vocab, nn.EmbeddingBag(len(vocab) + 1, len(FEATURES), mode="sum", padding_idx=len(vocab)),
+                        torch.zeros(len(FEATURES), requires_grad=True))
         nn.init.zeros_(judge.model.weight)
         labels = torch.tensor(_labels(records))
         opt = torch.optim.Adam([judge.model.weight, judge.bias], lr=0.05)

@@ -7,13 +7,16 @@ training steps could change a run's result. Everything here restores the global 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 from torch import nn
 
 from wrapperlab.models.gpt import GPT
+
+F = TypeVar("F", bound=Callable)
 
 
 @contextmanager
@@ -33,6 +36,18 @@ def kept_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def in_eval_mode(fn: F) -> F:
+    """Decorator for ``fn(model, ...)``: it runs with ``model`` in eval mode, and the model leaves in the mode it
+    came in (a measurement inside a training loop must not switch dropout off for the steps after it)."""
+
+    @functools.wraps(fn)
+    def wrapper(model, *args, **kwargs):
+        with kept_mode(model):
+            return fn(model, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def random_init_twin(model: GPT, seed: int) -> GPT:

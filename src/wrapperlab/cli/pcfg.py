@@ -8,8 +8,8 @@ import json
 
 from wrapperlab.cli.common import (
     COMMON,
-    add_shortcut_args,
     Parser,
+    add_shortcut_args,
     emit,
     int_list,
     overrides,
@@ -422,30 +422,6 @@ _FT_METRICS = [
     ("acc_pt_cte0", "O_PT C_Te=0 %", "pct"),
     ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
 ]
-
-def _print_pretrain(run_id: str, result: dict) -> None:
-    from wrapperlab.report.tables import text_table
-
-    rows = [{"pair": k, "acc": v} for k, v in result["accuracy"].items()]
-    print(f"run {run_id}: {result['steps']} steps in {result['train_seconds']:.0f} s")
-    print(text_table(rows, [("pair", "task/operand", "s"), ("acc", "accuracy %", "pct")]))
-
-
-def _print_finetune(rows: list[dict], before: dict | None = None) -> None:
-    from wrapperlab.report.tables import FINETUNE_COLUMNS, text_table
-
-    if before is not None:
-        rows = [{"model": "before fine-tuning", **before}] + rows
-    print(text_table(rows, FINETUNE_COLUMNS))
-
-
-_FT_METRICS = [
-    ("acc_ft_cte0", "O_FT C_Te=0 %", "pct"),
-    ("acc_ft_cte1", "O_FT C_Te=1 %", "pct"),
-    ("acc_pt_cte0", "O_PT C_Te=0 %", "pct"),
-    ("acc_pt_cte1", "O_PT C_Te=1 %", "pct"),
-]
-
 
 def cmd_demo(args) -> int:
     """``make demo``'s experiment under its old name: a shortcut over ``reproduce pcfg-counter``."""

@@ -73,7 +73,7 @@ def cmd_stories(args) -> int:
         if args.out:
             from pathlib import Path
 
-            from wrapperlab.training.checkpoint import atomic_write_text
+            from wrapperlab.files import atomic_write_text
 
             atomic_write_text(Path(args.out), text)
             print(f"{args.n} records -> {args.out}")

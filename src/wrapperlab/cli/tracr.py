@@ -49,14 +49,14 @@ def add_parsers(sub) -> None:
     p.add_argument("input", help="letters, e.g. abcabba")
     p.add_argument("--runs", default="runs")
 
-    p = verbs.add_parser("study", help="the Counter experiment (= reproduce tracr-counter): FT grid, attention, "
-                                       "single-weight pruning, reFT, and the report")
-    add_shortcut_args(p)
-
     p = verbs.add_parser("noise", help="the compiled Counter's accuracy under Gaussian weight noise of several scales")
     p.add_argument("--profile", default="quick")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--runs", default="runs")
+
+    p = verbs.add_parser("study", help="the Counter experiment (= reproduce tracr-counter): FT grid, attention, "
+                                       "single-weight pruning, reFT, and the report")
+    add_shortcut_args(p)
 
     p = verbs.add_parser("eval", help="accuracies of a tracr run against O_PT and O_FT, floors, per-value breakdown")
     p.add_argument("run")

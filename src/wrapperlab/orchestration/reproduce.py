@@ -101,7 +101,7 @@ def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
     """``<store>/reproductions/<spec>-<profile>.json``: every node's grid point and outcome (the report's input)."""
     import json
 
-    from wrapperlab.training.checkpoint import atomic_write_text
+    from wrapperlab.files import atomic_write_text
 
     nodes = [{"key": n.key, "stage": n.stage, "point": n.point, "run_id": result.outcomes[n.key].run_id,
               "reused": result.outcomes[n.key].reused,

@@ -104,7 +104,7 @@ def _html(sections: list[Section]) -> str:
 
 def write_report(store_root: str | Path) -> dict[str, Path]:
     """Read every stored reproduction under ``store_root`` and write ``report/`` (HTML, Markdown, summary)."""
-    from wrapperlab.training.checkpoint import atomic_write_text
+    from wrapperlab.files import atomic_write_text
 
     root = Path(store_root)
     reps = sorted((root / "reproductions").glob("*.json")) if (root / "reproductions").exists() else []

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wrapperlab.errors import ConfigError
-from wrapperlab.training.checkpoint import atomic_write_text
+from wrapperlab.files import atomic_write_text
 
 DONE = "DONE"
 #: the key under which config.json records the code version of the stage that computed the run

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from wrapperlab.errors import ConfigError
+from wrapperlab.files import atomic_write_text, load_weights, save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.training.checkpoint import atomic_write_text, load_weights, save_weights
 
 META = "tracr.json"
 WEIGHTS = "model.safetensors"

@@ -15,13 +15,13 @@ from typing import Any
 
 from wrapperlab.analysis.pruning import PruneConfig, PruneResult, unit_locations
 from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.files import atomic_write_text
 from wrapperlab.runs.profiles import profile
 from wrapperlab.runs.stage import Say
 from wrapperlab.runs.store import RunStore, run_id
 from wrapperlab.settings.pcfg.analyses import prune_run
 from wrapperlab.settings.pcfg.configs import finetune_config, pcfg_lr, pretrain_config
 from wrapperlab.settings.pcfg.stages import finetune, pretrain
-from wrapperlab.training.checkpoint import atomic_write_text
 from wrapperlab.training.config import Runtime
 
 KS = (0, 1, 2, 3, 5, 10, 15, 20, 30, 50)

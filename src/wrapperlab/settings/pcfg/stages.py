@@ -14,13 +14,13 @@ import torch
 from wrapperlab.data.finetune_data import FinetuneData
 from wrapperlab.data.samples import PCFGData
 from wrapperlab.errors import ConfigError
+from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import validated
 from wrapperlab.runs.stage import Say, StageResult, first_steps, load_run_weights, run_stage, train_run
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig
 from wrapperlab.settings.pcfg.evaluate import finetune_accuracies, finetune_test_sets, pretrain_accuracies
-from wrapperlab.training.checkpoint import save_weights
 from wrapperlab.training.config import Runtime
 
 #: code version per run kind: bump one when what its stage computes changes meaning (runs/stage.py)

@@ -13,16 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wrapperlab.analysis.rng import in_eval_mode
 from wrapperlab.data.stories.corpus import prompt_and_story
 from wrapperlab.data.stories.records import FEATURES, StoryRecord, header
 from wrapperlab.training.loop import PAD_ID
 
 
 @torch.no_grad()
+@in_eval_mode
 def story_loss(model: nn.Module, tokenizer, records: Sequence[StoryRecord], batch_size: int = 32) -> float:
     """Mean next-token cross-entropy over the *story* tokens of ``records`` (instruction tokens are context
     only), each record cut to the model's context."""
-    model.eval()
     n_ctx = model.cfg.n_ctx
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -44,10 +45,10 @@ def story_loss(model: nn.Module, tokenizer, records: Sequence[StoryRecord], batc
 
 
 @torch.no_grad()
+@in_eval_mode
 def generate(model: nn.Module, prompt: list[int], n: int, max_new: int, end_id: int, temperature: float = 1.0,
              seed: int = 0) -> list[list[int]]:
     """``n`` samples continuing one prompt (same length, so no padding), stopping at ``end_id``; seeded."""
-    model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     tokens = torch.tensor([prompt] * n, dtype=torch.long)
@@ -75,6 +76,7 @@ def _until_end(generated: torch.Tensor, end_id: int) -> list[list[int]]:
 
 
 @torch.no_grad()
+@in_eval_mode
 def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_new: int, end_id: int,
                   temperature: float = 1.0, seed: int = 0) -> list[list[list[int]]]:
     """``n`` samples for each of several prompts in one left-padded batch (one forward per new token for all
@@ -84,7 +86,6 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
     left-padded row then drops its first real tokens a little earlier than it would alone)."""
     if getattr(model.cfg, "positions", "learned") != "rope":
         return [generate(model, p, n, max_new, end_id, temperature, seed + i) for i, p in enumerate(prompts)]
-    model.eval()
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     width = max(len(p) for p in prompts)

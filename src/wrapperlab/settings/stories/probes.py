@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from wrapperlab.analysis.probing import ProbeConfig, layer_names, residual_hooks, train_probes
+from wrapperlab.analysis.rng import in_eval_mode
 from wrapperlab.data.stories.corpus import prompt_and_story
 from wrapperlab.data.stories.records import FEATURES, StoryRecord
 from wrapperlab.training.loop import PAD_ID
@@ -48,11 +49,11 @@ class ProbeSet:
 
 
 @torch.no_grad()
+@in_eval_mode
 def pooled_residuals(model: nn.Module, seqs: Sequence[list[int]], positions: Sequence[list[int]],
                      batch_size: int = 64) -> torch.Tensor:
     """Mean residual stream over each sequence's ``positions`` at B0 (embeddings) and after every block:
     ``(n_layers + 1, n, d_model)``. Right padding is safe: the model is causal."""
-    model.eval()
     device = next(model.parameters()).device
     names = residual_hooks(len(model.blocks))
     out = []

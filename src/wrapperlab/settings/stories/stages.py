@@ -30,11 +30,11 @@ from wrapperlab.data.stories.corpus import (
     records,
 )
 from wrapperlab.errors import ConfigError
+from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import apply_overrides, parse_lr, profile, validated
 from wrapperlab.runs.stage import Say, StageResult, cached, load_run_weights, run_stage, train_run
 from wrapperlab.runs.store import Run, RunStore, lineage_root
-from wrapperlab.training.checkpoint import save_weights
 from wrapperlab.training.config import Runtime, TrainConfig
 
 STORY_KINDS = ("stories-pretrain", "stories-finetune")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
+from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT
 from wrapperlab.models.tracr.compiled import CompiledModel
 from wrapperlab.models.tracr.programs import program
@@ -25,7 +26,6 @@ from wrapperlab.runs.profiles import apply_overrides, load_profiles, parse_lr, p
 from wrapperlab.runs.stage import Say, StageResult, cached, first_steps, load_run_weights, run_stage, train_run
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.tracr.evaluate import tracr_accuracies, tracr_test_sets
-from wrapperlab.training.checkpoint import save_weights
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.loop import position_loss
 

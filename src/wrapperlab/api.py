@@ -1,0 +1,105 @@
+"""What a notebook imports: the toolkit's entry points as plain functions over a run store.
+
+Every function takes the store directory (``runs``, default ``./runs``) and returns what the CLI prints from:
+stage results (``.run``: the run, ``.result``: its headline numbers, ``.reused``), analysis results (dicts, stored
+under the analysed run and reused when asked again), or a model. Nothing here holds logic of its own: each call
+is one function of a setting, the orchestration or the report. docs/architecture.md has a worked example (run in
+the tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from wrapperlab.orchestration.reproduce import Reproduction
+from wrapperlab.runs.stage import Say, StageResult
+from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.training.config import Runtime
+
+__all__ = ["pretrain", "finetune", "prune", "probe", "reft", "reproduce", "report", "load_run"]
+
+
+def _quiet(say: Say | None) -> Say:
+    return say if say is not None else (lambda _: None)
+
+
+def pretrain(profile: str = "quick", overrides: dict[str, Any] | None = None, runs: str | Path = "runs",
+             runtime: Runtime | None = None, say: Say | None = None) -> StageResult:
+    """Pretrain a PCFG model: ``profile`` plus dotted ``overrides`` (e.g. ``{"train.iters": 400, "data.prior":
+    "low"}``); a finished run with the same config is reused."""
+    from wrapperlab.settings.pcfg.configs import pretrain_config
+    from wrapperlab.settings.pcfg.stages import pretrain as run_pretrain
+
+    return run_pretrain(pretrain_config(profile, overrides), RunStore(runs), runtime or Runtime(progress=False),
+                        _quiet(say))
+
+
+def finetune(parent: str, profile: str = "quick", overrides: dict[str, Any] | None = None, runs: str | Path = "runs",
+             runtime: Runtime | None = None, say: Say | None = None) -> StageResult:
+    """Fine-tune PCFG run ``parent`` (id, prefix or path); ``overrides`` as for :func:`pretrain`, with ``train.lr``
+    a number or L / M / S."""
+    from wrapperlab.settings.pcfg.configs import finetune_config
+    from wrapperlab.settings.pcfg.stages import finetune as run_finetune
+
+    store = RunStore(runs)
+    cfg = finetune_config(store.resolve(parent, field="parent").id, profile, overrides)
+    return run_finetune(cfg, store, runtime or Runtime(progress=False), _quiet(say))
+
+
+def prune(run: str, ks: Sequence[int] = (0, 1, 2, 3, 5, 10, 15, 20), n_eval: int = 1000, seed: int = 0,
+          runs: str | Path = "runs", **settings: Any) -> dict[str, Any]:
+    """Accuracies of a fine-tuned PCFG run after zeroing its top-K units by pretraining-task saliency, per K
+    (``settings``: the other :class:`~wrapperlab.analysis.pruning.PruneConfig` fields)."""
+    from wrapperlab.analysis.pruning import PruneConfig
+    from wrapperlab.runs.profiles import validated
+    from wrapperlab.settings.pcfg.analyses import prune_run
+
+    cfg = validated(PruneConfig, {"ks": list(ks), **settings})
+    return prune_run(RunStore(runs), run, cfg, n_eval=n_eval, seed=seed, say=lambda _: None).data
+
+
+def probe(run: str, iters: int = 4000, seed: int = 0, runs: str | Path = "runs") -> dict[str, Any]:
+    """Linear probes for the counts of O_PT and O_FT after every block of a PCFG run, beside a random-init twin."""
+    from wrapperlab.analysis.probing import ProbeConfig
+    from wrapperlab.settings.pcfg.analyses import probe_run
+
+    return probe_run(RunStore(runs), run, ProbeConfig(iters=iters), seed=seed, say=lambda _: None).data
+
+
+def reft(run: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
+         baselines: bool | Sequence[str] = False, runs: str | Path = "runs", runtime: Runtime | None = None,
+         say: Say | None = None) -> dict[str, Any]:
+    """Reverse fine-tuning of a fine-tuned PCFG run (and, with ``baselines``, Scr.+FT / Scr.): per curve its run,
+    start and end accuracy, steps to 50 % / 90 %, and the curve."""
+    from wrapperlab.settings.pcfg.reft import run_reft
+
+    return run_reft(RunStore(runs), run, profile, overrides, baselines, runtime or Runtime(progress=False),
+                    _quiet(say)).summary()
+
+
+def reproduce(spec: str | Path, profile: str = "quick", runs: str | Path = "runs", seeds: int | None = None,
+              workers: int = 1, runtime: Runtime | None = None, say: Say | None = None) -> Reproduction:
+    """Run a paper experiment from its spec (a shipped name or a YAML file), resumably; then :func:`report`."""
+    from wrapperlab.orchestration.reproduce import reproduce as run_spec
+    from wrapperlab.orchestration.spec import load_spec
+
+    return run_spec(load_spec(spec), profile, RunStore(runs), seeds, runtime or Runtime(progress=False), _quiet(say),
+                    workers=workers)
+
+
+def report(runs: str | Path = "runs") -> dict[str, Path]:
+    """Write the HTML / Markdown report and ``summary.json`` over every reproduction in the store."""
+    from wrapperlab.report.render import write_report
+
+    return write_report(runs)
+
+
+def load_run(ref: str, runs: str | Path = "runs") -> tuple[Run, nn.Module]:
+    """A finished run of any setting and its trained model (eval mode), found through the setting that owns it."""
+    from wrapperlab.settings.registry import for_run_kind
+
+    run = RunStore(runs).resolve(ref)
+    return run, for_run_kind(run.kind, ref=ref).load_model(run)
