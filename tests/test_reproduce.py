@@ -27,6 +27,15 @@ def test_shipped_specs_expand_parents_first():
     baselines = [n for n in quick if n.stage == "baseline"]  # Scr.+FT's pretraining: one per pretraining
     assert len(baselines) == 3 and all(len(n.parents) == 1 and n.parents[0].startswith("pretrain") for n in baselines)
     assert all(n.parents[1] in {b.key for b in baselines} for n in quick if n.stage == "reft")
+    # negative controls analysed like the wrapper cell: C_Tr = 0 pruned, probed, reverse fine-tuned; the
+    # never-had-it model (the Scr.+FT pretraining) pruned and probed with the same options
+    for stage in ("prune", "probe", "reft"):
+        assert {n.point["c_tr"] for n in quick if n.stage == stage and "c_tr" in n.point} == {0.0, 1.0}
+    never = [n for n in quick if n.point.get("model") == "never"]
+    assert sorted(n.stage for n in never) == ["probe"] * 3 + ["prune"] * 3
+    assert all(n.parents == [f"baseline seed={n.point['seed']} prior=low"] for n in never)
+    treated_prune = next(n for n in quick if n.stage == "prune" and "c_tr" in n.point)
+    assert next(n for n in never if n.stage == "prune").options == treated_prune.options
     paper = expand(load_spec("pcfg-counter"), "paper")
     assert sum(n.stage == "finetune" for n in paper) == 3 * 3 * 3 * 4  # seeds x priors x lrs x C_Tr
     tracr = expand(load_spec("tracr-counter"), "quick")
@@ -60,7 +69,7 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
-    """Kill after two of six nodes, run again: only the missing nodes are computed; a third call computes none."""
+    """Kill after two of eight nodes, run again: only the missing nodes are computed; a third call computes none."""
     spec, store = load_spec("pcfg-counter"), RunStore(tmp_path / "runs")
     quiet = Runtime(progress=False)
     lines = []
@@ -73,7 +82,8 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         reproduce(spec, "test", store, runtime=quiet, say=killer)
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
-    assert len(second.nodes) == 6 and second.computed == 4  # pretrain, finetune | prune, probe, baseline, reft
+    # pretrain, finetune | prune, probe, baseline, reft, and the never-had-it model's prune and probe
+    assert len(second.nodes) == 8 and second.computed == 6
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
     check_report(store.root)
 
@@ -96,9 +106,14 @@ def check_report(root):
     for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
         assert (paths["markdown"].parent / link).exists()
     assert "(17.2 / 15.2)" in markdown  # the paper's Table 5 cell beside ours (lr 1e-4, C_Tr 1, low prior)
-    assert "wrapper shown" in markdown or "not shown at this scale" in markdown
     summary = json.loads(paths["summary"].read_text())
     assert "pcfg-counter/test" in summary and "pretrained_o_pt" in summary["pcfg-counter/test"]
+    # one seed: every rule needs three, so the verdict (from report/verdicts.py) can only be inconclusive
+    (cell,) = summary["pcfg-counter/test"]["analysed"]
+    assert cell["verdict"] == "inconclusive" and "a wrapper hides count(O_PT)** — **inconclusive**" in markdown
+    assert {s["outcome"] for s in cell["signatures"].values()} == {"inconclusive"}
+    never = cell["signatures"]["pruning revives count(O_PT)"]["numbers"]["control"]
+    assert len(never) == 1 and never[0] is not None  # the never-had-it model was pruned like the FT model
 
 
 def test_two_processes_on_one_store_compute_each_run_once(tmp_path):
@@ -167,7 +182,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
                str(runs), "--quiet", "--executor", "ray", "--address", f"127.0.0.1:{port}"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)  # Ray nices its workers
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "6 nodes, 6 computed" in done.stdout
+        assert "8 nodes, 8 computed" in done.stdout
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)

@@ -46,6 +46,10 @@ class Section:
         word = {True: words[0], False: words[1], None: "not measured"}[shown]
         self.blocks.append(("verdict", f"**{claim}** — {word}: {numbers}"))
 
+    def rule(self, claim: str, outcome: str, reason: str) -> None:
+        """A verdict from report/verdicts.py: shown / not shown / inconclusive, and what it rests on."""
+        self.blocks.append(("verdict", f"**{claim}** — **{outcome}**: {reason}"))
+
 
 # -- rendering -------------------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from wrapperlab.report.sections.common import (
     setup_table,
 )
 from wrapperlab.report.tables import ci_text
-from wrapperlab.report.verdicts import wrapper_shown
+from wrapperlab.report import verdicts as V
+from wrapperlab.settings.pcfg.nodes import NEVER
 
 
 def _head_rows(nodes: list[dict], store) -> list[list[str]]:
@@ -72,42 +73,81 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     return sec, summary
 
 
+def _by_seed(nodes: list[dict]) -> dict[int, dict]:
+    return {n["point"]["seed"]: n["data"] for n in nodes}
+
+
+def _cell_verdicts(seeds: list[int], data: dict[str, Any]) -> tuple[V.Verdict, list[V.Verdict]]:
+    """The wrapper verdict of one analysed cell from its per-seed measurements and their negative controls: the
+    pretrained model (behaviour), the never-had-it model pruned and probed the same way, the random-init twin
+    (probe) and Scr.+FT (reFT)."""
+    pt, ft, prune, never_prune = data["pretrain"], data["finetune"], data["prune"], data["never_prune"]
+    probe, never_probe, reft = data["probe"], data["never_probe"], data["reft"]
+    get = lambda table, seed, fn: fn(table[seed]) if seed in table else None  # noqa: E731
+    behaviour = V.behaviour_hidden([get(pt, s, lambda d: d["accuracy"].get(data["pair"])) for s in seeds],
+                                   [get(ft, s, lambda d: d["after"]["acc_pt_cte0"]) for s in seeds])
+    pruning = V.pruning_revival([get(prune, s, V.prune_gain) for s in seeds],
+                                [get(never_prune, s, V.prune_gain) for s in seeds])
+    probing = V.probe_readout([get(probe, s, V.probe_best) for s in seeds],
+                              [[get(probe, s, lambda d: V.probe_best(d, "random_init")) for s in seeds],
+                               [get(never_probe, s, V.probe_best) for s in seeds]])
+    caps = [max((step for step, _ in reft[s]["reft"]["curve"]), default=0) if s in reft else 0 for s in seeds]
+    speed = V.revival_speed([get(reft, s, lambda d: d["reft"]["steps_to_0.9"]) for s in seeds],
+                            [get(reft, s, lambda d: d["scr+ft"]["steps_to_0.9"] if "scr+ft" in d else None)
+                             for s in seeds], caps)
+    parts = [behaviour, pruning, probing, speed]
+    return V.pcfg_wrapper(*parts), parts
+
+
+def _stat_text(verdict: V.Verdict, pct: bool = True) -> str:
+    """Treated vs control means of a rule (over the seeds that have them)."""
+    t, c = (mean_ci(verdict.numbers.get(k, [])) for k in ("treated", "control"))
+    return f"{ci_text(t, pct=pct)} vs {ci_text(c, pct=pct)}"
+
+
 def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> None:
     from wrapperlab.report.figures.sweep import probe_seeds_figure, seeds_figure
 
     nodes, name = rep["nodes"], rep["spec"]
+    task, pt_op, _ = operands(rep)
     prunes, probes, refts = groups(nodes, "prune"), groups(nodes, "probe"), groups(nodes, "reft")
-    rows, figs, verdicts = [], [], []
-    for key in sorted(set(prunes) | set(refts) | set(probes)):
+    never = {stage: {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes
+                     if n["stage"] == stage and n["point"].get("model") == NEVER} for stage in ("prune", "probe")}
+    pretrained = {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
+    rows, figs, lines = [], [], []
+    for key in sorted(k for k in set(prunes) | set(refts) | set(probes) if "lr" in dict(k)):
         point = dict(key)
         ft = [n for n in nodes if n["stage"] == "finetune" and {k: v for k, v in n["point"].items() if k != "seed"} == point]
-        after = mean_ci([n["data"]["after"]["acc_pt_cte0"] for n in ft])
-        k_half = mean_ci([n["data"]["k_to_half"] for n in prunes.get(key, [])])
-        probe_ft = mean_ci([_last_probe(n["data"], "model") for n in probes.get(key, [])])
-        probe_rand = mean_ci([_last_probe(n["data"], "random_init") for n in probes.get(key, [])])
-        steps = {c: mean_ci([n["data"][c]["steps_to_0.9"] for n in refts.get(key, []) if c in n["data"]])
-                 for c in ("reft", "scr+ft", "scr")}
+        seeds = sorted(n["point"]["seed"] for n in ft)
+        prior = point.get("prior")
+        data = {"pair": f"{task}/{pt_op}", "finetune": _by_seed(ft), "prune": _by_seed(prunes.get(key, [])),
+                "probe": _by_seed(probes.get(key, [])), "reft": _by_seed(refts.get(key, [])),
+                "pretrain": {s: d for (p, s), d in pretrained.items() if p == prior},
+                "never_prune": {s: d for (p, s), d in never["prune"].items() if p == prior},
+                "never_probe": {s: d for (p, s), d in never["probe"].items() if p == prior}}
+        wrapper, parts = _cell_verdicts(seeds, data)
+        behaviour, pruning, probing, speed = parts
         label = cell_label(point, "pcfg")
-        rows.append([label, ci_text(after), ci_text(k_half, pct=False), f"{ci_text(probe_ft)} vs {ci_text(probe_rand)}",
-                     " / ".join(ci_text(steps[c], pct=False) for c in ("reft", "scr+ft", "scr"))])
-        shown = wrapper_shown(after, k_half, steps)
-        summary.setdefault("analysed", []).append({**point, "acc_pt_cte0_after": after, "k_to_half": k_half,
-                                                   "probe_last": probe_ft, "probe_last_random": probe_rand,
-                                                   "reft_steps_to_0.9": steps, "wrapper_shown": bool(shown)})
-        verdicts.append((label, bool(shown),
-                    f"Acc O_PT(C_Te=0) after FT {ci_text(after)} %; pruning restores half of it with K = "
-                    f"{ci_text(k_half, pct=False)} rows (paper: {paper['claims'].get('pruning', '-')}); probe "
-                    f"{ci_text(probe_ft)} % vs random init {ci_text(probe_rand)} %; reFT reaches 90 % at step "
-                    f"{ci_text(steps['reft'], pct=False)}, Scr.+FT {ci_text(steps['scr+ft'], pct=False)} "
-                    f"(paper: {paper['claims'].get('reft', '-')})"))
+        never_probe = mean_ci([V.probe_best(d) for d in data["never_probe"].values()])
+        random_probe = mean_ci([V.probe_best(d, "random_init") for d in data["probe"].values()])
+        steps = {c: mean_ci([d[c]["steps_to_0.9"] for d in data["reft"].values() if c in d]) for c in ("reft", "scr+ft")}
+        rows.append([label, _stat_text(behaviour), _stat_text(pruning),
+                     f"{ci_text(mean_ci(probing.numbers['treated']))} vs {ci_text(random_probe)} / {ci_text(never_probe)}",
+                     " vs ".join(ci_text(steps[c], pct=False) for c in ("reft", "scr+ft")), wrapper.outcome])
+        summary.setdefault("analysed", []).append({**point, "seeds": seeds, "verdict": wrapper.outcome,
+                                                   "signatures": {p.claim: p.as_dict() for p in parts}})
+        lines.append((label, wrapper, parts))
         tag = f"{name}-{lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}"
         if key in prunes:
             ks = prunes[key][0]["data"]["ks"]
             curves = {METRIC_LABELS[m]: [list(zip(ks, n["data"]["curves"][m])) for n in prunes[key]]
                       for m in ("acc_pt_cte0", "acc_ft_cte1") if m in prunes[key][0]["data"]["curves"]}
+            if data["never_prune"]:
+                curves["never-had-it model: " + METRIC_LABELS["acc_pt_cte0"]] = [
+                    list(zip(d["ks"], d["curves"]["acc_pt_cte0"])) for d in data["never_prune"].values()]
             figs.append((seeds_figure(curves, figures / f"prune-{tag}.png", "units pruned (K)", "accuracy (%)",
                                       f"pruning by pretraining-task saliency, {label}", logx=True),
-                         f"pruning curves over seeds, {label} (Fig. 7)"))
+                         f"pruning curves over seeds, {label}, beside the never-had-it model (Fig. 7)"))
         if key in probes:
             figs.append((probe_seeds_figure([n["data"] for n in probes[key]], figures / f"probe-{tag}.png",
                                             f"linear probes per block, {label}"),
@@ -118,14 +158,16 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                                       f"reverse fine-tuning vs baselines, {label}", logx=True, threshold=0.9),
                          f"reFT vs Scr.+FT and Scr. over seeds, {label} (Fig. 9)"))
     if rows:
-        sec.table(["cell", "O_PT C_Te=0 after FT %", "K to half", "probe last block: FT vs random %",
-                   "reFT steps to 90 %: reFT / Scr.+FT / Scr."], rows)
-    for verdict in verdicts:
-        sec.verdict(*verdict)
+        sec.text("Each analysed cell against its negative controls (mean ± 95 % CI over seeds; rules in "
+                 "docs/reproduce.md): the pretrained model (behaviour), the never-had-it model — the Scr.+FT "
+                 "pretraining, pruned and probed exactly like the fine-tuned one — and a random-init twin (probe).")
+        sec.table(["cell", "Acc O_PT C_Te=0 %: pretrained vs after FT",
+                   f"gain from pruning ≤ {V.PRUNE_K_MAX} units %: FT vs never-had-it",
+                   "best-block probe %: FT vs random init / never-had-it", "reFT steps to 90 %: reFT vs Scr.+FT",
+                   "wrapper"], rows)
+    for label, wrapper, parts in lines:
+        sec.rule(f"{label}: {wrapper.claim}", wrapper.outcome,
+                 "; ".join(f"{p.claim} — {p.outcome} ({p.reason})" for p in parts)
+                 + f". Paper: {paper['claims'].get('pruning', '-')}; {paper['claims'].get('reft', '-')}")
     for fig in figs:
         sec.figure(*fig)
-
-
-def _last_probe(data: dict, which: str) -> float:
-    target = next(iter(data["accuracy"]))
-    return data["accuracy"][target][which][-1]

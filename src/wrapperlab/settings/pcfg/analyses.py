@@ -30,27 +30,34 @@ from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 VERSIONS = {"prune": 1, "probe": 1, "attention": 1, "diff": 1}
 
 
-def finetuned_run(store: RunStore, ref: str) -> tuple[Run, FinetuneRunConfig, FinetuneData]:
-    """A fine-tuned run with its fine-tuning data (which fixes O_PT, O_FT and the relation)."""
+def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tuple[Run, FinetuneDataConfig, FinetuneData]:
+    """A run with the (task, O_PT, O_FT) pair it is analysed for: a fine-tuned run's own, or for a pretrained run
+    ``pair`` (default: count a -> b) — how a model that was never fine-tuned is analysed like one that was."""
     run = store.resolve(ref)
     if run.kind == "pretrain":
-        raise ConfigError("run", ref, "a fine-tuned run (pruning asks what fine-tuning changed)")
-    cfg = validated(FinetuneRunConfig, run.config())
-    data = FinetuneData(PCFGData(pretraining_config(run).data), cfg.data)
-    return run, cfg, data
+        ft = pair or FinetuneDataConfig()
+    else:
+        ft = validated(FinetuneRunConfig, run.config()).data
+    return run, ft, FinetuneData(PCFGData(pretraining_config(run).data), ft)
 
 
-def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0, say: Say = print) -> Artifact:
-    """Prune a fine-tuned run's model by pretraining-task saliency; accuracies per K (stored, cached)."""
-    run, ft_cfg, data = finetuned_run(store, ref)
+def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0, say: Say = print,
+              pair: FinetuneDataConfig | None = None) -> Artifact:
+    """Prune a run's model by pretraining-task saliency; accuracies per K (stored, cached). A fine-tuned run is
+    pruned for its own pair; a pretrained run (a negative control: e.g. the Scr.+FT pretraining, which never had
+    O_PT) for ``pair``."""
+    run, ft, data = _pair_data(store, ref, pair)
     key = {"prune": cfg.model_dump(mode="json"), "n_eval": n_eval, "seed": seed}
+    if run.kind == "pretrain":
+        if pair is None:
+            raise ConfigError("run", ref, "a fine-tuned run (pruning asks what fine-tuning changed; a pretrained "
+                                          "negative control is pruned for an explicit pair)")
+        key["pair"] = [ft.task, ft.pt_operand, ft.operand]
 
     def compute() -> dict[str, Any]:
         model = load_model(run)
         check_ks(model, cfg)
-        samples = data.data.sample(
-            cfg.n_samples, stream_rng(seed, "prune"), task=ft_cfg.data.task, operand=ft_cfg.data.pt_operand
-        )
+        samples = data.data.sample(cfg.n_samples, stream_rng(seed, "prune"), task=ft.task, operand=ft.pt_operand)
         test_sets = finetune_test_sets(data, n_eval, seed)
         say(f"pruning {run.id}: {cfg.unit} units, K in {list(cfg.ks)}")
         result = prune_sweep(
@@ -62,20 +69,16 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
     return cached(run, "prune", key, compute, VERSIONS["prune"])
 
 
-def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print) -> Artifact:
+def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print,
+              pair: FinetuneDataConfig | None = None) -> Artifact:
     """Probe a run for the counts of O_PT and O_FT at every block, beside a random-init control.
 
     Inputs are uncorrelated (C_Te = 0) windows asking the ``prompt`` operand's question. A pretrained
-    run is probed with the default fine-tuning pair (O_PT = a, O_FT = b).
+    run is probed with ``pair`` (default: the fine-tuning pair O_PT = a, O_FT = b).
     """
     if prompt not in ("pt", "ft"):
         raise ConfigError("prompt", prompt, "pt or ft")
-    run = store.resolve(ref)
-    if run.kind == "pretrain":
-        ft = FinetuneDataConfig()
-    else:
-        ft = validated(FinetuneRunConfig, run.config()).data
-    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    run, ft, data = _pair_data(store, ref, pair)
     key = {"probe": cfg.model_dump(mode="json"), "pair": [ft.task, ft.pt_operand, ft.operand], "prompt": prompt, "seed": seed}
 
     def compute() -> dict[str, Any]:
@@ -105,9 +108,7 @@ def attention_run(
     pretrained parent are compared on the same inputs. ``text`` (terminals, one window long) replaces
     the drawn example.
     """
-    run = store.resolve(ref)
-    ft = FinetuneDataConfig() if run.kind == "pretrain" else validated(FinetuneRunConfig, run.config()).data
-    data = FinetuneData(PCFGData(pretraining_config(run).data), ft)
+    run, ft, data = _pair_data(store, ref, None)
     width = data.data.config.window
     if text is not None and (len(text) != width or set(text) - set(TERMINALS)):
         raise ConfigError("text", text[:20] + ("..." if len(text) > 20 else ""), f"{width} letters from {''.join(TERMINALS)}")

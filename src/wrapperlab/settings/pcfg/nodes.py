@@ -1,8 +1,10 @@
 """How a PCFG spec becomes a run graph, and how each of its nodes runs.
 
 Per seed and prior one pretraining; under it one fine-tuning per (lr, C_Tr); after a fine-tuning the selected
-analyses (prune, probe, reft). With Scr.+FT among reFT's baselines, the never-had-it pretraining is a node of
-its own (``baseline``), so it trains while the fine-tunings do.
+analyses (prune, probe, reft). The never-had-it model — the Scr.+FT pretraining: the root's recipe with the whole
+operand prior on O_FT — is a node of its own (``baseline``), so it trains while the fine-tunings do; it is the
+negative control of every signature: reFT's Scr.+FT baseline starts from it, and wherever the spec prunes or
+probes, it is pruned and probed the same way (nodes with ``model=never``), for the spec's (task, O_PT, O_FT).
 """
 
 from __future__ import annotations
@@ -25,17 +27,28 @@ ANALYSES = ("prune", "probe", "reft")
 PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior"}
 FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
 DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
+#: the ``model`` of a node analysing the never-had-it model (the Scr.+FT pretraining)
+NEVER = "never"
+
+
+def _baseline(nodes: list[Node], root: Node) -> Node:
+    return add_once(nodes, Node(node_key("baseline", root.point), "baseline", root.point, [root.key]))
 
 
 def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
-    def baseline(name: str, analysis: Any, root: Node, nodes: list[Node]) -> list[str]:
+    def reft_baseline(name: str, analysis: Any, root: Node, nodes: list[Node]) -> list[str]:
         wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
-        if name != "reft" or not wants:
-            return []
-        return [add_once(nodes, Node(node_key("baseline", root.point), "baseline", root.point, [root.key])).key]
+        return [_baseline(nodes, root).key] if name == "reft" and wants else []
 
-    return expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
-                       lambda seed, shared: {"seed": seed, **shared}, baseline)
+    nodes = expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
+                        lambda seed, shared: {"seed": seed, **shared}, reft_baseline)
+    controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
+    for root in [n for n in nodes if n.stage == "pretrain"] if controls else []:
+        baseline = _baseline(nodes, root)
+        point = {**root.point, "model": NEVER}
+        nodes += [Node(node_key(name, point), name, point, [baseline.key], analysis.model_dump())
+                  for name, analysis in controls.items()]
+    return nodes
 
 
 def _stage_outcome(stage) -> Outcome:
@@ -54,14 +67,17 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
     if node.stage == "finetune":
         cfg = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
         return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say))
+    # the never-had-it model is analysed for the pair the spec fine-tunes on
+    pair = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data \
+        if node.point.get("model") == NEVER else None
     if node.stage == "prune":
         ks = tuple(node.options.get("ks") or DEFAULT_KS)
         art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
-                        seed=seed, say=ctx.say)
+                        seed=seed, say=ctx.say, pair=pair)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "probe":
         iters = node.options.get("iters") or load_profile(ctx.profile).get("probe", {}).get("iters", 4000)
-        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say)
+        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
         result = run_reft(store, parent.run_id, ctx.profile, ctx.base("reft") or None,

@@ -1,0 +1,78 @@
+"""Every verdict rule reaches each of its three outcomes on measurements built by hand; no test accepts two."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from wrapperlab.report import verdicts as V
+
+
+def _prune(gains_at_k: dict[int, float], base: float = 0.05) -> dict:
+    ks = sorted({0, *gains_at_k})
+    return {"ks": ks, "curves": {"acc_pt_cte0": [base + gains_at_k.get(k, 0.0) for k in ks]}}
+
+
+def test_measurements_read_the_right_numbers():
+    assert V.prune_gain(_prune({5: 0.4, 50: 0.9})) == pytest.approx(0.4)  # K = 50 is beyond "a handful"
+    probe = {"accuracy": {"count_a": {"model": [0.9, 0.5, 0.8], "random_init": [0.9, 0.6, 0.6]}}}
+    assert V.probe_best(probe) == 0.8 and V.probe_best(probe, "random_init") == 0.6  # B0 (embeddings) excluded
+    assert V.log2_steps(None, 1024) == 10 and V.log2_steps(3000, 1024) == 10 and V.log2_steps(4, 1024) == 2
+
+
+@pytest.mark.parametrize("treated, control, outcome", [
+    ([0.9, 0.95, 0.92], [0.1, 0.12, 0.08], V.SHOWN),  # a large effect, tight interval
+    ([0.1, 0.12, 0.08], [0.1, 0.11, 0.09], V.NOT_SHOWN),  # no effect, tight interval
+    ([0.9, 0.1, 0.6], [0.1, 0.1, 0.1], V.INCONCLUSIVE),  # an interval straddling the margin
+    ([0.9, 0.95, None], [0.1, 0.1, 0.1], V.INCONCLUSIVE),  # two seeds with both values
+])
+def test_the_paired_rule(treated, control, outcome):
+    verdict = V.paired_rule("claim", treated, control, 0.1, "x")
+    assert verdict.outcome == outcome, verdict.reason
+    assert verdict.numbers["treated"] == treated
+
+
+def test_behaviour_rule_reaches_every_outcome():
+    pretrained = [0.99, 0.98, 0.99]
+    assert V.behaviour_hidden(pretrained, [0.02, 0.04, 0.02]).outcome == V.SHOWN
+    assert V.behaviour_hidden(pretrained, [0.95, 0.9, 0.97]).outcome == V.NOT_SHOWN
+    assert V.behaviour_hidden(pretrained, [0.1, 0.9, 0.4]).outcome == V.INCONCLUSIVE
+
+
+def test_pruning_rule_reaches_every_outcome():
+    never = [0.0, 0.01, 0.0]
+    assert V.pruning_revival([0.5, 0.6, 0.55], never).outcome == V.SHOWN
+    assert V.pruning_revival([0.02, 0.0, 0.01], never).outcome == V.NOT_SHOWN
+    assert V.pruning_revival([0.5, 0.0, 0.2], never).outcome == V.INCONCLUSIVE
+
+
+def test_probe_rule_takes_the_strongest_control_per_seed():
+    treated = [0.98, 0.99, 0.99]
+    random_init, never = [0.65, 0.6, 0.62], [0.97, 0.98, 0.99]
+    assert V.probe_readout(treated, [random_init, [0.7, 0.7, 0.7]]).outcome == V.SHOWN
+    assert V.probe_readout(treated, [random_init, never]).outcome == V.NOT_SHOWN  # the never-had-it model reads it too
+    assert V.probe_readout([0.98, 0.7, 0.9], [random_init, [0.7, 0.7, 0.7]]).outcome == V.INCONCLUSIVE
+    assert V.probe_readout(treated, []).outcome == V.INCONCLUSIVE
+
+
+def test_speed_rule_counts_a_control_that_never_learns_at_the_cap():
+    caps = [2000, 2000, 2000]
+    shown = V.revival_speed([150, 150, 200], [None, None, None], caps)  # 2000 / 150: > 3 doublings
+    assert shown.outcome == V.SHOWN and shown.numbers["control_steps"] == [None, None, None]
+    assert V.revival_speed([150, 150, 200], [150, 160, 200], caps).outcome == V.NOT_SHOWN
+    assert V.revival_speed([None, None, None], [None, None, None], caps).outcome == V.NOT_SHOWN  # neither learns
+    assert V.revival_speed([100, 1500, 300], [1000, 1000, 1000], caps).outcome == V.INCONCLUSIVE
+    assert V.revival_speed([150, 150], [None, None], caps[:2]).outcome == V.INCONCLUSIVE
+    assert math.isclose(shown.numbers["effect"]["mean"],
+                        sum(math.log2(2000) - math.log2(s) for s in (150, 150, 200)) / 3)
+
+
+def test_the_wrapper_needs_every_part():
+    shown = V.Verdict("a", V.SHOWN, "")
+    not_shown = V.Verdict("b", V.NOT_SHOWN, "")
+    unsure = V.Verdict("c", V.INCONCLUSIVE, "")
+    assert V.pcfg_wrapper(shown, shown, shown, shown).outcome == V.SHOWN
+    assert V.pcfg_wrapper(shown, unsure, not_shown, shown).outcome == V.NOT_SHOWN
+    assert V.pcfg_wrapper(shown, unsure, shown, shown).outcome == V.INCONCLUSIVE
+    assert len(V.pcfg_wrapper(shown, shown, shown, unsure).numbers["parts"]) == 4
