@@ -1,0 +1,66 @@
+"""Profiles (named bundles of settings every setting reads its section of) and the helpers that turn a profile plus
+``--set`` overrides into validated configs: one line naming the field on bad input.
+
+Every setting builds its run configs from here, so validation and override rules are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from wrapperlab.errors import ConfigError
+
+
+def load_profiles() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("wrapperlab.runs").joinpath("profiles.yaml").read_text())
+
+
+def profile(name: str) -> dict[str, Any]:
+    profiles = {k: v for k, v in load_profiles().items() if isinstance(v, dict)}
+    if name not in profiles:
+        raise ConfigError("profile", name, f"one of {sorted(profiles)}")
+    return profiles[name]
+
+
+def parse_lr(value: str | float, names: dict[str, float]) -> float:
+    """A learning rate: a number or one of a setting's names (e.g. PCFG: L, M, S)."""
+    if isinstance(value, str) and value in names:
+        return names[value]
+    try:
+        lr = float(value)
+    except (TypeError, ValueError):
+        lr = -1.0
+    if not lr > 0:
+        raise ConfigError("lr", value, f"a positive number or one of {list(names)}")
+    return lr
+
+
+def validated(model: type[BaseModel], data: dict[str, Any], where: str = "") -> BaseModel:
+    """Build a pydantic model, turning its first complaint into a one-line :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in (where, *err["loc"]) if p != "")
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{where}.{cause.field}" if where else cause.field, cause.value, cause.allowed)
+        raise ConfigError(field or model.__name__, err.get("input"), err["msg"].lower())
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"train.lr": 1e-3}`` -> nested update of a copy of ``base``; unknown sections are errors."""
+    out = yaml.safe_load(yaml.safe_dump(base))  # deep copy of plain data
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        node = out
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(dotted, value, f"a key under one of {sorted(k for k, v in out.items() if isinstance(v, dict))}")
+            node = node[key]
+        node[keys[-1]] = value
+    return out

@@ -1,0 +1,101 @@
+"""The helpers every setting's stages share: open a content-addressed run and compute it once, train it through
+the one training loop with its checkpoints and metrics in the run, and cache an analysis of a finished run.
+
+Both caches are keyed by the config *and* a code version (``version``): a setting bumps the version of a stage
+when what that stage computes changes meaning, so a fix never silently reuses a result computed before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.files import atomic_write_text, load_weights
+from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.training.config import Runtime
+from wrapperlab.training.loop import TrainState, train
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class StageResult:
+    run: Run
+    result: dict[str, Any]
+    reused: bool
+
+
+def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Callable[[Run], dict],
+              version: int) -> StageResult:
+    """Open the run for ``cfg`` (a pydantic config) at code ``version``; reuse it if finished, else
+    ``compute(run)`` its result and finish it."""
+    with store.open(kind, cfg.model_dump(mode="json"), version=version) as run:
+        if run.done:
+            say(f"reusing finished run {run.path}")
+            return StageResult(run, run.result(), reused=True)
+        run.write_json("runtime.json", runtime.model_dump())
+        run.note_compute()
+        result = compute(run)
+        run.finish(result)
+        return StageResult(run, result, reused=False)
+
+
+def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evaluate, loss_fn=None) -> TrainState:
+    """Train ``model`` with ``cfg.train`` inside ``run``: checkpoints, metrics and resume live in the run."""
+    return train(
+        model, batches, cfg.train, runtime, checkpoint_dir=run.checkpoint_dir, evaluate=evaluate,
+        log=run.log_metrics, on_resume=run.truncate_metrics, desc=f"{run.kind} {run.id}", loss_fn=loss_fn,
+    )
+
+
+def load_run_weights(model: nn.Module, run: Run, field: str = "run") -> nn.Module:
+    """``model`` with a run's final weights; a corrupt or foreign weights file is a clear error."""
+    try:
+        load_weights(model, run.weights_path)
+    except Exception as e:  # safetensors raises several types for truncated or foreign files
+        raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})")
+    return model
+
+
+def first_steps(metrics: list[dict], thresholds=(0.5, 0.9)) -> dict[str, dict[str, int | None]]:
+    """For each accuracy in the log, the first evaluated step at which it reached each threshold."""
+    keys = sorted({k for r in metrics for k in r if k.startswith("acc_")})
+    return {
+        k: {str(t): next((r["step"] for r in metrics if r.get(k, -1) >= t), None) for t in thresholds} for k in keys
+    }
+
+
+@dataclass
+class Artifact:
+    """A stored analysis result: its JSON data and where it lives (figures go beside it)."""
+
+    path: Path  # without suffix
+    data: dict[str, Any]
+    reused: bool
+
+    @property
+    def json_path(self) -> Path:
+        return self.path.with_suffix(".json")
+
+    @property
+    def png_path(self) -> Path:
+        return self.path.with_suffix(".png")
+
+
+def cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]], version: int) -> Artifact:
+    """The analysis ``kind`` of ``run`` under ``config`` at code ``version``: read if stored, else computed and
+    stored atomically under the run's ``analysis/`` folder."""
+    key = {**config, "code_version": version}
+    path = run.artifact(kind, key)
+    json_path = path.with_suffix(".json")
+    if json_path.exists():
+        return Artifact(path, json.loads(json_path.read_text()), reused=True)
+    # the address under ``key``: a result may carry its own ``config`` (pruning does) and must not overwrite it
+    data = {"kind": kind, "run": run.id, "key": key, **compute()}
+    atomic_write_text(json_path, json.dumps(data, indent=1) + "\n")
+    return Artifact(path, data, reused=False)
