@@ -56,16 +56,21 @@ def test_probe_rule_takes_the_strongest_control_per_seed():
     assert V.probe_readout(treated, []).outcome == V.INCONCLUSIVE
 
 
-def test_speed_rule_counts_a_control_that_never_learns_at_the_cap():
-    caps = [2000, 2000, 2000]
-    shown = V.revival_speed([150, 150, 200], [None, None, None], caps)  # 2000 / 150: > 3 doublings
+def test_speed_rule_treats_never_as_censored_at_the_budget():
+    long, short = [2000, 2000, 2000], [200, 200, 200]
+    shown = V.revival_speed([150, 150, 200], [None, None, None], long)  # at least 2000 / 200: > 3 doublings
     assert shown.outcome == V.SHOWN and shown.numbers["control_steps"] == [None, None, None]
-    assert V.revival_speed([150, 150, 200], [150, 160, 200], caps).outcome == V.NOT_SHOWN
-    assert V.revival_speed([None, None, None], [None, None, None], caps).outcome == V.NOT_SHOWN  # neither learns
-    assert V.revival_speed([100, 1500, 300], [1000, 1000, 1000], caps).outcome == V.INCONCLUSIVE
-    assert V.revival_speed([150, 150], [None, None], caps[:2]).outcome == V.INCONCLUSIVE
     assert math.isclose(shown.numbers["effect"]["mean"],
                         sum(math.log2(2000) - math.log2(s) for s in (150, 150, 200)) / 3)
+    assert V.revival_speed([150, 150, 200], [150, 160, 200], long).outcome == V.NOT_SHOWN  # the control learns as fast
+    assert V.revival_speed([None, None, None], [100, 120, 110], long).outcome == V.NOT_SHOWN  # only the control learns
+    # a control that never learns within a budget too short to show a 2x gap: not "not shown", inconclusive
+    too_short = V.revival_speed([150, 150, 200], [None, None, None], short)
+    assert too_short.outcome == V.INCONCLUSIVE and "budget" in too_short.reason
+    assert V.revival_speed([None, None, None], [None, None, None], long).outcome == V.INCONCLUSIVE  # neither learns
+    assert V.revival_speed([150, None, 150], [None, None, None], long).outcome == V.INCONCLUSIVE  # reFT failed once
+    assert V.revival_speed([100, 1500, 300], [1000, 1000, 1000], long).outcome == V.INCONCLUSIVE
+    assert V.revival_speed([150, 150], [None, None], long[:2]).outcome == V.INCONCLUSIVE
 
 
 def test_the_wrapper_needs_every_part():

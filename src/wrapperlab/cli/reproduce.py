@@ -22,6 +22,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
     p.add_argument("dir", help="the run store `reproduce` used")
+    p.add_argument("--docs", nargs="+", metavar="FILE",
+                   help="also rewrite the marked blocks (<!-- wrapperlab:KIND SPEC/PROFILE -->) of these Markdown "
+                        "files from summary.json: published numbers are generated, never typed")
 
 
 def cmd_reproduce(args) -> int:
@@ -48,10 +51,16 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import json
+
+    from wrapperlab.report.docs import update_docs
     from wrapperlab.report.render import write_report
 
     paths = write_report(args.dir)
     print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}\nsummary: {paths['summary']}")
+    if getattr(args, "docs", None):
+        counts = update_docs(json.loads(paths["summary"].read_text()), args.docs)
+        print("docs: " + ", ".join(f"{path} ({n} blocks)" for path, n in counts.items()))
     return 0
 
 

@@ -124,6 +124,7 @@ def write_report(store_root: str | Path) -> dict[str, Path]:
         ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
         section = registry.resolve_entry(registry.get(rep["kind"]).report_section)
         sec, numbers = section(rep, ref, root, figures)
+        numbers.update(nodes=len(rep["nodes"]), seconds=rep.get("seconds"))  # the call that wrote the reproduction
         sections.append(sec)
         summary[f"{rep['spec']}/{rep['profile']}"] = numbers
     atomic_write_text(out / "report.md", _markdown(sections, out))

@@ -124,13 +124,24 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
 def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
                   caps: Sequence[int]) -> Verdict:
     """reFT brings count(O_PT) to 90 % sooner than the never-had-it model learns it with the same training:
-    log2 steps of the control minus the reFT's (never within the cap = the cap)."""
+    log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (the cap):
+    a censored control makes the effect a lower bound, so it can support "shown" but never "not shown" (the
+    budget may simply have been too short: inconclusive); a censored reFT can never support "shown"."""
     treated = [log2_steps(t, cap) for t, cap in zip(treated_steps, caps)]
     control = [log2_steps(c, cap) for c, cap in zip(control_steps, caps)]
     verdict = paired_rule("reFT revives count(O_PT) faster than Scr.+FT learns it", control, treated, SPEED_MARGIN,
                           "log2 steps to 90 %, Scr.+FT minus reFT")
-    verdict.numbers.update(treated_steps=list(treated_steps), control_steps=list(control_steps), caps=list(caps))
-    return verdict
+    numbers = {**verdict.numbers, "treated_steps": list(treated_steps), "control_steps": list(control_steps),
+               "caps": list(caps)}
+    control_censored = any(c is None for c, t in zip(control_steps, treated_steps))
+    treated_censored = any(t is None for t in treated_steps)
+    if verdict.outcome == SHOWN and treated_censored:
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; reFT itself did not reach 90 % in every seed",
+                       numbers)
+    if verdict.outcome == NOT_SHOWN and control_censored:
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; Scr.+FT never reached 90 % within its budget "
+                       "in some seed, so a larger gap is not excluded (a longer budget would tell)", numbers)
+    return Verdict(verdict.claim, verdict.outcome, verdict.reason, numbers)
 
 
 def pcfg_wrapper(behaviour: Verdict, pruning: Verdict, probe: Verdict, speed: Verdict) -> Verdict:

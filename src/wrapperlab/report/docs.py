@@ -1,0 +1,107 @@
+"""Published numbers generated from results, never typed: Markdown files hold marked blocks that
+``wrapperlab report DIR --docs FILE...`` rewrites from the store's ``summary.json``.
+
+A block is::
+
+    <!-- wrapperlab:KIND SPEC/PROFILE -->
+    (generated; anything here is replaced)
+    <!-- /wrapperlab -->
+
+with KIND one of :data:`BLOCKS`. A block naming a reproduction the summary lacks, or an unknown kind, is one error
+naming the file and the block, and no file is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from wrapperlab.errors import ConfigError
+from wrapperlab.files import atomic_write_text
+from wrapperlab.report.tables import ci_text
+
+_BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
+                    re.S)
+_PARTS = ("fine-tuning hides count(O_PT)", "pruning revives count(O_PT)", "a probe reads count(O_PT)",
+          "reFT revives count(O_PT) faster than Scr.+FT learns it")
+
+
+def _pct(values: list[float | None]) -> str:
+    return " / ".join("never" if v is None else f"{100 * v:.1f}" for v in values)
+
+
+def _steps(values: list[int | None]) -> str:
+    return " / ".join("never" if v is None else str(v) for v in values)
+
+
+def pcfg_verdicts(numbers: dict[str, Any]) -> str:
+    """Per analysed cell: each part of the wrapper verdict, treated vs control per seed, and its outcome."""
+    rows = ["| cell | seeds | pretrained → after FT, Acc O_PT C_Te=0 % | gain from pruning ≤ 15 units, FT vs never-had-it (points) "
+            "| best-block probe %, FT vs strongest control | reFT vs Scr.+FT steps to 90 % (budget) | verdict |",
+            "|---|---|---|---|---|---|---|"]
+    for cell in numbers.get("analysed", []):
+        parts = [cell["signatures"][name] for name in _PARTS]
+        b, p, q, s = (part["numbers"] for part in parts)
+        texts = [f"{_pct(b['treated'])} → {_pct(b['control'])}", f"{_pct(p['treated'])} vs {_pct(p['control'])}",
+                 f"{_pct(q['treated'])} vs {_pct(q['control'])}",
+                 f"{_steps(s['treated_steps'])} vs {_steps(s['control_steps'])} ({_steps(sorted(set(s['caps'])))})"]
+        label = f"{cell.get('prior', '-')}, η {cell['lr']}, C_Tr = {cell['c_tr']:g}"
+        rows.append(f"| {label} | {', '.join(map(str, cell['seeds']))} | "
+                    + " | ".join(f"{t} (**{part['outcome']}**)" for t, part in zip(texts, parts))
+                    + f" | **{cell['verdict']}** |")
+    return "\n".join(rows) + "\n"
+
+
+def pcfg_behaviour(numbers: dict[str, Any]) -> str:
+    """The pretrained model and every fine-tuning cell: mean ± 95 % CI over seeds."""
+    rows = [f"| | Acc {numbers['task']} {numbers['o_pt']} C_Te=0 % | C_Te=1 | Acc {numbers['task']} {numbers['o_ft']} "
+            "C_Te=0 % | C_Te=1 |", "|---|---|---|---|---|",
+            f"| pretrained | {ci_text(numbers['pretrained_o_pt'])} | | {ci_text(numbers['pretrained_o_ft'])} | |"]
+    for cell in numbers.get("finetune", []):
+        rows.append(f"| {cell['label']} | " + " | ".join(ci_text(cell[m]) for m in
+                                                          ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1")) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def wall_time(numbers: dict[str, Any]) -> str:
+    """How long the reproduction's last call took, and how many nodes it had."""
+    minutes, seconds = divmod(round(numbers.get("seconds") or 0), 60)
+    return f"{numbers.get('nodes', '?')} nodes, {minutes} min {seconds} s in the call that wrote the report.\n"
+
+
+BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
+}
+
+
+def update_docs(summary: dict[str, Any], paths: list[Path]) -> dict[Path, int]:
+    """Rewrite every marked block of ``paths`` from ``summary``; returns blocks rewritten per file. All files are
+    checked before any is written."""
+    out: dict[Path, str] = {}
+    counts: dict[Path, int] = {}
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("docs", str(path), f"a readable Markdown file ({type(e).__name__})") from None
+        counts[path] = 0
+
+        def render(m: re.Match) -> str:
+            kind, key = m.group("kind"), m.group("key")
+            where = f"{path}: block wrapperlab:{kind} {key}"
+            if kind not in BLOCKS:
+                raise ConfigError(where, kind, f"a block kind among {sorted(BLOCKS)}")
+            if key not in summary:
+                raise ConfigError(where, key, f"a reproduction in this store's summary ({sorted(summary)})")
+            try:
+                body = BLOCKS[kind](summary[key])
+            except (KeyError, TypeError) as e:
+                raise ConfigError(where, key, f"a reproduction with what this block shows (missing {e})") from None
+            counts[path] += 1
+            return m.group(1) + body + m.group(5)
+
+        out[path] = _BLOCK.sub(render, text)
+    for path, text in out.items():
+        atomic_write_text(Path(path), text)
+    return counts

@@ -1,0 +1,60 @@
+"""Published numbers come from summary.json: marked Markdown blocks are rewritten, everything else is left alone,
+and a bad block is one error naming the file with nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from wrapperlab.cli.main import main
+from wrapperlab.errors import ConfigError
+from wrapperlab.report import verdicts as V
+from wrapperlab.report.docs import update_docs
+
+
+def _summary() -> dict:
+    parts = [V.behaviour_hidden([0.99, 0.98, 0.99], [0.02, 0.04, 0.02]),
+             V.pruning_revival([0.5, 0.6, 0.55], [0.0, 0.01, 0.0]),
+             V.probe_readout([0.98, 0.99, 0.99], [[0.65, 0.6, 0.62], [0.7, 0.7, 0.7]]),
+             V.revival_speed([150, 150, 200], [None, None, None], [200, 200, 200])]
+    cell = {"prior": "low", "lr": 1e-5, "c_tr": 1.0, "seeds": [0, 1, 2], "verdict": V.pcfg_wrapper(*parts).outcome,
+            "signatures": {p.claim: p.as_dict() for p in parts}}
+    stat = {"mean": 0.5, "ci95": 0.1, "n": 3, "missing": 0}
+    return {"pcfg-counter/quick": {"task": "count", "o_pt": "a", "o_ft": "b", "pretrained_o_pt": stat,
+                                   "pretrained_o_ft": stat, "analysed": [cell], "nodes": 27, "seconds": 750.4,
+                                   "finetune": [{"label": "low, η_M, C_Tr=1", **{m: stat for m in (
+                                       "acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1")}}]}}
+
+
+DOC = ("# Title\nkept text\n<!-- wrapperlab:pcfg-verdicts pcfg-counter/quick -->\nstale\n<!-- /wrapperlab -->\n"
+       "middle\n<!-- wrapperlab:wall-time pcfg-counter/quick -->\n<!-- /wrapperlab -->\nend\n")
+
+
+def test_blocks_are_generated_and_the_rest_kept(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(DOC)
+    assert update_docs(_summary(), [doc]) == {doc: 2}
+    text = doc.read_text()
+    assert "stale" not in text and text.startswith("# Title\nkept text\n") and text.endswith("end\n")
+    assert "99.0 / 98.0 / 99.0 → 2.0 / 4.0 / 2.0 (**shown**)" in text  # per-seed numbers beside the outcome
+    assert "150 / 150 / 200 vs never / never / never (200) (**inconclusive**)" in text and "| **inconclusive** |" in text
+    assert "27 nodes, 12 min 30 s" in text
+    assert update_docs(_summary(), [doc]) == {doc: 2} and doc.read_text() == text  # idempotent
+
+
+@pytest.mark.parametrize("block, field", [
+    ("<!-- wrapperlab:nonsense pcfg-counter/quick -->\n<!-- /wrapperlab -->\n", "block wrapperlab:nonsense"),
+    ("<!-- wrapperlab:wall-time pcfg-counter/paper -->\n<!-- /wrapperlab -->\n", "pcfg-counter/paper"),
+])
+def test_a_bad_block_names_the_file_and_writes_nothing(tmp_path, block, field):
+    good, bad = tmp_path / "good.md", tmp_path / "bad.md"
+    good.write_text(DOC)
+    bad.write_text(block)
+    with pytest.raises(ConfigError, match="bad.md") as err:
+        update_docs(_summary(), [good, bad])
+    assert field in str(err.value)
+    assert good.read_text() == DOC  # checked before anything was written
+
+
+def test_report_docs_from_the_command_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing"), "--docs", str(tmp_path / "x.md")]) == 2
+    assert "reproduce" in capsys.readouterr().err
