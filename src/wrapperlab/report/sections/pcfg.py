@@ -99,10 +99,10 @@ def _cell_verdicts(seeds: list[int], data: dict[str, Any]) -> tuple[V.Verdict, l
     return V.pcfg_wrapper(*parts), parts
 
 
-def _stat_text(verdict: V.Verdict, pct: bool = True) -> str:
-    """Treated vs control means of a rule (over the seeds that have them)."""
+def _stat_text(verdict: V.Verdict) -> str:
+    """Treated vs control means of a rule, in % (over the seeds that have them)."""
     t, c = (mean_ci(verdict.numbers.get(k, [])) for k in ("treated", "control"))
-    return f"{ci_text(t, pct=pct)} vs {ci_text(c, pct=pct)}"
+    return f"{ci_text(t)} vs {ci_text(c)}"
 
 
 def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> None:
@@ -111,13 +111,14 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
     nodes, name = rep["nodes"], rep["spec"]
     task, pt_op, _ = operands(rep)
     prunes, probes, refts = groups(nodes, "prune"), groups(nodes, "probe"), groups(nodes, "reft")
+    finetunes = groups(nodes, "finetune")
     never = {stage: {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes
                      if n["stage"] == stage and n["point"].get("model") == NEVER} for stage in ("prune", "probe")}
     pretrained = {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
     rows, figs, lines = [], [], []
     for key in sorted(k for k in set(prunes) | set(refts) | set(probes) if "lr" in dict(k)):
         point = dict(key)
-        ft = [n for n in nodes if n["stage"] == "finetune" and {k: v for k, v in n["point"].items() if k != "seed"} == point]
+        ft = finetunes.get(key, [])
         seeds = sorted(n["point"]["seed"] for n in ft)
         prior = point.get("prior")
         data = {"pair": f"{task}/{pt_op}", "finetune": _by_seed(ft), "prune": _by_seed(prunes.get(key, [])),

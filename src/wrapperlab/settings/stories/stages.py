@@ -226,7 +226,6 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
             out = {"twist_loss": story_loss(m, tok, twist)}
             if step in cfg.eval.gen_at:
                 out |= _gen(m, tok, judge, cfg, prompts)
-            m.train()
             return out
 
         state = train_run(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
