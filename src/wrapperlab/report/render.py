@@ -107,11 +107,24 @@ def _html(sections: list[Section]) -> str:
 
 
 def write_report(store_root: str | Path) -> dict[str, Path]:
-    """Read every stored reproduction under ``store_root`` and write ``report/`` (HTML, Markdown, summary)."""
-    from wrapperlab.files import atomic_write_text
+    """Read every stored reproduction under ``store_root`` and write ``report/`` (HTML, Markdown, summary).
+
+    Two processes sharing a store may both finish a reproduction at once: they take turns (a lock file beside
+    the report), so neither deletes the figures the other is writing; the later one writes the final report.
+    """
+    from wrapperlab.files import exclusive_lock
 
     root = Path(store_root)
-    reps = sorted((root / "reproductions").glob("*.json")) if (root / "reproductions").exists() else []
+    if not (root / "reproductions").is_dir():
+        raise ConfigError("report", str(root), "a directory where `wrapperlab reproduce` has run (no reproductions/)")
+    with exclusive_lock(root / "reproductions" / ".report.lock"):
+        return _write_report(root)
+
+
+def _write_report(root: Path) -> dict[str, Path]:
+    from wrapperlab.files import atomic_write_text
+
+    reps = sorted((root / "reproductions").glob("*.json"))
     if not reps:
         raise ConfigError("report", str(root), "a directory where `wrapperlab reproduce` has run (no reproductions/)")
     out = root / "report"

@@ -20,7 +20,6 @@ Only this module knows the layout; a lock file keeps two processes from computin
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from wrapperlab.errors import ConfigError
-from wrapperlab.files import atomic_write_text
+from wrapperlab.files import atomic_write_text, exclusive_lock
 
 DONE = "DONE"
 #: the key under which config.json records the code version of the stage that computed the run
@@ -150,17 +149,13 @@ class RunStore:
         config = versioned(config, version)
         run = Run(self.root / run_id(kind, config))
         run.path.mkdir(parents=True, exist_ok=True)
-        with open(run.path / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                config_path = run.path / "config.json"
-                if config_path.exists() and json.loads(config_path.read_text()) != config:
-                    raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
-                if not config_path.exists():
-                    run.write_json("config.json", config)
-                yield run
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with exclusive_lock(run.path / ".lock"):
+            config_path = run.path / "config.json"
+            if config_path.exists() and json.loads(config_path.read_text()) != config:
+                raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
+            if not config_path.exists():
+                run.write_json("config.json", config)
+            yield run
 
     def find(self, ref: str | os.PathLike, field: str = "run") -> Run:
         """A run directory from an id or a path, finished or not (what ``resume`` continues)."""
