@@ -69,7 +69,7 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
-    """Kill after two of eight nodes, run again: only the missing nodes are computed; a third call computes none."""
+    """Kill after two of nine nodes, run again: only the missing nodes are computed; a third call computes none."""
     spec, store = load_spec("pcfg-counter"), RunStore(tmp_path / "runs")
     quiet = Runtime(progress=False)
     lines = []
@@ -82,8 +82,8 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         reproduce(spec, "test", store, runtime=quiet, say=killer)
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
-    # pretrain, finetune | prune, probe, baseline, reft, and the never-had-it model's prune and probe
-    assert len(second.nodes) == 8 and second.computed == 6
+    # pretrain, finetune | prune, probe, baseline, Scr.+FT, reft, and the never-had-it model's prune and probe
+    assert len(second.nodes) == 9 and second.computed == 7
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
     check_report(store.root)
 
@@ -182,7 +182,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
                str(runs), "--quiet", "--executor", "ray", "--address", f"127.0.0.1:{port}"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)  # Ray nices its workers
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "8 nodes, 8 computed" in done.stdout
+        assert "9 nodes, 9 computed" in done.stdout
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)

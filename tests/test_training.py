@@ -152,3 +152,38 @@ def test_tied_embeddings_train_with_adamw():
     params = [p for g in opt.param_groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == len(list(model.parameters()))
     assert any(p is model.embed.weight for p in opt.param_groups[1]["params"])  # no decay
+
+
+def _stop_run(tmp_path, fail_at=None):
+    """A run that stops once a metric (here: step / 10) reaches 0.5, three steps of margin after it."""
+    data, model = setup()
+    cfg = TrainConfig(iters=100, batch_size=4, lr=1e-3, eval_every=5, checkpoint_every=1,
+                      stop_when={"m": 0.5}, stop_margin=3)
+    stream, log = data.stream(0, 4), []
+
+    def batch_at(step):
+        if step == fail_at:
+            raise KeyboardInterrupt  # a run killed in its margin: the checkpoint of step fail_at is on disk
+        return stream(step)
+
+    state = train(model, batch_at, cfg, Runtime(progress=False), checkpoint_dir=tmp_path,
+                  evaluate=lambda m, step: {"m": step / 10}, log=log.append)
+    return model, state, log
+
+
+def test_stop_when_ends_training_after_its_margin(tmp_path):
+    model, state, log = _stop_run(tmp_path / "straight")
+    assert (state.step, state.stopped_early) == (8, True)
+    assert [r["step"] for r in log] == [5, 8] and log[0]["stop_at"] == 8
+    assert json.loads((tmp_path / "straight" / "checkpoint.json").read_text())["step"] == 8
+
+    with pytest.raises(KeyboardInterrupt):
+        _stop_run(tmp_path / "killed", fail_at=6)
+    resumed, state2, log2 = _stop_run(tmp_path / "killed")  # the stop step comes back from the checkpoint
+    assert (state2.step, state2.resumed_from, [r["step"] for r in log2]) == (8, 6, [8])
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_stop_when_needs_finite_thresholds():
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(iters=10, batch_size=4, lr=1e-3, stop_when={"acc": float("inf")})

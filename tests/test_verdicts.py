@@ -71,6 +71,9 @@ def test_speed_rule_treats_never_as_censored_at_the_budget():
     assert V.revival_speed([150, None, 150], [None, None, None], long).outcome == V.INCONCLUSIVE  # reFT failed once
     assert V.revival_speed([100, 1500, 300], [1000, 1000, 1000], long).outcome == V.INCONCLUSIVE
     assert V.revival_speed([150, 150], [None, None], long[:2]).outcome == V.INCONCLUSIVE
+    # the baseline's own, longer budget: censored at 2000 while reFT had 200 steps -> a lower bound of > 3 doublings
+    assert V.revival_speed([150, 150, 200], [None, None, None], short, long).outcome == V.SHOWN
+    assert V.revival_speed([150, 150, 200], [None, None, None], short, short).outcome == V.INCONCLUSIVE
 
 
 def test_the_wrapper_needs_every_part():

@@ -37,6 +37,10 @@ class AnalysisSpec(BaseModel):
     when: dict[str, list[Any]] = Field(default_factory=dict)
     baselines: bool | list[Literal["scr+ft", "scr"]] = Field(
         False, description="reft: also the baselines (true: Scr.+FT and Scr.; or a list of them)")
+    lrs: list[str | float] | None = Field(
+        None, description="pcfg reft: reFT (and baseline) learning rates, names or numbers; each fine-tuning gets "
+        "those not above its own lr (the paper's reFT lr is below the fine-tuning one). Default: the profile's "
+        "reft_lr_factor x the fine-tuning lr")
     ks: list[int] | None = Field(None, description="pcfg prune: numbers of units pruned (default 0..50)")
     n_eval: int | None = Field(None, gt=0, description="pcfg prune: test samples per accuracy (default 1000)")
     iters: int | None = Field(None, gt=0, description="pcfg probe: training steps (default: the profile's)")

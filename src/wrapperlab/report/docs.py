@@ -35,18 +35,26 @@ def _steps(values: list[int | None]) -> str:
     return " / ".join("never" if v is None else str(v) for v in values)
 
 
+def _budgets(speed: dict[str, Any]) -> str:
+    """The step budgets of reFT and Scr.+FT ("200" when they had the same, "200 / 2000" when not)."""
+    caps = sorted(set(speed["caps"]))
+    control = sorted(set(speed.get("control_caps", speed["caps"])))
+    return _steps(caps) if caps == control else f"{_steps(caps)} / {_steps(control)}"
+
+
 def pcfg_verdicts(numbers: dict[str, Any]) -> str:
     """Per analysed cell: each part of the wrapper verdict, treated vs control per seed, and its outcome."""
     rows = ["| cell | seeds | pretrained → after FT, Acc O_PT C_Te=0 % | gain from pruning ≤ 15 units, FT vs never-had-it (points) "
-            "| best-block probe %, FT vs strongest control | reFT vs Scr.+FT steps to 90 % (budget) | verdict |",
+            "| best-block probe %, FT vs strongest control | reFT vs Scr.+FT steps to 90 % (budgets) | verdict |",
             "|---|---|---|---|---|---|---|"]
     for cell in numbers.get("analysed", []):
         parts = [cell["signatures"][name] for name in _PARTS]
         b, p, q, s = (part["numbers"] for part in parts)
         texts = [f"{_pct(b['treated'])} → {_pct(b['control'])}", f"{_pct(p['treated'])} vs {_pct(p['control'])}",
                  f"{_pct(q['treated'])} vs {_pct(q['control'])}",
-                 f"{_steps(s['treated_steps'])} vs {_steps(s['control_steps'])} ({_steps(sorted(set(s['caps'])))})"]
-        label = f"{cell.get('prior', '-')}, η {cell['lr']}, C_Tr = {cell['c_tr']:g}"
+                 f"{_steps(s['treated_steps'])} vs {_steps(s['control_steps'])} ({_budgets(s)})"]
+        label = f"{cell.get('prior', '-')}, η {cell['lr']}, C_Tr = {cell['c_tr']:g}" \
+            + (f", reFT η {cell['reft_lr']}" if "reft_lr" in cell else "")
         rows.append(f"| {label} | {', '.join(map(str, cell['seeds']))} | "
                     + " | ".join(f"{t} (**{part['outcome']}**)" for t, part in zip(texts, parts))
                     + f" | **{cell['verdict']}** |")

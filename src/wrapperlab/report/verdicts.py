@@ -122,17 +122,19 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
 
 
 def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
-                  caps: Sequence[int]) -> Verdict:
+                  caps: Sequence[int], control_caps: Sequence[int] | None = None) -> Verdict:
     """reFT brings count(O_PT) to 90 % sooner than the never-had-it model learns it with the same training:
-    log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (the cap):
-    a censored control makes the effect a lower bound, so it can support "shown" but never "not shown" (the
-    budget may simply have been too short: inconclusive); a censored reFT can never support "shown"."""
+    log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (``caps``
+    for reFT, ``control_caps`` — default the same — for Scr.+FT, which gets a longer one): a censored control
+    makes the effect a lower bound, so it can support "shown" but never "not shown" (the budget may simply have
+    been too short: inconclusive); a censored reFT can never support "shown"."""
+    control_caps = caps if control_caps is None else control_caps
     treated = [log2_steps(t, cap) for t, cap in zip(treated_steps, caps)]
-    control = [log2_steps(c, cap) for c, cap in zip(control_steps, caps)]
+    control = [log2_steps(c, cap) for c, cap in zip(control_steps, control_caps)]
     verdict = paired_rule("reFT revives count(O_PT) faster than Scr.+FT learns it", control, treated, SPEED_MARGIN,
                           "log2 steps to 90 %, Scr.+FT minus reFT")
     numbers = {**verdict.numbers, "treated_steps": list(treated_steps), "control_steps": list(control_steps),
-               "caps": list(caps)}
+               "caps": list(caps), "control_caps": list(control_caps)}
     control_censored = any(c is None for c, t in zip(control_steps, treated_steps))
     treated_censored = any(t is None for t in treated_steps)
     if verdict.outcome == SHOWN and treated_censored:

@@ -3,9 +3,10 @@ in their data and in their starting weights."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TrainConfig(BaseModel):
@@ -33,6 +34,22 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(250, gt=0)
     eval_at: tuple[int, ...] = Field((), description="extra evaluation steps, e.g. log-spaced for reFT curves")
     checkpoint_every: int = Field(250, gt=0)
+    stop_when: dict[str, float] = Field(
+        default_factory=dict,
+        description="stop once an evaluation has every named metric >= its threshold (reFT and its baselines: "
+        "training on after the capability is back spends compute on a number nobody reads)",
+    )
+    stop_margin: int = Field(
+        0, ge=0, description="steps trained on after stop_when first holds (the curve shows it still holds)"
+    )
+
+    @field_validator("stop_when")
+    @classmethod
+    def _finite_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not math.isfinite(v) or not k]
+        if bad:
+            raise ValueError(f"stop_when needs metric names with finite thresholds (got {bad[0]!r}: {value[bad[0]]})")
+        return value
 
 
 class Runtime(BaseModel):

@@ -8,6 +8,7 @@ checkpoint, a resumed run therefore repeats bit for bit what the uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ class TrainState:
     seconds: float
     tokens_per_second: float
     last_loss: float | None  # None when a resumed run had no step left to take
+    stopped_early: bool = False  # cfg.stop_when held before cfg.iters (step: where training ended)
 
 
 Evaluate = Callable[[nn.Module, int], dict]
@@ -130,19 +132,24 @@ def train(
     ``log`` with the step, loss, learning rate and throughput. ``on_resume(step)`` lets the caller
     drop log lines written after the checkpoint it resumes from. ``loss_fn(model, batch, device, cfg)``
     replaces the token losses of ``cfg.loss`` (e.g. :func:`position_loss`).
+
+    With ``cfg.stop_when``, training ends ``cfg.stop_margin`` steps after the first evaluation at which every
+    named metric reached its threshold (evaluated there, checkpointed there). The stop step is kept in the
+    checkpoint, so a run killed during its margin resumes to the same end.
     """
     device = torch.device(runtime.device)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     model.to(device)
     optimizer = make_optimizer(model, cfg)
-    start = 0
+    start, stop_at = 0, None  # stop_at: the step at which stop_when (plus its margin) ends training
     if checkpoint_dir is not None:
         pointer = load_checkpoint(checkpoint_dir, model, optimizer)
         if pointer is not None:
-            start = pointer["step"]
+            start, stop_at = pointer["step"], pointer.get("stop_at")
             if on_resume:
                 on_resume(start)
+    end = min(cfg.iters, stop_at) if stop_at is not None else cfg.iters
     forward_model = torch.compile(model) if runtime.compile else model
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else contextlib.nullcontext()
@@ -157,14 +164,27 @@ def train(
         dynamic_ncols=True,
         file=sys.stderr,
     )
+
+    def reached(record: dict) -> bool:
+        return bool(cfg.stop_when) and all(record.get(k, -math.inf) >= v for k, v in cfg.stop_when.items())
+
+    def run_evaluation(step: int) -> dict:
+        model.eval()
+        with torch.inference_mode(), autocast:
+            numbers = evaluate(model, step) if evaluate is not None else {}
+        model.train()
+        return numbers
+
     loss_value: float | None = None
     tokens_seen, t0 = 0, time.perf_counter()
     if start == 0 and 0 in cfg.eval_at and evaluate is not None:  # the starting point of a curve
-        model.eval()
-        with torch.no_grad(), autocast:
-            log({"step": 0, "lr": 0.0, **evaluate(model, 0)})
+        record = {"step": 0, "lr": 0.0, **run_evaluation(0)}
+        log(record)
+        if reached(record):
+            end = stop_at = min(cfg.iters, cfg.stop_margin)
     model.train()
-    for step in range(start, cfg.iters):
+    step = start
+    for step in range(start, end):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -179,26 +199,28 @@ def train(
         tokens_seen += batch.tokens.size
         done = step + 1
         bar.update(1)
-        if done % cfg.eval_every == 0 or done == cfg.iters or done in cfg.eval_at:
+        if done % cfg.eval_every == 0 or done == end or done in cfg.eval_at:
             loss_value = loss.item()
             elapsed = time.perf_counter() - t0
             record = {"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
-            if evaluate is not None:
-                model.eval()
-                with torch.no_grad(), autocast:
-                    record.update(evaluate(model, done))
-                model.train()
+            record.update(run_evaluation(done))
+            if stop_at is None and reached(record):
+                end = stop_at = min(cfg.iters, done + cfg.stop_margin)
+                record["stop_at"] = stop_at
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
             log(record)
-        if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
-            save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item()})
+        if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == end):
+            save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item(), "stop_at": stop_at})
+        if done == end:
+            break
     bar.close()
     model.eval()
     elapsed = time.perf_counter() - t0
     return TrainState(
-        step=cfg.iters,
+        step=end,
         resumed_from=start or None,
         seconds=elapsed,
         tokens_per_second=tokens_seen / max(elapsed, 1e-9),
         last_loss=loss_value,
+        stopped_early=end < cfg.iters,
     )

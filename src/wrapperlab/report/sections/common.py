@@ -9,6 +9,7 @@ from typing import Any
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.report.render import Section
 from wrapperlab.report.tables import ci_text
+from wrapperlab.runs.profiles import load_profiles
 from wrapperlab.settings import registry
 
 
@@ -65,8 +66,13 @@ def setup_table(sec: Section, rep: dict, store, kind: str, head: list[list[str]]
         t = refts[0]
         schedule = "constant" if t["min_lr_frac"] == 1.0 and not t["warmup_frac"] else "warm-up + cosine"
         lrs = ", ".join(f"{lr:g}" for lr in sorted({r["lr"] for r in refts}))
-        rows.append(["reFT", f"{t['iters']} steps × {t['batch_size']}, lr {lrs} ({schedule}; "
-                             f"{load_reft_factor():g} × the fine-tuning lr)"])
+        which = "the spec's reFT lrs not above each fine-tuning's" if any("reft_lr" in n["point"] for n in nodes) \
+            else f"{load_reft_factor():g} × the fine-tuning lr"
+        stop = "".join(f"; stops {t.get('stop_margin', 0)} steps after {k} ≥ {v:g}" for k, v in t["stop_when"].items()) \
+            if t.get("stop_when") else ""
+        baselines = f"; baselines: {load_profiles()['reft_baseline_factor']} × that budget" \
+            if any(n["stage"] == "scrft" for n in nodes) else ""
+        rows.append(["reFT", f"{t['iters']} steps × {t['batch_size']}, lr {lrs} ({schedule}; {which}{stop}{baselines})"])
     axes = defaultdict(set)
     for n in nodes:
         if n["stage"] == "finetune":
@@ -91,8 +97,6 @@ def stage_times_row(rep: dict) -> list[str]:
 
 
 def load_reft_factor() -> float:
-    from wrapperlab.runs.profiles import load_profiles
-
     return float(load_profiles()["reft_lr_factor"])
 
 

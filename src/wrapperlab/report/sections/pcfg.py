@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.report import verdicts as V
 from wrapperlab.report.figures.single import METRIC_LABELS
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import (
@@ -21,7 +22,6 @@ from wrapperlab.report.sections.common import (
     setup_table,
 )
 from wrapperlab.report.tables import ci_text
-from wrapperlab.report import verdicts as V
 from wrapperlab.settings.pcfg.nodes import NEVER
 
 
@@ -91,12 +91,32 @@ def _cell_verdicts(seeds: list[int], data: dict[str, Any]) -> tuple[V.Verdict, l
     probing = V.probe_readout([get(probe, s, V.probe_best) for s in seeds],
                               [[get(probe, s, lambda d: V.probe_best(d, "random_init")) for s in seeds],
                                [get(never_probe, s, V.probe_best) for s in seeds]])
-    caps = [max((step for step, _ in reft[s]["reft"]["curve"]), default=0) if s in reft else 0 for s in seeds]
     speed = V.revival_speed([get(reft, s, lambda d: d["reft"]["steps_to_0.9"]) for s in seeds],
                             [get(reft, s, lambda d: d["scr+ft"]["steps_to_0.9"] if "scr+ft" in d else None)
-                             for s in seeds], caps)
+                             for s in seeds],
+                            [_budget(reft.get(s, {}).get("reft")) for s in seeds],
+                            [_budget(reft.get(s, {}).get("scr+ft")) for s in seeds])
     parts = [behaviour, pruning, probing, speed]
     return V.pcfg_wrapper(*parts), parts
+
+
+def _budget(curve: dict | None) -> int:
+    """The steps a reFT or baseline curve was allowed (older results: its last evaluated step)."""
+    if curve is None:
+        return 0
+    return curve.get("budget") or max((step for step, _ in curve["curve"]), default=0)
+
+
+def _analysed_cells(prunes: dict, probes: dict, refts: dict) -> list[tuple[tuple, Any]]:
+    """(cell key, reFT lr or None) for every analysed cell: one entry per reFT lr it was reverse fine-tuned at."""
+    out = set()
+    for key in refts:
+        point = dict(key)
+        lr = point.pop("reft_lr", None)
+        out.add((tuple(sorted(point.items())), lr))
+    with_reft = {cell for cell, _ in out}
+    out |= {(key, None) for key in set(prunes) | set(probes) if key not in with_reft}
+    return sorted(((cell, lr) for cell, lr in out if "lr" in dict(cell)), key=lambda c: (c[0], str(c[1])))
 
 
 def _stat_text(verdict: V.Verdict) -> str:
@@ -115,31 +135,35 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
     never = {stage: {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes
                      if n["stage"] == stage and n["point"].get("model") == NEVER} for stage in ("prune", "probe")}
     pretrained = {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
-    rows, figs, lines = [], [], []
-    for key in sorted(k for k in set(prunes) | set(refts) | set(probes) if "lr" in dict(k)):
+    rows, figs, lines, drawn_cells = [], [], [], set()
+    for key, reft_lr in _analysed_cells(prunes, probes, refts):
         point = dict(key)
+        reft_key = key if reft_lr is None else tuple(sorted({**point, "reft_lr": reft_lr}.items()))
         ft = finetunes.get(key, [])
         seeds = sorted(n["point"]["seed"] for n in ft)
         prior = point.get("prior")
         data = {"pair": f"{task}/{pt_op}", "finetune": _by_seed(ft), "prune": _by_seed(prunes.get(key, [])),
-                "probe": _by_seed(probes.get(key, [])), "reft": _by_seed(refts.get(key, [])),
+                "probe": _by_seed(probes.get(key, [])), "reft": _by_seed(refts.get(reft_key, [])),
                 "pretrain": {s: d for (p, s), d in pretrained.items() if p == prior},
                 "never_prune": {s: d for (p, s), d in never["prune"].items() if p == prior},
                 "never_probe": {s: d for (p, s), d in never["probe"].items() if p == prior}}
         wrapper, parts = _cell_verdicts(seeds, data)
         behaviour, pruning, probing, speed = parts
-        label = cell_label(point, "pcfg")
+        label = cell_label(point, "pcfg") + ("" if reft_lr is None else f", reFT η {lr_name('pcfg', reft_lr)}")
         never_probe = mean_ci([V.probe_best(d) for d in data["never_probe"].values()])
         random_probe = mean_ci([V.probe_best(d, "random_init") for d in data["probe"].values()])
         steps = {c: mean_ci([d[c]["steps_to_0.9"] for d in data["reft"].values() if c in d]) for c in ("reft", "scr+ft")}
         rows.append([label, _stat_text(behaviour), _stat_text(pruning),
                      f"{ci_text(mean_ci(probing.numbers['treated']))} vs {ci_text(random_probe)} / {ci_text(never_probe)}",
                      " vs ".join(ci_text(steps[c], pct=False) for c in ("reft", "scr+ft")), wrapper.outcome])
-        summary.setdefault("analysed", []).append({**point, "seeds": seeds, "verdict": wrapper.outcome,
+        summary.setdefault("analysed", []).append({**point, **({} if reft_lr is None else {"reft_lr": reft_lr}),
+                                                   "seeds": seeds, "verdict": wrapper.outcome,
                                                    "signatures": {p.claim: p.as_dict() for p in parts}})
         lines.append((label, wrapper, parts))
         tag = f"{name}-{lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}"
-        if key in prunes:
+        drawn = key in drawn_cells  # a cell reverse fine-tuned at several lrs: its pruning and probe figures once
+        drawn_cells.add(key)
+        if key in prunes and not drawn:
             ks = prunes[key][0]["data"]["ks"]
             curves = {METRIC_LABELS[m]: [list(zip(ks, n["data"]["curves"][m])) for n in prunes[key]]
                       for m in ("acc_pt_cte0", "acc_ft_cte1") if m in prunes[key][0]["data"]["curves"]}
@@ -149,13 +173,15 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
             figs.append((seeds_figure(curves, figures / f"prune-{tag}.png", "units pruned (K)", "accuracy (%)",
                                       f"pruning by pretraining-task saliency, {label}", logx=True),
                          f"pruning curves over seeds, {label}, beside the never-had-it model (Fig. 7)"))
-        if key in probes:
+        if key in probes and not drawn:
             figs.append((probe_seeds_figure([n["data"] for n in probes[key]], figures / f"probe-{tag}.png",
                                             f"linear probes per block, {label}"),
                          f"probe accuracy per block over seeds, {label} (Fig. 8)"))
-        if key in refts:
-            curves = {c: [n["data"][c]["curve"] for n in refts[key] if c in n["data"]] for c in ("reft", "scr+ft", "scr")}
-            figs.append((seeds_figure(curves, figures / f"reft-{tag}.png", "reFT step", "Acc O_PT, C_Te=0 (%)",
+        if reft_key in refts:
+            curves = {c: [n["data"][c]["curve"] for n in refts[reft_key] if c in n["data"]]
+                      for c in ("reft", "scr+ft", "scr")}
+            rtag = tag if reft_lr is None else f"{tag}-reft{lr_name('pcfg', reft_lr)}"
+            figs.append((seeds_figure(curves, figures / f"reft-{rtag}.png", "reFT step", "Acc O_PT, C_Te=0 (%)",
                                       f"reverse fine-tuning vs baselines, {label}", logx=True, threshold=0.9),
                          f"reFT vs Scr.+FT and Scr. over seeds, {label} (Fig. 9)"))
     if rows:

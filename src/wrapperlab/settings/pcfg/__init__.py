@@ -16,5 +16,5 @@ SETTING = Setting(
     load_model=stages.load_model,
     versions={**stages.VERSIONS, **analyses.VERSIONS},
     report_section="wrapperlab.report.sections.pcfg:pcfg_section",
-    stage_rank={"pretrain": 0, "finetune": 1, "baseline": 2, "reft": 3, "prune": 4, "probe": 4},
+    stage_rank={"pretrain": 0, "baseline": 1, "scrft": 1, "finetune": 2, "reft": 3, "prune": 4, "probe": 4},
 )

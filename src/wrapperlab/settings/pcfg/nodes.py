@@ -17,8 +17,8 @@ from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
 from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key
 from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
-from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pretrain_config
-from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft
+from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config
+from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, pretrain
 
 AXES = ("prior", "lr", "c_tr")
@@ -40,8 +40,8 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
         wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
         return [_baseline(nodes, root).key] if name == "reft" and wants else []
 
-    nodes = expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
-                        lambda seed, shared: {"seed": seed, **shared}, reft_baseline)
+    nodes = _with_scrft(_per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
+                                                 lambda seed, shared: {"seed": seed, **shared}, reft_baseline)))
     controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
     for root in [n for n in nodes if n.stage == "pretrain"] if controls else []:
         baseline = _baseline(nodes, root)
@@ -51,8 +51,44 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
     return nodes
 
 
+def _per_reft_lr(nodes: list[Node]) -> list[Node]:
+    """A reFT node whose analysis names ``lrs`` becomes one node per reFT lr not above its fine-tuning lr (point
+    ``reft_lr``); a fine-tuning below every listed lr gets none (the paper never reverse fine-tunes faster)."""
+    out: list[Node] = []
+    for node in nodes:
+        lrs = node.options.get("lrs") if node.stage == "reft" else None
+        if not lrs:
+            out.append(node)
+            continue
+        for lr in lrs:
+            if pcfg_lr(lr) <= pcfg_lr(node.point["lr"]) * (1 + 1e-9):
+                point = {**node.point, "reft_lr": lr}
+                out.append(Node(node_key("reft", point), "reft", point, node.parents, node.options))
+    return out
+
+
+def _with_scrft(nodes: list[Node]) -> list[Node]:
+    """Scr.+FT as a node of its own between the never-had-it model and the reFTs that compare with it: one run per
+    (seed, prior, reFT lr) — every C_Tr cell's reFT shares it — trained once instead of by whichever reFT asks
+    first while the others wait on its lock."""
+    out: list[Node] = []
+    for node in nodes:
+        baseline = next((p for p in node.parents if p.startswith("baseline ")), None) if node.stage == "reft" else None
+        if baseline is not None:
+            point = {k: v for k, v in node.point.items() if k != "c_tr" and (k != "lr" or "reft_lr" not in node.point)}
+            scrft = add_once(out, Node(node_key("scrft", point), "scrft", point, [baseline], node.options))
+            node = Node(node.key, node.stage, node.point, [*node.parents, scrft.key], node.options)
+        out.append(node)
+    return out
+
+
 def _stage_outcome(stage) -> Outcome:
     return Outcome(stage.run.id, stage.reused, stage.result)
+
+
+def _reft_overrides(node: Node, ctx: NodeContext) -> dict[str, Any] | None:
+    overrides = {**ctx.base("reft"), **({"train.lr": node.point["reft_lr"]} if "reft_lr" in node.point else {})}
+    return overrides or None
 
 
 def run_node(node: Node, ctx: NodeContext) -> Outcome:
@@ -67,6 +103,10 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
     if node.stage == "finetune":
         cfg = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
         return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say))
+    if node.stage == "scrft":  # the fine-tuning of this seed and lr stands in for every C_Tr cell's (see reft.py)
+        finetuned = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+        return _stage_outcome(run_scrft(store, finetuned, store.resolve(parent.run_id), ctx.profile,
+                                        _reft_overrides(node, ctx), ctx.runtime, ctx.say))
     # the never-had-it model is analysed for the pair the spec fine-tunes on
     pair = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data \
         if node.point.get("model") == NEVER else None
@@ -80,7 +120,7 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
         art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
-        result = run_reft(store, parent.run_id, ctx.profile, ctx.base("reft") or None,
+        result = run_reft(store, parent.run_id, ctx.profile, _reft_overrides(node, ctx),
                           baselines=node.options.get("baselines", False), runtime=ctx.runtime, say=ctx.say)
         return Outcome(result.curves["reft"].run.id, all(c.reused for c in result.curves.values()), result.summary())
     raise ValueError(f"unknown pcfg stage {node.stage}")

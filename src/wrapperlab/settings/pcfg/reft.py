@@ -8,7 +8,9 @@
   never had the capability learns it.
 * **Scr.**: the same architecture from random weights, same settings.
 
-Steps-to-threshold (first evaluated step with Acc O_PT(C_Te=0) >= 90 %) compare them.
+Steps-to-threshold (first evaluated step with Acc O_PT(C_Te=0) >= 90 %) compare them. The baselines get
+``reft_baseline_factor`` (profiles.yaml: 10) times the reFT budget, so that "not within N steps" means more than
+"the budget was too short"; every curve stops a margin after it reaches the threshold (``train.stop_when``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Sequence
 
 from wrapperlab.data.tasks import TERMINALS
 from wrapperlab.errors import ConfigError
-from wrapperlab.runs.profiles import validated
+from wrapperlab.runs.profiles import load_profiles, validated
 from wrapperlab.runs.stage import Say, StageResult
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig, reft_config
@@ -57,6 +59,8 @@ class ReftResult:
                 "end": stage.result["after"][TARGET],
                 "steps_to_0.5": stage.result["first_step_at"].get(TARGET, {}).get("0.5"),
                 "steps_to_0.9": stage.result["first_step_at"].get(TARGET, {}).get("0.9"),
+                "budget": stage.run.config()["train"]["iters"],
+                "lr": stage.run.config()["train"]["lr"],
                 "curve": [(r["step"], r[TARGET]) for r in stage.run.metrics() if TARGET in r],
             }
             for name, stage in self.curves.items()
@@ -64,6 +68,21 @@ class ReftResult:
 
 
 BASELINES = ("scr+ft", "scr")
+
+
+def baseline_config(reft: FinetuneRunConfig, parent: str, init: str = "parent") -> FinetuneRunConfig:
+    """A baseline of reFT ``reft``: the same data, lr and seed from ``parent`` (the never-had-it model, or with
+    ``init="random"`` fresh weights), for ``reft_baseline_factor`` x the reFT budget."""
+    longer = reft.train.model_copy(update={"iters": reft.train.iters * int(load_profiles()["reft_baseline_factor"])})
+    return reft.model_copy(update={"train": longer, "parent": parent, "init": init})
+
+
+def run_scrft(store: RunStore, finetuned: FinetuneRunConfig, never: Run, profile_name: str = "quick",
+              overrides: dict | None = None, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
+    """Scr.+FT alone, for the reFT of any fine-tuning like ``finetuned`` (its pair, seed and lr; the reFT data
+    ignore its C_Tr): the same run :func:`run_reft` asks for, so a spec can train it once, before the reFTs."""
+    cfg = reft_config(finetuned, never.id, profile_name, overrides)
+    return finetune(baseline_config(cfg, never.id), store, runtime, say, kind="scrft")
 
 
 def run_reft(
@@ -89,12 +108,8 @@ def run_reft(
     curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
     if "scr+ft" in chosen:
         base = pretrain(never_pt_config(pretraining_config(ft_run), ft_cfg.data.operand), store, runtime, say)
-        curves["scr+ft"] = finetune(
-            cfg.model_copy(update={"parent": base.run.id}), store, runtime, say, kind="scrft"
-        )
+        curves["scr+ft"] = finetune(baseline_config(cfg, base.run.id), store, runtime, say, kind="scrft")
     if "scr" in chosen:
-        curves["scr"] = finetune(
-            cfg.model_copy(update={"parent": root_pretrain_run(store, ft_run).id, "init": "random"}),
-            store, runtime, say, kind="scratch",
-        )
+        curves["scr"] = finetune(baseline_config(cfg, root_pretrain_run(store, ft_run).id, "random"),
+                                 store, runtime, say, kind="scratch")
     return ReftResult(curves)
