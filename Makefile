@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 # the quick reproduction of the paper's Counter experiment with its negative controls: 21 min on 2 cores
 # (measured 2026-12-01, docs/reproduce.md), report in runs/report/report.html
 demo: install
-	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2
+	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 
 # all four shipped experiments on the quick profile into the same store and report (estimated 45-60 min on 2 cores;
 # the Tracr pair took 18 min measured beside other work, the Indexer has not yet been timed end to end)

@@ -4,7 +4,7 @@ import pytest
 
 from wrapperlab.cli.main import main
 from wrapperlab.errors import ConfigError
-from wrapperlab.orchestration.reproduce import reproduce
+from wrapperlab.orchestration.reproduce import reproduce, time_table
 from wrapperlab.orchestration.spec import expand, load_spec, shipped_specs
 from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
@@ -84,6 +84,9 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
     # pretrain, finetune | prune, probe, baseline, Scr.+FT, reft, and the never-had-it model's prune and probe
     assert len(second.nodes) == 9 and second.computed == 7
+    reft = second.outcomes[next(k for k in second.outcomes if k.startswith("reft "))]
+    assert reft.split["train"] > 0 and reft.split["eval"] > 0 and reft.split["wall"] <= reft.seconds + 0.01
+    assert any(line.startswith("reft ") for line in time_table(second))  # reproduce --profile-time
     assert reproduce(spec, "test", store, runtime=quiet, say=lambda _: None).computed == 0
     check_report(store.root)
 

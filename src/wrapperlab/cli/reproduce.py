@@ -18,6 +18,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local (this process or --workers processes) or ray (one task per run; pip install 'wrapperlab[ray]')")
     p.add_argument("--address", help="ray: a running cluster HOST:PORT (default: start a local Ray on 127.0.0.1)")
+    p.add_argument("--profile-time", action="store_true",
+                   help="print where the computed nodes' time went, per stage: data, training, evaluation, I/O, "
+                        "analysis, worker start (also saved per node in reproductions/*.json)")
     runtime_args(p)
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
@@ -28,7 +31,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from wrapperlab.orchestration.reproduce import reproduce
+    from wrapperlab.orchestration.reproduce import reproduce, time_table
     from wrapperlab.orchestration.spec import load_spec
     from wrapperlab.runs.profiles import profile
     from wrapperlab.runs.store import RunStore
@@ -47,6 +50,8 @@ def cmd_reproduce(args) -> int:
                            executor=args.executor, address=args.address)
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
+        if getattr(args, "profile_time", False):
+            print("\n".join(time_table(result)))
     return cmd_report(argparse.Namespace(dir=str(store.root)))
 
 

@@ -24,10 +24,14 @@ from wrapperlab.training.config import Runtime
 def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
              runtime: Runtime, say: Say) -> Outcome:
     """Compute one node (its parents are in ``done``) through its spec's setting."""
+    from wrapperlab import timing
+
     t0 = time.perf_counter()
     parent = done[node.parents[0]] if node.parents else None
-    outcome = registry.get(spec.kind).run_node(node, NodeContext(spec, profile, store, parent, runtime, say))
+    with timing.collect() as split:
+        outcome = registry.get(spec.kind).run_node(node, NodeContext(spec, profile, store, parent, runtime, say))
     outcome.seconds = time.perf_counter() - t0
+    outcome.split = split
     return outcome
 
 
@@ -72,10 +76,15 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
         eta = f"{elapsed / state['computed'] * left:.0f} s" if state["computed"] else "?"
         return f"elapsed {elapsed:.0f} s, ETA ≤ {eta}"
 
+    started: dict[str, float] = {}
+
     def starting(node: Node) -> None:
+        started[node.key] = time.perf_counter()
         say(f"[{state['finished']}/{len(nodes)}] running {node.key} | {status()}")
 
     def report(node: Node, outcome: Outcome) -> None:
+        if node.key in started and outcome.split:  # from handing the node out to its result: process start, imports
+            outcome.split["dispatch"] = round(max(0.0, time.perf_counter() - started[node.key] - outcome.seconds), 3)
         done[node.key] = outcome
         state["finished"] += 1
         state["computed"] += not outcome.reused
@@ -105,7 +114,8 @@ def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
 
     nodes = [{"key": n.key, "stage": n.stage, "point": n.point, "run_id": result.outcomes[n.key].run_id,
               "reused": result.outcomes[n.key].reused,
-              "seconds": round(result.outcomes[n.key].seconds, 2), "data": result.outcomes[n.key].data} for n in result.nodes]
+              "seconds": round(result.outcomes[n.key].seconds, 2), "split": result.outcomes[n.key].split,
+              "data": result.outcomes[n.key].data} for n in result.nodes]
     path = store.root / "reproductions" / f"{spec.name}-{result.profile}.json"
     base = {stage: spec.base_for(result.profile, stage) for stage in ("pretrain", "finetune", "reft")}
     extra = {name: getattr(spec, name) for name in registry.get(spec.kind).spec_fields}
@@ -114,6 +124,33 @@ def save(result: Reproduction, spec: Spec, store: RunStore) -> Path:
                                         "computed": result.computed, "seconds": result.seconds, "nodes": nodes},
                                        indent=1, default=str) + "\n")
     return path
+
+
+def time_table(result: Reproduction) -> list[str]:
+    """Where the computed nodes' time went, per stage (``reproduce --profile-time``): seconds summed over nodes
+    in each section of :mod:`wrapperlab.timing`, ``dispatch`` (handing a node to a worker process: its start and
+    imports), and wall ÷ train — how much of a node is not training (goal for FT and reFT nodes: ≤ 1.25)."""
+    from collections import defaultdict
+
+    from wrapperlab.timing import SECTIONS
+
+    columns = ("dispatch", *SECTIONS, "other")
+    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for node in result.nodes:
+        outcome = result.outcomes[node.key]
+        if outcome.reused or not outcome.split:
+            continue
+        row = per_stage[node.stage]
+        row["nodes"] += 1
+        row["wall"] += outcome.seconds + outcome.split.get("dispatch", 0.0)
+        for name in columns:
+            row[name] += outcome.split.get(name, 0.0)
+    lines = ["stage      nodes   wall s " + " ".join(f"{c:>9}" for c in columns) + "  wall/train"]
+    for stage, row in per_stage.items():
+        ratio = f"{row['wall'] / row['train']:.2f}" if row["train"] else "-"
+        lines.append(f"{stage:<10} {row['nodes']:>5.0f} {row['wall']:>8.1f} "
+                     + " ".join(f"{row[c]:>9.1f}" for c in columns) + f"  {ratio:>10}")
+    return lines
 
 
 def _die_with_parent() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text, load_weights
 from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.timing import section
 from wrapperlab.training.config import Runtime
 from wrapperlab.training.loop import TrainState, train
 
@@ -56,7 +57,8 @@ def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evalua
 def load_run_weights(model: nn.Module, run: Run, field: str = "run") -> nn.Module:
     """``model`` with a run's final weights; a corrupt or foreign weights file is a clear error."""
     try:
-        load_weights(model, run.weights_path)
+        with section("io"):
+            load_weights(model, run.weights_path)
     except Exception as e:  # safetensors raises several types for truncated or foreign files
         raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})")
     return model
@@ -96,6 +98,7 @@ def cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], di
     if json_path.exists():
         return Artifact(path, json.loads(json_path.read_text()), reused=True)
     # the address under ``key``: a result may carry its own ``config`` (pruning does) and must not overwrite it
-    data = {"kind": kind, "run": run.id, "key": key, **compute()}
+    with section("analysis"):
+        data = {"kind": kind, "run": run.id, "key": key, **compute()}
     atomic_write_text(json_path, json.dumps(data, indent=1) + "\n")
     return Artifact(path, data, reused=False)

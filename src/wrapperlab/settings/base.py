@@ -44,6 +44,7 @@ class Outcome:
     reused: bool
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the node where it ran
+    split: dict[str, float] = field(default_factory=dict)  # that time by section (wrapperlab.timing)
 
 
 @dataclass

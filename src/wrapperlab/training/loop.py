@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from wrapperlab.timing import section
 from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.schedule import lr_at
@@ -170,7 +171,7 @@ def train(
 
     def run_evaluation(step: int) -> dict:
         model.eval()
-        with torch.inference_mode(), autocast:
+        with section("eval"), torch.inference_mode(), autocast:
             numbers = evaluate(model, step) if evaluate is not None else {}
         model.train()
         return numbers
@@ -188,14 +189,16 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = batch_at(step)
-        with autocast:
-            loss = (loss_fn or _token_loss)(forward_model, batch, device, cfg)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        with section("data"):
+            batch = batch_at(step)
+        with section("train"):
+            with autocast:
+                loss = (loss_fn or _token_loss)(forward_model, batch, device, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
         tokens_seen += batch.tokens.size
         done = step + 1
         bar.update(1)
@@ -210,7 +213,8 @@ def train(
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
             log(record)
         if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == end):
-            save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item(), "stop_at": stop_at})
+            with section("io"):
+                save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item(), "stop_at": stop_at})
         if done == end:
             break
     bar.close()

@@ -21,6 +21,7 @@ from wrapperlab.runs.stage import Say, StageResult, first_steps, load_run_weight
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig
 from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets, pretrain_accuracies
+from wrapperlab.timing import section
 from wrapperlab.training.config import Runtime
 
 #: code version per run kind: bump one when what its stage computes changes meaning (runs/stage.py)
@@ -40,9 +41,11 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
             return {f"acc/{k}": v for k, v in accs.items()}
 
         state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
-        save_weights(model, run.weights_path)
+        with section("io"):
+            save_weights(model, run.weights_path)
         t0 = time.perf_counter()
-        accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
+        with section("eval"):
+            accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
         return {
             "accuracy": accuracy,
             "steps": state.step,
@@ -95,11 +98,12 @@ def finetune(
 
     def compute(run: Run) -> dict:
         say(f"{kind}: {parent.id} ({'random init' if cfg.init == 'random' else 'weights'}) into {run.path}")
-        during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
-        final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
-        before = finetune_accuracies(model, data, test_sets=final).as_dict()
-
-        revival_set = data.pretraining_view(during[0.0])
+        with section("data"):
+            during = finetune_test_sets(data, cfg.eval.n_during, cfg.seed)
+            final = finetune_test_sets(data, cfg.eval.n, cfg.seed)
+            revival_set = data.pretraining_view(during[0.0])
+        with section("eval"):
+            before = finetune_accuracies(model, data, test_sets=final).as_dict()
 
         def evaluate(m, step):
             if kind in REVIVAL_KINDS:  # a quarter of the full evaluation, and what stop_when reads
@@ -107,10 +111,13 @@ def finetune(
             return finetune_accuracies(m, data, test_sets=during).as_dict()
 
         state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
-        save_weights(model, run.weights_path)
+        with section("io"):
+            save_weights(model, run.weights_path)
+        with section("eval"):
+            after = finetune_accuracies(model, data, test_sets=final).as_dict()
         return {
             "before": before,
-            "after": finetune_accuracies(model, data, test_sets=final).as_dict(),
+            "after": after,
             "first_step_at": first_steps(run.metrics()),
             "steps": state.step,
             "stopped_early": state.stopped_early,
