@@ -139,3 +139,30 @@ def test_padding_keys_are_masked(attention):
     _, cache = unmasked.run_with_cache(padded)
     on_padding = cache["blocks.0.attn.hook_pattern"][..., :10, 10:].sum(-1)
     assert (on_padding.min() > 0.1) == (attention == "bidirectional")  # the mask is what keeps padding out
+
+
+def test_bf16_autocast_on_cpu_keeps_attention_in_fp32():
+    """Under CPU bf16 autocast the fused attention runs in fp32 (its bf16 backward is the slow part there), and
+    the logits stay close to fp32's."""
+    import torch
+
+    from wrapperlab.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("test", vocab_size=40, n_ctx=16))
+    tokens = torch.randint(0, 40, (4, 16))
+    seen = []
+    hook = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.dtype)
+        return hook(q, k, v, **kw)
+
+    torch.nn.functional.scaled_dot_product_attention = spy
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(tokens).float()
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = hook
+    assert seen and set(seen) == {torch.float32}
+    assert torch.allclose(low, model(tokens), atol=0.1)

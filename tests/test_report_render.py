@@ -15,7 +15,7 @@ from wrapperlab.report.render import write_report
 from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
 
-SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist")
+SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist", "pcfg-table5", "pcfg-depth")
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,20 @@ def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
     assert "44 / 81 / 81 / 82" in markdown  # Table 1 (stories reFT, F at eta_M)
     summary = json.loads(paths["summary"].read_text())
     assert set(summary) == {f"{name}/test" for name in SPECS}
+    # the Table 5 replica: the paper's row for the high prior beside ours at "@1K" (here step 2) and the end; the
+    # claims whose cells the test grid has (T1, T3, T5-T7), each with one seed: inconclusive, never shown
+    table5 = markdown[markdown.index("## pcfg-table5"):]
+    assert "ours @2 / end" in table5 and "(100 / 97.5)" in table5  # P_T(a) = 0.5, eta 1e-5, C_Tr 0, O_PT C_Te=0
+    claims = summary["pcfg-table5/test"]["claims"]
+    assert sorted(c["claim"][:2] for c in claims) == ["T1", "T3", "T5", "T6", "T7"]
+    assert {c["outcome"] for c in claims} == {"inconclusive"}
+    assert set(summary["pcfg-table5/test"]["pretrained_by_prior"]) == {"low", "high"}  # never pooled
+    # localisation across depths: one row per depth, the pruned-unit shares over that many blocks summing to 1
+    where = {c["blocks"]: c for c in summary["pcfg-depth/test"]["localisation"]}
+    assert sorted(where) == [1, 2] and "low, 2 blocks, η_M, C_Tr=1" in markdown
+    for blocks, cell in where.items():
+        assert len(cell["pruned_share"]) == blocks == len(cell["probe_gain"])
+        assert abs(sum(c["mean"] for c in cell["pruned_share"]) - 1) < 1e-9
     assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
     moved = summary["tracr-max/test"]["finetune"][0]["attention_change"]
     assert len(moved) >= 2 and all(0.0 <= m["mean"] <= 1.0 for m in moved)

@@ -210,3 +210,17 @@ def test_ray_missing_is_one_clear_line(monkeypatch, tmp_path, capsys):
     assert main(["reproduce", "pcfg-counter", "--profile", "test", "--executor", "ray", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "wrapperlab[ray]" in err[0]
+
+
+def test_reft_runs_at_the_named_lrs_not_above_the_finetuning_lr():
+    """pcfg-table5 asks for reFT at eta_M and eta_S: an eta_L fine-tuning gets both, eta_M both, eta_S only eta_S;
+    one Scr.+FT per (seed, prior, reFT lr), shared by the C_Tr cells' reFTs and started from the never-had-it model."""
+    nodes = {n.key: n for n in expand(load_spec("pcfg-table5"), "quick")}
+    refts = [n for n in nodes.values() if n.stage == "reft"]
+    assert {(n.point["lr"], n.point["reft_lr"]) for n in refts} == {("L", "M"), ("L", "S"), ("M", "M"), ("M", "S"),
+                                                                   ("S", "S")}
+    scrfts = [n for n in nodes.values() if n.stage == "scrft"]
+    assert len(scrfts) == 3 * 3 * 2 and all(nodes[n.parents[0]].stage == "baseline" for n in scrfts)
+    for n in refts:
+        (scrft,) = [nodes[p] for p in n.parents if nodes[p].stage == "scrft"]
+        assert scrft.point == {k: v for k, v in n.point.items() if k not in ("c_tr", "lr")}

@@ -84,3 +84,22 @@ def test_the_wrapper_needs_every_part():
     assert V.pcfg_wrapper(shown, unsure, not_shown, shown).outcome == V.NOT_SHOWN
     assert V.pcfg_wrapper(shown, unsure, shown, shown).outcome == V.INCONCLUSIVE
     assert len(V.pcfg_wrapper(shown, shown, shown, unsure).numbers["parts"]) == 4
+
+
+@pytest.mark.parametrize("rule, margin", [(V.correlation_only, V.T1_MARGIN), (V.relevant_capability_generalises,
+                                                                             V.T2_MARGIN),
+                                          (V.prior_protects, V.T3_MARGIN), (V.long_finetuning_removes, V.T8_MARGIN)])
+def test_every_table5_claim_reaches_each_outcome(rule, margin):
+    control = [0.1, 0.12, 0.11]
+    assert rule([c + margin + 0.2 for c in control], control).outcome == V.SHOWN
+    assert rule([c + margin - 0.2 for c in control], control).outcome == V.NOT_SHOWN
+    assert rule([c + margin + d for c, d in zip(control, (0.3, -0.3, 0.0))], control).outcome == V.INCONCLUSIVE
+    assert rule([0.9, 0.9], [0.1, 0.1]).outcome == V.INCONCLUSIVE  # two seeds
+
+
+def test_prior_speed_claim_is_censored_like_the_speed_rule():
+    caps = [300, 300, 300]
+    assert V.prior_speeds_revival([20, 25, 20], [300, 250, 280], caps, caps).outcome == V.SHOWN
+    assert V.prior_speeds_revival([20, 25, 20], [22, 24, 20], caps, caps).outcome == V.NOT_SHOWN
+    assert V.prior_speeds_revival([20, 25, 20], [None, 25, None], caps, caps).outcome == V.INCONCLUSIVE
+    assert V.prior_speeds_revival([200, None, 200], [None, None, None], caps, caps).outcome == V.INCONCLUSIVE

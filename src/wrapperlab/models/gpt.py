@@ -163,12 +163,24 @@ class Attention(nn.Module):
             scores = self.hook_attn_scores(scores)
             pattern = self.hook_pattern(scores.softmax(-1))
             z = pattern @ v
-        elif keep is not None:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         else:  # fast path: fused kernel, no pattern materialised
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            z = _fused_attention(q, k, v, keep, causal)
         z = self.hook_z(z.transpose(1, 2))
         return self.out(z.reshape(b, n, h * dh))
+
+
+def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
+                     causal: bool) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, in fp32 on CPU under bf16 autocast: there the fused kernel's bf16
+    backward is several times slower than its fp32 one (measured at head width 32: 4.5x), which cancels what bf16
+    matmuls gain (docs/performance.md). GPUs keep bf16 attention."""
+    dtype = q.dtype
+    if q.device.type == "cpu" and dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
+            return _fused_attention(q.float(), k.float(), v.float(), keep, causal).to(dtype)
+    if keep is not None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 class MLP(nn.Module):

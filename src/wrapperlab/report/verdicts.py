@@ -122,7 +122,9 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
 
 
 def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
-                  caps: Sequence[int], control_caps: Sequence[int] | None = None) -> Verdict:
+                  caps: Sequence[int], control_caps: Sequence[int] | None = None,
+                  claim: str = "reFT revives count(O_PT) faster than Scr.+FT learns it",
+                  what: str = "log2 steps to 90 %, Scr.+FT minus reFT") -> Verdict:
     """reFT brings count(O_PT) to 90 % sooner than the never-had-it model learns it with the same training:
     log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (``caps``
     for reFT, ``control_caps`` — default the same — for Scr.+FT, which gets a longer one): a censored control
@@ -131,21 +133,63 @@ def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[i
     control_caps = caps if control_caps is None else control_caps
     treated = [log2_steps(t, cap) for t, cap in zip(treated_steps, caps)]
     control = [log2_steps(c, cap) for c, cap in zip(control_steps, control_caps)]
-    verdict = paired_rule("reFT revives count(O_PT) faster than Scr.+FT learns it", control, treated, SPEED_MARGIN,
-                          "log2 steps to 90 %, Scr.+FT minus reFT")
+    verdict = paired_rule(claim, control, treated, SPEED_MARGIN, what)
     numbers = {**verdict.numbers, "treated_steps": list(treated_steps), "control_steps": list(control_steps),
                "caps": list(caps), "control_caps": list(control_caps)}
     control_censored = any(c is None for c, t in zip(control_steps, treated_steps))
     treated_censored = any(t is None for t in treated_steps)
     if verdict.outcome == SHOWN and treated_censored:
-        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; reFT itself did not reach 90 % in every seed",
-                       numbers)
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the faster curve itself did not reach 90 % in "
+                       "every seed", numbers)
     if verdict.outcome == NOT_SHOWN and control_censored:
-        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; Scr.+FT never reached 90 % within its budget "
-                       "in some seed, so a larger gap is not excluded (a longer budget would tell)", numbers)
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the slower curve never reached 90 % within its "
+                       "budget in some seed, so a larger gap is not excluded (a longer budget would tell)", numbers)
     return Verdict(verdict.claim, verdict.outcome, verdict.reason, numbers)
 
 
 def pcfg_wrapper(behaviour: Verdict, pruning: Verdict, probe: Verdict, speed: Verdict) -> Verdict:
     """The paper's claim for a cell: fine-tuning hid count(O_PT) behind a wrapper (all four parts hold)."""
     return combine("a wrapper hides count(O_PT)", [behaviour, pruning, probe, speed])
+
+
+# -- the claims the paper's text makes about Table 5 and Figs. 5-9 (docs/reproduce.md, "pcfg-table5") -----------
+# Rules across priors pair the cells by seed index (each prior has its own pretraining per seed).
+
+T1_MARGIN = 0.3  # the correlated-minus-uncorrelated gap in Acc O_FT grows by >= 30 points from C_Tr = 0 to 1
+T2_MARGIN = 0.2  # a strongly relevant capability adds >= 20 points of uncorrelated Acc O_FT at C_Tr = 0.8
+T3_MARGIN = 0.2  # a high prior keeps >= 20 points more count(O_PT) after fine-tuning with C_Tr = 1
+T8_MARGIN = 0.3  # long fine-tuning at eta_L removes >= 30 points of count(O_PT) between "@1K" and the end
+
+
+def correlation_only(gap_ctr1: Sequence[float | None], gap_ctr0: Sequence[float | None]) -> Verdict:
+    """T1 (Fig. 5): under the low prior, C_Tr = 1 teaches O_FT only where the correlation holds — the gap
+    Acc O_FT(C_Te=1) - Acc O_FT(C_Te=0) at C_Tr = 1 against the same gap at C_Tr = 0."""
+    return paired_rule("T1: with C_Tr = 1 the low-prior model learns O_FT only where the correlation holds",
+                       gap_ctr1, gap_ctr0, T1_MARGIN, "Acc O_FT gap C_Te=1 minus C_Te=0, C_Tr=1 minus C_Tr=0")
+
+
+def relevant_capability_generalises(high: Sequence[float | None], low: Sequence[float | None]) -> Verdict:
+    """T2 (Fig. 5): a strongly relevant capability (high prior) learns O_FT on uncorrelated data even at C_Tr = 0.8."""
+    return paired_rule("T2: with a strongly relevant capability a high C_Tr still generalises", high, low, T2_MARGIN,
+                       "Acc O_FT(C_Te=0) at C_Tr=0.8, high prior minus low prior")
+
+
+def prior_protects(high: Sequence[float | None], low: Sequence[float | None]) -> Verdict:
+    """T3 (Fig. 6): a high prior mitigates the collapse of count(O_PT) under C_Tr = 1."""
+    return paired_rule("T3: a high prior protects count(O_PT) from the spurious correlation", high, low, T3_MARGIN,
+                       "Acc O_PT(C_Te=0) after FT at C_Tr=1, high prior minus low prior")
+
+
+def prior_speeds_revival(high_steps: Sequence[int | None], low_steps: Sequence[int | None],
+                         high_caps: Sequence[int], low_caps: Sequence[int]) -> Verdict:
+    """T7 (Fig. 9): the higher the prior, the faster reFT revives count(O_PT) (censored like the speed rule)."""
+    return revival_speed(high_steps, low_steps, high_caps, low_caps,
+                         claim="T7: reFT revives count(O_PT) faster under the high prior than under the low",
+                         what="log2 reFT steps to 90 %, low prior minus high prior")
+
+
+def long_finetuning_removes(early: Sequence[float | None], end: Sequence[float | None]) -> Verdict:
+    """T8 (Table 5): at eta_L, fine-tuning on removes count(O_PT) even where it is strongly relevant (high prior,
+    C_Tr = 0): Acc O_PT(C_Te=0) at "@1K" minus at the end."""
+    return paired_rule("T8: long fine-tuning at eta_L removes count(O_PT) even under the high prior", early, end,
+                       T8_MARGIN, "Acc O_PT(C_Te=0) @1K analog minus end of fine-tuning")

@@ -29,9 +29,15 @@ def groups(nodes: list[dict], stage: str) -> dict[tuple, list[dict]]:
     return out
 
 
-def paper_row(paper: dict, kind: str, lr: Any, c_tr: float) -> dict | None:
+def paper_row(paper: dict, kind: str, lr: Any, c_tr: float, prior: float | None = None) -> dict | None:
+    """The paper's row for a cell; rows that name a prior (P_T(O_PT)) match only a cell of that prior."""
     value = registry.get(kind).lr_names.get(lr, lr) if isinstance(lr, str) else lr
-    return next((r for r in paper.get("behaviour", []) if abs(r["lr"] - float(value)) < 1e-12 and r["c_tr"] == c_tr), None)
+    def same_prior(row: dict) -> bool:
+        theirs = row.get("prior", paper.get("prior"))  # a row's own prior, else its table's
+        return theirs is None or (prior is not None and abs(theirs - prior) < 1e-9)
+
+    return next((r for r in paper.get("behaviour", []) if abs(r["lr"] - float(value)) < 1e-12 and r["c_tr"] == c_tr
+                 and same_prior(r)), None)
 
 
 def paper_text(row: dict | None, key: str) -> str:
@@ -49,7 +55,8 @@ def operands(rep: dict) -> tuple[str, str, str]:
 
 def cell_label(point: dict, kind: str) -> str:
     prior = f"{point['prior']}, " if "prior" in point else ""
-    return f"{prior}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
+    blocks = f"{point['blocks']} blocks, " if "blocks" in point else ""
+    return f"{prior}{blocks}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
 
 
 def setup_table(sec: Section, rep: dict, store, kind: str, head: list[list[str]]) -> None:
@@ -104,14 +111,19 @@ ACC_METRICS = ("acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1")
 
 
 def finetune_cell(point: dict, group: list[dict], kind: str, paper_row: dict | None,
-                   metrics: tuple[str, ...]) -> tuple[dict, list[str]]:
+                  metrics: tuple[str, ...], early: dict[str, list[float | None]] | None = None) -> tuple[dict, list[str]]:
     """One grid cell over its seeds: the summary entry (mean ± CI per metric) and the table texts, the paper's
-    value in parentheses after each accuracy."""
+    value in parentheses after each accuracy; with ``early`` (per metric, per seed: the "@1K" analog) ours is
+    given as early / end like the paper's @1K / @10K."""
     cell: dict[str, Any] = {**point, "label": cell_label(point, kind), "seeds": len(group)}
     texts = []
     for metric in metrics:
         cell[metric] = mean_ci([n["data"]["after"][metric] for n in group])
-        texts.append(ci_text(cell[metric]) + (f" ({paper_text(paper_row, metric)})" if metric.startswith("acc") else ""))
+        ours = ci_text(cell[metric])
+        if early is not None and metric in early:
+            cell[f"{metric}_early"] = mean_ci(early[metric])
+            ours = f"{ci_text(cell[f'{metric}_early'])} / {ours}"
+        texts.append(ours + (f" ({paper_text(paper_row, metric)})" if metric.startswith("acc") else ""))
     return cell, texts
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.data.priors import resolve_prior
 from wrapperlab.report import verdicts as V
 from wrapperlab.report.figures.single import METRIC_LABELS
 from wrapperlab.report.render import Section
@@ -51,26 +52,86 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     acc_pt = mean_ci([n["data"]["accuracy"].get(f"{task}/{pt}") for n in pts])
     acc_ft = mean_ci([n["data"]["accuracy"].get(f"{task}/{ft}") for n in pts])
     summary["pretrained_o_pt"], summary["pretrained_o_ft"] = acc_pt, acc_ft
-    ref = paper.get("pretrained", {})
-    sec.text(f"Pretrained models: {task} {pt} {ci_text(acc_pt)} % (paper {paper_text(ref, 'o_pt')}), {task} {ft} "
-             f"{ci_text(acc_ft)} % (paper {paper_text(ref, 'o_ft')}). Paper values: {paper['source']}.")
-    header = ["prior", "lr", "C_Tr"] + [f"{m} % ours (paper @1K / @10K)" for m in ("O_PT C_Te=0", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1")]
-    rows, cells, curves = [], [], {}
+    texts = []
+    for prior in sorted({n["point"]["prior"] for n in pts}, key=lambda p: -resolve_prior(p)[0]):  # never pooled
+        mine = [n for n in pts if n["point"]["prior"] == prior]
+        p_a = resolve_prior(prior)[0]
+        ref = paper.get("pretrained_by_prior", {}).get(p_a) or (paper.get("pretrained", {})
+                                                                 if abs(paper.get("prior", p_a) - p_a) < 1e-9 else {})
+        o_pt = mean_ci([n["data"]["accuracy"].get(f"{task}/{pt}") for n in mine])
+        o_ft = mean_ci([n["data"]["accuracy"].get(f"{task}/{ft}") for n in mine])
+        summary.setdefault("pretrained_by_prior", {})[prior] = {"o_pt": o_pt, "o_ft": o_ft}
+        texts.append(f"prior {prior} (P_T({pt}) = {p_a:g}): {task} {pt} {ci_text(o_pt)} % (paper {paper_text(ref, 'o_pt')}), "
+                     f"{task} {ft} {ci_text(o_ft)} % (paper {paper_text(ref, 'o_ft')})")
+    sec.text(f"Pretrained models — {'; '.join(texts)}. Paper values: {paper['source']}.")
+    rows, cells, curves, early_step = [], [], {}, None
     for key, group in groups(nodes, "finetune").items():
         point = dict(key)
-        ref_row = paper_row(paper, kind, point["lr"], point["c_tr"]) if point.get("prior") == "low" else None
-        cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS)
-        rows.append([str(point.get("prior", "-")), lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
+        ref_row = paper_row(paper, kind, point["lr"], point["c_tr"], resolve_prior(point["prior"])[0]) \
+            if "prior" in point else None
+        curves_here = ft_curves(store, group)
+        early_step = store.resolve(group[0]["run_id"]).config()["train"]["iters"] // 10
+        early = _at_step(curves_here, early_step)
+        cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS, early)
+        prior = str(point.get("prior", "-")) + (f" ({point['blocks']} blocks)" if "blocks" in point else "")
+        rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
-        curves[cell["label"]] = ft_curves(store, group)
-    sec.table(header, rows)
+        curves[cell["label"]] = curves_here
+    ours = "ours" if not any(f"{m}_early" in c for c in cells for m in ACC_METRICS) \
+        else f"ours @{early_step} / end"
+    sec.text("After fine-tuning (Table 5 layout): mean ± 95 % CI over seeds; the paper's value after 1K / 10K of its "
+             "10K fine-tuning steps in parentheses; ours after 10 % of fine-tuning (where it was evaluated) / at the end.")
+    sec.table(["prior", "lr", "C_Tr"] + [f"{m} % {ours} (paper @1K / @10K)"
+                                         for m in ("O_PT C_Te=0", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1")], rows)
     summary["finetune"] = cells
     sec.figure(behaviour_figure(cells, figures / f"{rep['spec']}-behaviour.png", acc_pt),
                "Acc O_PT / O_FT after fine-tuning per cell (Fig. 6)")
     sec.figure(finetune_curves_figure(curves, figures / f"{rep['spec']}-ft-curves.png"),
                "accuracy vs fine-tuning step (Figs. 5, 68–75)")
-    _pcfg_analyses(sec, rep, paper, figures, summary)
+    parts = _pcfg_analyses(sec, rep, paper, figures, summary)
+    _table5_claims(sec, nodes, store, parts, summary)
     return sec, summary
+
+
+def _at_step(curves: dict[str, list], step: int) -> dict[str, list[float | None]] | None:
+    """Per metric, each seed's value at an evaluated ``step`` (None where it was not evaluated there); None when
+    no curve has the step (the run was not asked to evaluate it: ``train.eval_at``)."""
+    out = {m: [next((v for s, v in curve if s == step), None) for curve in per_seed] for m, per_seed in curves.items()}
+    return out if any(v is not None for values in out.values() for v in values) else None
+
+
+def localisation(prune: dict[str, Any] | None, probe: dict[str, Any] | None, k: int = V.PRUNE_K_MAX) -> dict[str, Any]:
+    """Where a model's wrapper sits, for one seed: the share of its top-``k`` pruned units in each block, the share in
+    the latter half of the blocks (the paper: wrappers are "localizable ... in the latter half of the network"),
+    and per block how much better a probe reads count(O_PT) than in the random-init twin."""
+    out: dict[str, Any] = {}
+    if prune and prune.get("top_units"):
+        top = prune["top_units"][:k]
+        n_blocks = len(probe["layers"]) - 1 if probe else 1 + max(u["block"] for u in prune["top_units"])
+        out["pruned_share"] = [sum(u["block"] == b for u in top) / len(top) for b in range(n_blocks)]
+        out["latter_half"] = sum(u["block"] >= n_blocks / 2 for u in top) / len(top)
+    if probe:
+        acc = probe["accuracy"][next(iter(probe["accuracy"]))]
+        out["probe_gain"] = [m - r for m, r in zip(acc["model"][1:], acc["random_init"][1:])]
+    return out
+
+
+def _localisation_row(label: str, prunes: dict[int, dict], probes: dict[int, dict]) -> tuple[list[str], dict]:
+    """One table row over seeds: mean share of the top units per block, the latter-half share, the probe gain."""
+    per_seed = [localisation(prunes.get(s), probes.get(s)) for s in sorted(set(prunes) | set(probes))]
+
+    def blocks(key: str) -> tuple[str, list[dict]]:
+        rows = [d[key] for d in per_seed if key in d]
+        if not rows:
+            return "-", []
+        cis = [mean_ci([r[b] for r in rows if b < len(r)]) for b in range(max(map(len, rows)))]
+        return " · ".join(f"B{b + 1} {ci_text(c)}" for b, c in enumerate(cis)), cis
+
+    shares, share_cis = blocks("pruned_share")
+    gains, gain_cis = blocks("probe_gain")
+    latter = mean_ci([d["latter_half"] for d in per_seed if "latter_half" in d])
+    return [label, shares, ci_text(latter), gains], {"pruned_share": share_cis, "latter_half": latter,
+                                                      "probe_gain": gain_cis}
 
 
 def _by_seed(nodes: list[dict]) -> dict[int, dict]:
@@ -125,28 +186,31 @@ def _stat_text(verdict: V.Verdict) -> str:
     return f"{ci_text(t)} vs {ci_text(c)}"
 
 
-def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> None:
+def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> dict[tuple, list[V.Verdict]]:
+    """The analysed cells' table, verdicts and figures; returns each cell's signature verdicts by
+    (prior, lr, C_Tr, reFT lr) for the claims across cells."""
     from wrapperlab.report.figures.sweep import probe_seeds_figure, seeds_figure
 
     nodes, name = rep["nodes"], rep["spec"]
     task, pt_op, _ = operands(rep)
     prunes, probes, refts = groups(nodes, "prune"), groups(nodes, "probe"), groups(nodes, "reft")
     finetunes = groups(nodes, "finetune")
-    never = {stage: {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes
+    root = lambda p: (p["prior"], p.get("blocks"))  # noqa: E731 — what a pretraining (and its never-had-it twin) is for
+    never = {stage: {(*root(n["point"]), n["point"]["seed"]): n["data"] for n in nodes
                      if n["stage"] == stage and n["point"].get("model") == NEVER} for stage in ("prune", "probe")}
-    pretrained = {(n["point"]["prior"], n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
-    rows, figs, lines, drawn_cells = [], [], [], set()
+    pretrained = {(*root(n["point"]), n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
+    rows, figs, lines, drawn_cells, by_cell, where = [], [], [], set(), {}, []
     for key, reft_lr in _analysed_cells(prunes, probes, refts):
         point = dict(key)
         reft_key = key if reft_lr is None else tuple(sorted({**point, "reft_lr": reft_lr}.items()))
         ft = finetunes.get(key, [])
         seeds = sorted(n["point"]["seed"] for n in ft)
-        prior = point.get("prior")
+        prior, mine = point.get("prior"), root(point)
         data = {"pair": f"{task}/{pt_op}", "finetune": _by_seed(ft), "prune": _by_seed(prunes.get(key, [])),
                 "probe": _by_seed(probes.get(key, [])), "reft": _by_seed(refts.get(reft_key, [])),
-                "pretrain": {s: d for (p, s), d in pretrained.items() if p == prior},
-                "never_prune": {s: d for (p, s), d in never["prune"].items() if p == prior},
-                "never_probe": {s: d for (p, s), d in never["probe"].items() if p == prior}}
+                "pretrain": {k[-1]: d for k, d in pretrained.items() if k[:-1] == mine},
+                "never_prune": {k[-1]: d for k, d in never["prune"].items() if k[:-1] == mine},
+                "never_probe": {k[-1]: d for k, d in never["probe"].items() if k[:-1] == mine}}
         wrapper, parts = _cell_verdicts(seeds, data)
         behaviour, pruning, probing, speed = parts
         label = cell_label(point, "pcfg") + ("" if reft_lr is None else f", reFT η {lr_name('pcfg', reft_lr)}")
@@ -160,9 +224,15 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                                                    "seeds": seeds, "verdict": wrapper.outcome,
                                                    "signatures": {p.claim: p.as_dict() for p in parts}})
         lines.append((label, wrapper, parts))
-        tag = f"{name}-{lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}"
+        by_cell[(prior, point["lr"], point["c_tr"], reft_lr)] = parts
+        tag = f"{name}-{lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}" + \
+            (f"-b{point['blocks']}" if "blocks" in point else "")
         drawn = key in drawn_cells  # a cell reverse fine-tuned at several lrs: its pruning and probe figures once
         drawn_cells.add(key)
+        if not drawn and (data["prune"] or data["probe"]):
+            row, numbers = _localisation_row(cell_label(point, "pcfg"), data["prune"], data["probe"])
+            where.append(row)
+            summary.setdefault("localisation", []).append({**point, **numbers})
         if key in prunes and not drawn:
             ks = prunes[key][0]["data"]["ks"]
             curves = {METRIC_LABELS[m]: [list(zip(ks, n["data"]["curves"][m])) for n in prunes[key]]
@@ -192,9 +262,93 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                    f"gain from pruning ≤ {V.PRUNE_K_MAX} units %: FT vs never-had-it",
                    "best-block probe %: FT vs random init / never-had-it", "reFT steps to 90 %: reFT vs Scr.+FT",
                    "wrapper"], rows)
+    if where:
+        sec.text(f"Where the wrapper sits (mean ± 95 % CI over seeds; blocks B1 … after the embeddings). The paper: "
+                 f"wrappers are localisable \"in the latter half of the network\" (protocol.md §1.3). Pruned: the share "
+                 f"of the top {V.PRUNE_K_MAX} units by pretraining-task saliency in each block; probe: accuracy of a "
+                 "count(O_PT) probe after each block minus the random-init twin's.")
+        sec.table(["cell", f"top-{V.PRUNE_K_MAX} pruned units per block (share)", "share in the latter half",
+                   "probe gain over random init per block"], where)
     for label, wrapper, parts in lines:
         sec.rule(f"{label}: {wrapper.claim}", wrapper.outcome,
                  "; ".join(f"{p.claim} — {p.outcome} ({p.reason})" for p in parts)
                  + f". Paper: {paper['claims'].get('pruning', '-')}; {paper['claims'].get('reft', '-')}")
     for fig in figs:
         sec.figure(*fig)
+    return by_cell
+
+
+def _table5_claims(sec: Section, nodes: list[dict], store, parts: dict[tuple, list[V.Verdict]], summary: dict) -> None:
+    """The paper's qualitative claims about Table 5 and Figs. 5-9 (docs/reproduce.md, "pcfg-table5"), each where the
+    reproduction has the cells it needs (a claim made for several lrs: once per lr)."""
+    finetunes = {k: {n["point"]["seed"]: n for n in g} for k, g in groups(nodes, "finetune").items()}
+    seeds = sorted({n["point"]["seed"] for n in nodes if n["stage"] == "finetune"})
+    lrs = sorted({n["point"]["lr"] for n in nodes if n["stage"] == "finetune"}, key=str)
+    priors = {n["point"]["prior"] for n in nodes if n["stage"] == "finetune"}
+
+    def cell(prior: str, lr: Any, c_tr: float) -> dict[int, dict] | None:
+        return finetunes.get(tuple(sorted({"prior": prior, "lr": lr, "c_tr": c_tr}.items())))
+
+    def after(prior, lr, c_tr, metric) -> list[float | None] | None:
+        found = cell(prior, lr, c_tr)
+        return None if found is None else [found[s]["data"]["after"][metric] if s in found else None for s in seeds]
+
+    def early(prior, lr, c_tr, metric) -> list[float | None] | None:
+        found = cell(prior, lr, c_tr)
+        if found is None:
+            return None
+        values = []
+        for s in seeds:
+            run = store.resolve(found[s]["run_id"]) if s in found else None
+            step = run.config()["train"]["iters"] // 10 if run else None
+            values.append(next((m[metric] for m in run.metrics() if m["step"] == step and metric in m), None)
+                          if run else None)
+        return values if any(v is not None for v in values) else None
+
+    def gap(prior, lr, c_tr) -> list[float | None] | None:
+        hi, lo = after(prior, lr, c_tr, "acc_ft_cte1"), after(prior, lr, c_tr, "acc_ft_cte0")
+        return None if hi is None or lo is None else [None if a is None or b is None else a - b for a, b in zip(hi, lo)]
+
+    def reft_steps(prior, lr) -> tuple[list, list] | None:
+        rows = [n for n in nodes if n["stage"] == "reft" and n["point"].get("prior") == prior
+                and n["point"]["lr"] == lr and n["point"]["c_tr"] == 1.0 and n["point"].get("reft_lr") == "M"]
+        if not rows:
+            return None
+        by_seed = {n["point"]["seed"]: n["data"]["reft"] for n in rows}
+        return ([by_seed[s]["steps_to_0.9"] if s in by_seed else None for s in seeds],
+                [_budget(by_seed.get(s)) for s in seeds])
+
+    verdicts: list[tuple[str, V.Verdict]] = []
+    for lr in lrs:
+        name = lr_name("pcfg", lr)
+        if "low" in priors and gap("low", lr, 1.0) and gap("low", lr, 0.0):
+            verdicts.append((f"η_{name}", V.correlation_only(gap("low", lr, 1.0), gap("low", lr, 0.0))))
+        if {"low", "high"} <= priors and after("high", lr, 0.8, "acc_ft_cte0") and after("low", lr, 0.8, "acc_ft_cte0"):
+            verdicts.append((f"η_{name}", V.relevant_capability_generalises(after("high", lr, 0.8, "acc_ft_cte0"),
+                                                                            after("low", lr, 0.8, "acc_ft_cte0"))))
+        if {"low", "high"} <= priors and after("high", lr, 1.0, "acc_pt_cte0") and after("low", lr, 1.0, "acc_pt_cte0"):
+            verdicts.append((f"η_{name}", V.prior_protects(after("high", lr, 1.0, "acc_pt_cte0"),
+                                                           after("low", lr, 1.0, "acc_pt_cte0"))))
+        high, low = reft_steps("high", lr), reft_steps("low", lr)
+        if high and low:
+            verdicts.append((f"η_{name}, reFT η_M", V.prior_speeds_revival(high[0], low[0], high[1], low[1])))
+    pruned = parts.get(("low", "S", 1.0, "S")) or parts.get(("low", "S", 1.0, None))
+    if pruned:
+        verdicts.append(("low, η_S, C_Tr = 1", V.Verdict("T4: " + pruned[1].claim, pruned[1].outcome, pruned[1].reason,
+                                                         pruned[1].numbers)))
+    probes = [p[2] for p in parts.values()]
+    if len(priors) > 1 and probes:
+        verdicts.append(("every analysed cell", V.combine("T5: count(O_PT) stays decodable after fine-tuning", probes)))
+    speeds = [p[3] for p in parts.values()]
+    if len(priors) > 1 and speeds:
+        verdicts.append(("every analysed cell and reFT lr", V.combine("T6: reFT beats Scr.+FT at every prior", speeds)))
+    if "high" in priors and "L" in lrs and early("high", "L", 0.0, "acc_pt_cte0"):
+        verdicts.append(("high, η_L, C_Tr = 0", V.long_finetuning_removes(early("high", "L", 0.0, "acc_pt_cte0"),
+                                                                          after("high", "L", 0.0, "acc_pt_cte0"))))
+    if not verdicts:
+        return
+    sec.text("The paper's claims about Table 5 and Figs. 5–9 (listed with their rules in docs/reproduce.md before the "
+             "first run), each against its control:")
+    for where, verdict in verdicts:
+        sec.rule(f"{verdict.claim} ({where})", verdict.outcome, verdict.reason)
+    summary["claims"] = [{"where": where, **verdict.as_dict()} for where, verdict in verdicts]

@@ -10,6 +10,7 @@ SETTING = Setting(
     run_kinds=("pretrain", *stages.FINETUNE_KINDS),
     lr_names=LR_NAMES,
     axes=nodes.AXES,
+    optional_axes=nodes.OPTIONAL_AXES,
     analyses=nodes.ANALYSES,
     expand=nodes.expand,
     run_node=nodes.run_node,

@@ -18,12 +18,12 @@ from wrapperlab.data.tasks import family
 from wrapperlab.training.loop import answer_logits
 
 
-def predict(model: nn.Module, samples: Samples, batch_size: int = 512) -> np.ndarray:
+def predict(model: nn.Module, samples: Samples, batch_size: int | None = None) -> np.ndarray:
     """Greedy answer token ids, ``(n,)`` (the answer token hidden from the input, see ``answer_logits``)."""
     return batched_argmax(model, samples, answer_logits, batch_size)
 
 
-def accuracy(model: nn.Module, samples: Samples, batch_size: int = 512) -> float:
+def accuracy(model: nn.Module, samples: Samples, batch_size: int | None = None) -> float:
     truth = samples.tokens[np.arange(len(samples)), samples.answer_pos]
     return float((predict(model, samples, batch_size) == truth).mean())
 

@@ -21,10 +21,12 @@ from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config,
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, pretrain
 
-AXES = ("prior", "lr", "c_tr")
+AXES = ("prior", "blocks", "lr", "c_tr")
+#: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths
+OPTIONAL_AXES = ("blocks",)
 ANALYSES = ("prune", "probe", "reft")
 #: the grid point's axes under their config names, per stage
-PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior"}
+PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior", "blocks": "model.n_layers"}
 FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
 DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
 #: the ``model`` of a node analysing the never-had-it model (the Scr.+FT pretraining)
@@ -40,7 +42,8 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
         wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
         return [_baseline(nodes, root).key] if name == "reft" and wants else []
 
-    nodes = _with_scrft(_per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", ("prior",),
+    roots = tuple(a for a in ("prior", "blocks") if a in spec.axes_for(profile))  # one pretraining per value
+    nodes = _with_scrft(_per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", roots,
                                                  lambda seed, shared: {"seed": seed, **shared}, reft_baseline)))
     controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
     for root in [n for n in nodes if n.stage == "pretrain"] if controls else []:
