@@ -187,3 +187,14 @@ def test_stop_when_ends_training_after_its_margin(tmp_path):
 def test_stop_when_needs_finite_thresholds():
     with pytest.raises(ValueError, match="finite"):
         TrainConfig(iters=10, batch_size=4, lr=1e-3, stop_when={"acc": float("inf")})
+
+
+def test_stop_when_can_hold_at_the_starting_evaluation():
+    """A model already past the threshold at step 0 (reFT of a model that never lost it) trains only the margin."""
+    data, model = setup()
+    cfg = TrainConfig(iters=100, batch_size=4, lr=1e-3, eval_every=50, eval_at=(0,), stop_when={"m": 0.5}, stop_margin=3)
+    log = []
+    state = train(model, data.stream(0, 4), cfg, Runtime(progress=False), evaluate=lambda m, step: {"m": 1.0},
+                  log=log.append)
+    assert (state.step, state.stopped_early) == (3, True)
+    assert [(r["step"], r.get("stop_at")) for r in log] == [(0, 3), (3, None)]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wrapperlab import timing
 from wrapperlab.errors import ConfigError
 from wrapperlab.orchestration.spec import Spec, expand
 from wrapperlab.runs.stage import Say
@@ -24,8 +25,6 @@ from wrapperlab.training.config import Runtime
 def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
              runtime: Runtime, say: Say) -> Outcome:
     """Compute one node (its parents are in ``done``) through its spec's setting."""
-    from wrapperlab import timing
-
     t0 = time.perf_counter()
     parent = done[node.parents[0]] if node.parents else None
     with timing.collect() as split:

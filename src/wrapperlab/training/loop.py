@@ -166,25 +166,24 @@ def train(
         file=sys.stderr,
     )
 
-    def reached(record: dict) -> bool:
-        return bool(cfg.stop_when) and all(record.get(k, -math.inf) >= v for k, v in cfg.stop_when.items())
-
-    def run_evaluation(step: int) -> dict:
+    def evaluated(record: dict) -> dict:
+        """``record`` with the evaluation at its step, and ``stop_at`` where stop_when first holds."""
         model.eval()
         with section("eval"), torch.inference_mode(), autocast:
-            numbers = evaluate(model, step) if evaluate is not None else {}
+            record.update(evaluate(model, record["step"]) if evaluate is not None else {})
         model.train()
-        return numbers
+        if stop_at is None and cfg.stop_when and all(record.get(k, -math.inf) >= v for k, v in cfg.stop_when.items()):
+            record["stop_at"] = min(cfg.iters, record["step"] + cfg.stop_margin)
+        return record
 
     loss_value: float | None = None
     tokens_seen, t0 = 0, time.perf_counter()
     if start == 0 and 0 in cfg.eval_at and evaluate is not None:  # the starting point of a curve
-        record = {"step": 0, "lr": 0.0, **run_evaluation(0)}
+        record = evaluated({"step": 0, "lr": 0.0})
         log(record)
-        if reached(record):
-            end = stop_at = min(cfg.iters, cfg.stop_margin)
+        if "stop_at" in record:
+            end = stop_at = record["stop_at"]
     model.train()
-    step = start
     for step in range(start, end):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -205,11 +204,10 @@ def train(
         if done % cfg.eval_every == 0 or done == end or done in cfg.eval_at:
             loss_value = loss.item()
             elapsed = time.perf_counter() - t0
-            record = {"step": done, "loss": loss_value, "lr": lr, "tokens_per_s": tokens_seen / max(elapsed, 1e-9)}
-            record.update(run_evaluation(done))
-            if stop_at is None and reached(record):
-                end = stop_at = min(cfg.iters, done + cfg.stop_margin)
-                record["stop_at"] = stop_at
+            record = evaluated({"step": done, "loss": loss_value, "lr": lr,
+                                "tokens_per_s": tokens_seen / max(elapsed, 1e-9)})
+            if "stop_at" in record:
+                end = stop_at = record["stop_at"]
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
             log(record)
         if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == end):

@@ -64,14 +64,15 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
         texts.append(f"prior {prior} (P_T({pt}) = {p_a:g}): {task} {pt} {ci_text(o_pt)} % (paper {paper_text(ref, 'o_pt')}), "
                      f"{task} {ft} {ci_text(o_ft)} % (paper {paper_text(ref, 'o_ft')})")
     sec.text(f"Pretrained models — {'; '.join(texts)}. Paper values: {paper['source']}.")
-    rows, cells, curves, early_step = [], [], {}, None
+    rows, cells, curves, early_by_cell, early_step = [], [], {}, {}, None
     for key, group in groups(nodes, "finetune").items():
         point = dict(key)
         ref_row = paper_row(paper, kind, point["lr"], point["c_tr"], resolve_prior(point["prior"])[0]) \
             if "prior" in point else None
         curves_here = ft_curves(store, group)
-        early_step = store.resolve(group[0]["run_id"]).config()["train"]["iters"] // 10
-        early = _at_step(curves_here, early_step)
+        early_step, early_by_cell[key] = _early_by_seed(store, group)
+        early = {m: [early_by_cell[key].get(n["point"]["seed"], {}).get(m) for n in group] for m in ACC_METRICS} \
+            if early_by_cell[key] else None
         cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS, early)
         prior = str(point.get("prior", "-")) + (f" ({point['blocks']} blocks)" if "blocks" in point else "")
         rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
@@ -89,15 +90,21 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     sec.figure(finetune_curves_figure(curves, figures / f"{rep['spec']}-ft-curves.png"),
                "accuracy vs fine-tuning step (Figs. 5, 68–75)")
     parts = _pcfg_analyses(sec, rep, paper, figures, summary)
-    _table5_claims(sec, nodes, store, parts, summary)
+    _table5_claims(sec, nodes, early_by_cell, parts, summary)
     return sec, summary
 
 
-def _at_step(curves: dict[str, list], step: int) -> dict[str, list[float | None]] | None:
-    """Per metric, each seed's value at an evaluated ``step`` (None where it was not evaluated there); None when
-    no curve has the step (the run was not asked to evaluate it: ``train.eval_at``)."""
-    out = {m: [next((v for s, v in curve if s == step), None) for curve in per_seed] for m, per_seed in curves.items()}
-    return out if any(v is not None for values in out.values() for v in values) else None
+def _early_by_seed(store, group: list[dict]) -> tuple[int, dict[int, dict[str, float]]]:
+    """The "@1K" analog of a fine-tuning cell: the step at 10 % of its fine-tuning, and each seed's accuracies
+    logged there (seeds whose run was not evaluated at that step — ``train.eval_at`` — are left out)."""
+    step, out = 0, {}
+    for n in group:
+        run = store.resolve(n["run_id"])
+        step = run.config()["train"]["iters"] // 10
+        record = next((m for m in run.metrics() if m["step"] == step), None)
+        if record is not None:
+            out[n["point"]["seed"]] = {m: record[m] for m in ACC_METRICS if m in record}
+    return step, out
 
 
 def localisation(prune: dict[str, Any] | None, probe: dict[str, Any] | None, k: int = V.PRUNE_K_MAX) -> dict[str, Any]:
@@ -278,7 +285,8 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
     return by_cell
 
 
-def _table5_claims(sec: Section, nodes: list[dict], store, parts: dict[tuple, list[V.Verdict]], summary: dict) -> None:
+def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[str, float]]],
+                   parts: dict[tuple, list[V.Verdict]], summary: dict) -> None:
     """The paper's qualitative claims about Table 5 and Figs. 5-9 (docs/reproduce.md, "pcfg-table5"), each where the
     reproduction has the cells it needs (a claim made for several lrs: once per lr)."""
     finetunes = {k: {n["point"]["seed"]: n for n in g} for k, g in groups(nodes, "finetune").items()}
@@ -286,24 +294,19 @@ def _table5_claims(sec: Section, nodes: list[dict], store, parts: dict[tuple, li
     lrs = sorted({n["point"]["lr"] for n in nodes if n["stage"] == "finetune"}, key=str)
     priors = {n["point"]["prior"] for n in nodes if n["stage"] == "finetune"}
 
+    def key(prior: str, lr: Any, c_tr: float) -> tuple:
+        return tuple(sorted({"prior": prior, "lr": lr, "c_tr": c_tr}.items()))
+
     def cell(prior: str, lr: Any, c_tr: float) -> dict[int, dict] | None:
-        return finetunes.get(tuple(sorted({"prior": prior, "lr": lr, "c_tr": c_tr}.items())))
+        return finetunes.get(key(prior, lr, c_tr))
 
     def after(prior, lr, c_tr, metric) -> list[float | None] | None:
         found = cell(prior, lr, c_tr)
         return None if found is None else [found[s]["data"]["after"][metric] if s in found else None for s in seeds]
 
     def early(prior, lr, c_tr, metric) -> list[float | None] | None:
-        found = cell(prior, lr, c_tr)
-        if found is None:
-            return None
-        values = []
-        for s in seeds:
-            run = store.resolve(found[s]["run_id"]) if s in found else None
-            step = run.config()["train"]["iters"] // 10 if run else None
-            values.append(next((m[metric] for m in run.metrics() if m["step"] == step and metric in m), None)
-                          if run else None)
-        return values if any(v is not None for v in values) else None
+        found = early_by_cell.get(key(prior, lr, c_tr))
+        return [found.get(s, {}).get(metric) for s in seeds] if found else None
 
     def gap(prior, lr, c_tr) -> list[float | None] | None:
         hi, lo = after(prior, lr, c_tr, "acc_ft_cte1"), after(prior, lr, c_tr, "acc_ft_cte0")
