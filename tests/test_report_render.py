@@ -15,7 +15,8 @@ from wrapperlab.report.render import write_report
 from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
 
-SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist", "pcfg-table5", "pcfg-depth")
+SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist", "pcfg-table5", "pcfg-depth",
+         "pcfg-pretraining")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +53,22 @@ def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
     for blocks, cell in where.items():
         assert len(cell["pruned_share"]) == blocks == len(cell["probe_gain"])
         assert abs(sum(c["mean"] for c in cell["pruned_share"]) - 1) < 1e-9
+    # pretraining length: 10 of the longest 40 steps reads the paper's 50K (Table 6), 40 its 200K (Table 5); the
+    # pretrained models are never pooled across lengths, and the claims are read per length
+    lengths = markdown[markdown.index("## pcfg-pretraining"):]
+    assert "low (pretrained 10 steps)" in lengths and "(2.1 / 20.7)" in lengths  # Table 6: 1e-5, 0.999, C_Tr 1
+    assert "(0.4 / 17.5)" in lengths  # Table 5: the same cell after 200K
+    assert "paper 99.9), count b" in lengths and "(paper 5.17)" in lengths  # Table 6's pretrained low-prior model
+    assert set(summary["pcfg-pretraining/test"]["pretrained_by_prior"]) == {
+        f"{p}, pretrained {n} steps" for p in ("low", "high") for n in (10, 40)}
+    wheres = [c["where"] for c in summary["pcfg-pretraining/test"]["claims"]]
+    assert {w.rsplit("; ", 1)[-1] for w in wheres} == {"pretrained 10 steps", "pretrained 40 steps"}
     assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
     moved = summary["tracr-max/test"]["finetune"][0]["attention_change"]
     assert len(moved) >= 2 and all(0.0 <= m["mean"] <= 1.0 for m in moved)
-    for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
+    links = re.findall(r"\]\((figures/[^)]+)\)", markdown)
+    assert len(links) == len(set(links))  # one figure per cell: no cell's figure overwrites another's
+    for link in links:
         assert (paths["markdown"].parent / link).exists()
 
 

@@ -69,7 +69,7 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
-    """Kill after two of nine nodes, run again: only the missing nodes are computed; a third call computes none."""
+    """Kill after two of ten nodes, run again: only the missing nodes are computed; a third call computes none."""
     spec, store = load_spec("pcfg-counter"), RunStore(tmp_path / "runs")
     quiet = Runtime(progress=False)
     lines = []
@@ -82,8 +82,9 @@ def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         reproduce(spec, "test", store, runtime=quiet, say=killer)
     second = reproduce(spec, "test", store, runtime=quiet, say=lambda _: None)
-    # pretrain, finetune | prune, probe, baseline, Scr.+FT, reft, and the never-had-it model's prune and probe
-    assert len(second.nodes) == 9 and second.computed == 7
+    # pretrain, finetune | prune, probe, baseline, Scr.+FT, reft, the never-had-it model's prune and probe, and the
+    # pretrained model's probe (Fig. 8a)
+    assert len(second.nodes) == 10 and second.computed == 8
     reft = second.outcomes[next(k for k in second.outcomes if k.startswith("reft "))]
     assert reft.split["train"] > 0 and reft.split["eval"] > 0 and reft.split["wall"] <= reft.seconds + 0.01
     assert any(line.startswith("reft ") for line in time_table(second))  # reproduce --profile-time

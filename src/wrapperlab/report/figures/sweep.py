@@ -8,6 +8,7 @@ aligned on the steps they share.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,11 @@ from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.report.figures.single import METRIC_LABELS, REFT_STYLES, plt, save_figure
 
 Curve = Sequence[tuple[float, float]]
+
+
+def _wrapped(title: str, width: int = 56) -> str:
+    """A title in lines that fit a single-panel figure (cell labels with depth, length and reFT lr run long)."""
+    return "\n".join(textwrap.wrap(title, width))
 
 
 def mean_curve(curves: Sequence[Curve]) -> tuple[list[float], list[float], list[float]]:
@@ -63,7 +69,7 @@ def finetune_curves_figure(cells: dict[str, dict[str, list[Curve]]], path: Path)
         for metric, style in styles.items():
             if metrics.get(metric):
                 _seeds(ax, metrics[metric], METRIC_LABELS[metric], style)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_wrapped(title), fontsize=10)
         ax.set_xlabel("fine-tuning step")
         _percent_axis(ax)
     for ax in list(axes.flat)[n:]:
@@ -116,20 +122,25 @@ def seeds_figure(groups: dict[str, list[Curve]], path: Path, xlabel: str, ylabel
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrapped(title), fontsize=10)
     return save_figure(fig, path)
 
 
-def probe_seeds_figure(results: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Probe accuracy per block over seeds (Fig. 8), the trained model beside its random-init control."""
+def probe_seeds_figure(results: list[dict[str, Any]], path: Path, title: str,
+                       others: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+    """Probe accuracy per block over seeds (Fig. 8), the trained model beside its random-init control and ``others``
+    (label -> probe results of other models probed the same way: the pretrained model, Fig. 8a; the never-had-it
+    model), each with its own seeds' band."""
     target = next(iter(results[0]["accuracy"]))
     layers = results[0]["layers"]
 
-    def curves(which: str) -> list[Curve]:
-        return [list(enumerate(r["accuracy"][target][which])) for r in results]
+    def curves(which: str, of: list[dict[str, Any]] = results) -> list[Curve]:
+        return [list(enumerate(r["accuracy"][target][which])) for r in of]
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _seeds(ax, curves("model"), "fine-tuned model", "-o")
+    for (label, group), style in zip(((k, v) for k, v in (others or {}).items() if v), ("-.^", ":v", "-.d")):
+        _seeds(ax, curves("model", group), label, style)
     _seeds(ax, curves("random_init"), "random init (control)", "--s", color="grey")
     majority = mean_ci([r["majority"][target] for r in results])["mean"]
     ax.axhline(100 * majority, color="black", lw=0.8, ls=":", label="majority class")
@@ -137,7 +148,7 @@ def probe_seeds_figure(results: list[dict[str, Any]], path: Path, title: str) ->
     ax.set_xlabel("probed activation")
     _percent_axis(ax, f"probe accuracy: {target} (%)")
     ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrapped(title), fontsize=10)
     return save_figure(fig, path)
 
 

@@ -29,15 +29,27 @@ def groups(nodes: list[dict], stage: str) -> dict[tuple, list[dict]]:
     return out
 
 
-def paper_row(paper: dict, kind: str, lr: Any, c_tr: float, prior: float | None = None) -> dict | None:
-    """The paper's row for a cell; rows that name a prior (P_T(O_PT)) match only a cell of that prior."""
+def paper_row(paper: dict, kind: str, lr: Any, c_tr: float, prior: float | None = None,
+              pt_iters: float | None = None) -> dict | None:
+    """The paper's row for a cell; rows that name a prior (P_T(O_PT)) match only a cell of that prior, rows that
+    name a pretraining length (``pt_iters``: Table 5's 200K, Table 6's 50K) only a cell of that length."""
     value = registry.get(kind).lr_names.get(lr, lr) if isinstance(lr, str) else lr
-    def same_prior(row: dict) -> bool:
-        theirs = row.get("prior", paper.get("prior"))  # a row's own prior, else its table's
-        return theirs is None or (prior is not None and abs(theirs - prior) < 1e-9)
+
+    def same(row: dict, key: str, ours: float | None) -> bool:
+        theirs = row.get(key, paper.get(key))  # a row's own value, else its table's
+        return theirs is None or (ours is not None and abs(theirs - ours) <= 1e-9 * max(1.0, abs(ours)))
 
     return next((r for r in paper.get("behaviour", []) if abs(r["lr"] - float(value)) < 1e-12 and r["c_tr"] == c_tr
-                 and same_prior(r)), None)
+                 and same(r, "prior", prior) and same(r, "pt_iters", pt_iters)), None)
+
+
+def paper_length(paper: dict, ours: int | None, longest: int | None) -> float | None:
+    """The paper's pretraining length our ``ours`` steps stand for: the same fraction of the paper's longest
+    pretraining (``paper["pt_iters_longest"]``, 200K) as ``ours`` is of our longest — so a 100- vs 400-step axis
+    reads the paper's 50K (Table 6) vs 200K (Table 5). None where the paper or the spec has no length axis."""
+    if ours is None or not longest or "pt_iters_longest" not in paper:
+        return None
+    return paper["pt_iters_longest"] * ours / longest
 
 
 def paper_text(row: dict | None, key: str) -> str:
@@ -53,10 +65,17 @@ def operands(rep: dict) -> tuple[str, str, str]:
     return ft.get("data.task", "count"), ft.get("data.pt_operand", "a"), ft.get("data.operand", "b")
 
 
+def root_label(point: dict) -> str:
+    """What a pretraining was: its prior, and its depth and length where a spec varies them."""
+    parts = [str(point["prior"])] if "prior" in point else []
+    parts += [f"{point['blocks']} blocks"] if "blocks" in point else []
+    parts += [f"pretrained {point['pt_iters']} steps"] if "pt_iters" in point else []
+    return ", ".join(parts)
+
+
 def cell_label(point: dict, kind: str) -> str:
-    prior = f"{point['prior']}, " if "prior" in point else ""
-    blocks = f"{point['blocks']} blocks, " if "blocks" in point else ""
-    return f"{prior}{blocks}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
+    root = root_label(point)
+    return f"{root + ', ' if root else ''}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
 
 
 def setup_table(sec: Section, rep: dict, store, kind: str, head: list[list[str]]) -> None:

@@ -18,12 +18,14 @@ from wrapperlab.report.sections.common import (
     groups,
     lr_name,
     operands,
+    paper_length,
     paper_row,
     paper_text,
+    root_label,
     setup_table,
 )
 from wrapperlab.report.tables import ci_text
-from wrapperlab.settings.pcfg.nodes import NEVER
+from wrapperlab.settings.pcfg.nodes import NEVER, PRETRAINED, ROOT_AXES
 
 
 def _head_rows(nodes: list[dict], store) -> list[list[str]]:
@@ -53,28 +55,31 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     acc_ft = mean_ci([n["data"]["accuracy"].get(f"{task}/{ft}") for n in pts])
     summary["pretrained_o_pt"], summary["pretrained_o_ft"] = acc_pt, acc_ft
     texts = []
-    for prior in sorted({n["point"]["prior"] for n in pts}, key=lambda p: -resolve_prior(p)[0]):  # never pooled
-        mine = [n for n in pts if n["point"]["prior"] == prior]
-        p_a = resolve_prior(prior)[0]
-        ref = paper.get("pretrained_by_prior", {}).get(p_a) or (paper.get("pretrained", {})
-                                                                 if abs(paper.get("prior", p_a) - p_a) < 1e-9 else {})
+    longest = max((n["point"]["pt_iters"] for n in pts if "pt_iters" in n["point"]), default=None)
+    for key in sorted({root_of(n["point"]) for n in pts}, key=_root_order):  # never pooled across priors or lengths
+        mine = [n for n in pts if root_of(n["point"]) == key]
+        point, p_a = mine[0]["point"], resolve_prior(mine[0]["point"]["prior"])[0]
+        ref = _paper_pretrained(paper, p_a, paper_length(paper, point.get("pt_iters"), longest))
         o_pt = mean_ci([n["data"]["accuracy"].get(f"{task}/{pt}") for n in mine])
         o_ft = mean_ci([n["data"]["accuracy"].get(f"{task}/{ft}") for n in mine])
-        summary.setdefault("pretrained_by_prior", {})[prior] = {"o_pt": o_pt, "o_ft": o_ft}
-        texts.append(f"prior {prior} (P_T({pt}) = {p_a:g}): {task} {pt} {ci_text(o_pt)} % (paper {paper_text(ref, 'o_pt')}), "
-                     f"{task} {ft} {ci_text(o_ft)} % (paper {paper_text(ref, 'o_ft')})")
+        label = root_label(point)
+        summary.setdefault("pretrained_by_prior", {})[point["prior"] if label == point["prior"] else label] = \
+            {"o_pt": o_pt, "o_ft": o_ft}
+        texts.append(f"{'prior ' + label} (P_T({pt}) = {p_a:g}): {task} {pt} {ci_text(o_pt)} % (paper "
+                     f"{paper_text(ref, 'o_pt')}), {task} {ft} {ci_text(o_ft)} % (paper {paper_text(ref, 'o_ft')})")
     sec.text(f"Pretrained models — {'; '.join(texts)}. Paper values: {paper['source']}.")
     rows, cells, curves, early_by_cell, early_step = [], [], {}, {}, None
     for key, group in groups(nodes, "finetune").items():
         point = dict(key)
-        ref_row = paper_row(paper, kind, point["lr"], point["c_tr"], resolve_prior(point["prior"])[0]) \
-            if "prior" in point else None
+        ref_row = paper_row(paper, kind, point["lr"], point["c_tr"], resolve_prior(point["prior"])[0],
+                            paper_length(paper, point.get("pt_iters"), longest)) if "prior" in point else None
         curves_here = ft_curves(store, group)
         early_step, early_by_cell[key] = _early_by_seed(store, group)
         early = {m: [early_by_cell[key].get(n["point"]["seed"], {}).get(m) for n in group] for m in ACC_METRICS} \
             if early_by_cell[key] else None
         cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS, early)
-        prior = str(point.get("prior", "-")) + (f" ({point['blocks']} blocks)" if "blocks" in point else "")
+        extra = root_label({k: v for k, v in point.items() if k != "prior" and k in ROOT_AXES})
+        prior = str(point.get("prior", "-")) + (f" ({extra})" if extra else "")
         rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
         curves[cell["label"]] = curves_here
@@ -92,6 +97,26 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     parts = _pcfg_analyses(sec, rep, paper, figures, summary)
     _table5_claims(sec, nodes, early_by_cell, parts, summary)
     return sec, summary
+
+
+def root_of(point: dict) -> tuple:
+    """The pretraining a grid point descends from (its values of the root axes: prior, blocks, pt_iters)."""
+    return tuple(point.get(a) for a in ROOT_AXES)
+
+
+def _root_order(key: tuple) -> tuple:
+    """Priors from the most skewed (low) down, then depth and length ascending."""
+    prior, *rest = key
+    return (-resolve_prior(prior)[0], *(v or 0 for v in rest))
+
+
+def _paper_pretrained(paper: dict, p_a: float, length: float | None) -> dict:
+    """The paper's pretrained accuracies for a prior (and a pretraining length, where the spec varies it)."""
+    if length is not None:
+        return next((v for k, v in paper.get("pretrained_by_length", {}).get(p_a, {}).items()
+                     if abs(float(k) - length) <= 1e-9 * length), {})
+    return paper.get("pretrained_by_prior", {}).get(p_a) or (
+        paper.get("pretrained", {}) if abs(paper.get("prior", p_a) - p_a) < 1e-9 else {})
 
 
 def _early_by_seed(store, group: list[dict]) -> tuple[int, dict[int, dict[str, float]]]:
@@ -195,16 +220,18 @@ def _stat_text(verdict: V.Verdict) -> str:
 
 def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary: dict) -> dict[tuple, list[V.Verdict]]:
     """The analysed cells' table, verdicts and figures; returns each cell's signature verdicts by
-    (prior, lr, C_Tr, reFT lr) for the claims across cells."""
+    (depth and length, prior, lr, C_Tr, reFT lr) for the claims across cells."""
     from wrapperlab.report.figures.sweep import probe_seeds_figure, seeds_figure
 
     nodes, name = rep["nodes"], rep["spec"]
     task, pt_op, _ = operands(rep)
     prunes, probes, refts = groups(nodes, "prune"), groups(nodes, "probe"), groups(nodes, "reft")
     finetunes = groups(nodes, "finetune")
-    root = lambda p: (p["prior"], p.get("blocks"))  # noqa: E731 — what a pretraining (and its never-had-it twin) is for
+    root = root_of  # what a pretraining (and its never-had-it twin) is for
     never = {stage: {(*root(n["point"]), n["point"]["seed"]): n["data"] for n in nodes
                      if n["stage"] == stage and n["point"].get("model") == NEVER} for stage in ("prune", "probe")}
+    pre_probe = {(*root(n["point"]), n["point"]["seed"]): n["data"] for n in nodes
+                 if n["stage"] == "probe" and n["point"].get("model") == PRETRAINED}
     pretrained = {(*root(n["point"]), n["point"]["seed"]): n["data"] for n in nodes if n["stage"] == "pretrain"}
     rows, figs, lines, drawn_cells, by_cell, where = [], [], [], set(), {}, []
     for key, reft_lr in _analysed_cells(prunes, probes, refts):
@@ -217,23 +244,26 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                 "probe": _by_seed(probes.get(key, [])), "reft": _by_seed(refts.get(reft_key, [])),
                 "pretrain": {k[-1]: d for k, d in pretrained.items() if k[:-1] == mine},
                 "never_prune": {k[-1]: d for k, d in never["prune"].items() if k[:-1] == mine},
-                "never_probe": {k[-1]: d for k, d in never["probe"].items() if k[:-1] == mine}}
+                "never_probe": {k[-1]: d for k, d in never["probe"].items() if k[:-1] == mine},
+                "pretrained_probe": {k[-1]: d for k, d in pre_probe.items() if k[:-1] == mine}}
         wrapper, parts = _cell_verdicts(seeds, data)
         behaviour, pruning, probing, speed = parts
         label = cell_label(point, "pcfg") + ("" if reft_lr is None else f", reFT η {lr_name('pcfg', reft_lr)}")
         never_probe = mean_ci([V.probe_best(d) for d in data["never_probe"].values()])
         random_probe = mean_ci([V.probe_best(d, "random_init") for d in data["probe"].values()])
+        pre_probe_ci = mean_ci([V.probe_best(d) for d in data["pretrained_probe"].values()])
         steps = {c: mean_ci([d[c]["steps_to_0.9"] for d in data["reft"].values() if c in d]) for c in ("reft", "scr+ft")}
         rows.append([label, _stat_text(behaviour), _stat_text(pruning),
-                     f"{ci_text(mean_ci(probing.numbers['treated']))} vs {ci_text(random_probe)} / {ci_text(never_probe)}",
+                     f"{ci_text(mean_ci(probing.numbers['treated']))} (pretrained {ci_text(pre_probe_ci)}) vs "
+                     f"{ci_text(random_probe)} / {ci_text(never_probe)}",
                      " vs ".join(ci_text(steps[c], pct=False) for c in ("reft", "scr+ft")), wrapper.outcome])
         summary.setdefault("analysed", []).append({**point, **({} if reft_lr is None else {"reft_lr": reft_lr}),
                                                    "seeds": seeds, "verdict": wrapper.outcome,
                                                    "signatures": {p.claim: p.as_dict() for p in parts}})
         lines.append((label, wrapper, parts))
-        by_cell[(prior, point["lr"], point["c_tr"], reft_lr)] = parts
-        tag = f"{name}-{lr_name('pcfg', point['lr'])}-ctr{point['c_tr']:g}" + \
-            (f"-b{point['blocks']}" if "blocks" in point else "")
+        by_cell[(_extra(point), prior, point["lr"], point["c_tr"], reft_lr)] = parts
+        tag = "-".join([name, *(f"{prefix}{point[a]}" for a, prefix in (("prior", ""), ("blocks", "b"), ("pt_iters", "pt"))
+                                 if a in point), lr_name("pcfg", point["lr"]), f"ctr{point['c_tr']:g}"])  # one per cell
         drawn = key in drawn_cells  # a cell reverse fine-tuned at several lrs: its pruning and probe figures once
         drawn_cells.add(key)
         if not drawn and (data["prune"] or data["probe"]):
@@ -251,9 +281,12 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                                       f"pruning by pretraining-task saliency, {label}", logx=True),
                          f"pruning curves over seeds, {label}, beside the never-had-it model (Fig. 7)"))
         if key in probes and not drawn:
+            others = {"pretrained model (Fig. 8a)": list(data["pretrained_probe"].values()),
+                      "never-had-it model": list(data["never_probe"].values())}
             figs.append((probe_seeds_figure([n["data"] for n in probes[key]], figures / f"probe-{tag}.png",
-                                            f"linear probes per block, {label}"),
-                         f"probe accuracy per block over seeds, {label} (Fig. 8)"))
+                                            f"linear probes per block, {label}", others),
+                         f"probe accuracy per block over seeds, {label}, beside the pretrained model, the never-had-it "
+                         "model and the random-init twin (Fig. 8)"))
         if reft_key in refts:
             curves = {c: [n["data"][c]["curve"] for n in refts[reft_key] if c in n["data"]]
                       for c in ("reft", "scr+ft", "scr")}
@@ -267,7 +300,7 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                  "pretraining, pruned and probed exactly like the fine-tuned one — and a random-init twin (probe).")
         sec.table(["cell", "Acc O_PT C_Te=0 %: pretrained vs after FT",
                    f"gain from pruning ≤ {V.PRUNE_K_MAX} units %: FT vs never-had-it",
-                   "best-block probe %: FT vs random init / never-had-it", "reFT steps to 90 %: reFT vs Scr.+FT",
+                   "best-block probe %: FT (pretrained) vs random init / never-had-it", "reFT steps to 90 %: reFT vs Scr.+FT",
                    "wrapper"], rows)
     if where:
         sec.text(f"Where the wrapper sits (mean ± 95 % CI over seeds; blocks B1 … after the embeddings). The paper: "
@@ -285,17 +318,42 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
     return by_cell
 
 
+def _extra(point: dict) -> tuple:
+    """The root axes besides the prior (depth, pretraining length): the claims are read within one value of them."""
+    return tuple(point.get(a) for a in ROOT_AXES if a != "prior")
+
+
 def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[str, float]]],
                    parts: dict[tuple, list[V.Verdict]], summary: dict) -> None:
     """The paper's qualitative claims about Table 5 and Figs. 5-9 (docs/reproduce.md, "pcfg-table5"), each where the
-    reproduction has the cells it needs (a claim made for several lrs: once per lr)."""
+    reproduction has the cells it needs (a claim made for several lrs: once per lr), read separately for every depth
+    and pretraining length a spec varies (the paper makes the same claims of its 50K-iteration Table 6)."""
+    verdicts: list[tuple[str, V.Verdict]] = []
+    for extra in sorted({_extra(n["point"]) for n in nodes if n["stage"] == "finetune"}, key=str):
+        label = root_label({a: v for a, v in zip(ROOT_AXES[1:], extra) if v is not None})
+        mine = [n for n in nodes if _extra(n["point"]) == extra]
+        found = _claims_within(mine, early_by_cell, {k[1:]: v for k, v in parts.items() if k[0] == extra})
+        verdicts += [(f"{where}{'; ' + label if label else ''}", verdict) for where, verdict in found]
+    if not verdicts:
+        return
+    sec.text("The paper's claims about Table 5 and Figs. 5–9 (listed with their rules in docs/reproduce.md before the "
+             "first run), each against its control:")
+    for where, verdict in verdicts:
+        sec.rule(f"{verdict.claim} ({where})", verdict.outcome, verdict.reason)
+    summary["claims"] = [{"where": where, **verdict.as_dict()} for where, verdict in verdicts]
+
+
+def _claims_within(nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[str, float]]],
+                   parts: dict[tuple, list[V.Verdict]]) -> list[tuple[str, V.Verdict]]:
+    """The claims T1-T8 over nodes of one depth and pretraining length."""
     finetunes = {k: {n["point"]["seed"]: n for n in g} for k, g in groups(nodes, "finetune").items()}
     seeds = sorted({n["point"]["seed"] for n in nodes if n["stage"] == "finetune"})
     lrs = sorted({n["point"]["lr"] for n in nodes if n["stage"] == "finetune"}, key=str)
     priors = {n["point"]["prior"] for n in nodes if n["stage"] == "finetune"}
+    fixed = {a: v for n in nodes if n["stage"] == "finetune" for a, v in n["point"].items() if a in ROOT_AXES[1:]}
 
     def key(prior: str, lr: Any, c_tr: float) -> tuple:
-        return tuple(sorted({"prior": prior, "lr": lr, "c_tr": c_tr}.items()))
+        return tuple(sorted({**fixed, "prior": prior, "lr": lr, "c_tr": c_tr}.items()))
 
     def cell(prior: str, lr: Any, c_tr: float) -> dict[int, dict] | None:
         return finetunes.get(key(prior, lr, c_tr))
@@ -348,10 +406,4 @@ def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, d
     if "high" in priors and "L" in lrs and early("high", "L", 0.0, "acc_pt_cte0"):
         verdicts.append(("high, η_L, C_Tr = 0", V.long_finetuning_removes(early("high", "L", 0.0, "acc_pt_cte0"),
                                                                           after("high", "L", 0.0, "acc_pt_cte0"))))
-    if not verdicts:
-        return
-    sec.text("The paper's claims about Table 5 and Figs. 5–9 (listed with their rules in docs/reproduce.md before the "
-             "first run), each against its control:")
-    for where, verdict in verdicts:
-        sec.rule(f"{verdict.claim} ({where})", verdict.outcome, verdict.reason)
-    summary["claims"] = [{"where": where, **verdict.as_dict()} for where, verdict in verdicts]
+    return verdicts

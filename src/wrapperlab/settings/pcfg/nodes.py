@@ -21,16 +21,22 @@ from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config,
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, pretrain
 
-AXES = ("prior", "blocks", "lr", "c_tr")
-#: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths
-OPTIONAL_AXES = ("blocks",)
+AXES = ("prior", "blocks", "pt_iters", "lr", "c_tr")
+#: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths,
+#: ``pt_iters`` (the pretraining's length, train.iters) for the paper's 50K- vs 200K-iteration tables (6 and 8)
+OPTIONAL_AXES = ("blocks", "pt_iters")
+#: the axes that make a pretraining: one root (and one never-had-it twin) per combination of their values
+ROOT_AXES = ("prior", "blocks", "pt_iters")
 ANALYSES = ("prune", "probe", "reft")
 #: the grid point's axes under their config names, per stage
-PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior", "blocks": "model.n_layers"}
+PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior", "blocks": "model.n_layers", "pt_iters": "train.iters"}
 FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
 DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
 #: the ``model`` of a node analysing the never-had-it model (the Scr.+FT pretraining)
 NEVER = "never"
+#: the ``model`` of a node probing the pretrained model itself (the paper's Fig. 8a: what the probe reads before any
+#: fine-tuning, so "the fine-tuned model's probe stays at the pretrained level" can be read off)
+PRETRAINED = "pretrained"
 
 
 def _baseline(nodes: list[Node], root: Node) -> Node:
@@ -42,7 +48,7 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
         wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
         return [_baseline(nodes, root).key] if name == "reft" and wants else []
 
-    roots = tuple(a for a in ("prior", "blocks") if a in spec.axes_for(profile))  # one pretraining per value
+    roots = tuple(a for a in ROOT_AXES if a in spec.axes_for(profile))  # one pretraining per value
     nodes = _with_scrft(_per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", roots,
                                                  lambda seed, shared: {"seed": seed, **shared}, reft_baseline)))
     controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
@@ -51,6 +57,9 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
         point = {**root.point, "model": NEVER}
         nodes += [Node(node_key(name, point), name, point, [baseline.key], analysis.model_dump())
                   for name, analysis in controls.items()]
+        if "probe" in controls:
+            point = {**root.point, "model": PRETRAINED}
+            nodes.append(Node(node_key("probe", point), "probe", point, [root.key], controls["probe"].model_dump()))
     return nodes
 
 
@@ -110,9 +119,9 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
         finetuned = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
         return _stage_outcome(run_scrft(store, finetuned, store.resolve(parent.run_id), ctx.profile,
                                         _reft_overrides(node, ctx), ctx.runtime, ctx.say))
-    # the never-had-it model is analysed for the pair the spec fine-tunes on
+    # a model that was never fine-tuned (never-had-it, pretrained) is analysed for the pair the spec fine-tunes on
     pair = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data \
-        if node.point.get("model") == NEVER else None
+        if node.point.get("model") in (NEVER, PRETRAINED) else None
     if node.stage == "prune":
         ks = tuple(node.options.get("ks") or DEFAULT_KS)
         art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
