@@ -178,9 +178,23 @@ def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: to
     if q.device.type == "cpu" and dtype == torch.bfloat16:
         with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
             return _fused_attention(q.float(), k.float(), v.float(), keep, causal).to(dtype)
+    if torch._C._functorch.is_batchedtensor(q):  # under vmap (stacked runs): the fused kernel has no batching rule
+        return _plain_attention(q, k, v, keep, causal)  # and would run model by model
     if keep is not None:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+
+def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
+                     causal: bool) -> torch.Tensor:
+    """Attention written out (what the fused kernel computes), for where the kernel cannot run batched."""
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if keep is None and causal:
+        n = q.shape[-2]
+        keep = torch.ones(n, k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - n)
+    if keep is not None:
+        scores = scores.masked_fill(~keep, float("-inf"))
+    return scores.softmax(-1) @ v
 
 
 class MLP(nn.Module):

@@ -40,22 +40,27 @@ def to_device(batch: BatchLike, device: str | torch.device) -> tuple[torch.Tenso
     return tokens, answer_pos
 
 
-def answer_logits(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
+def answer_logits(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor,
+                  length: int | None = None) -> torch.Tensor:
     """Logits ``(b, vocab)`` predicting each sequence's answer token.
 
     The answer token itself is replaced by padding in the input, so that a bidirectional model
-    cannot read the answer it is asked for (a causal model never sees it anyway).
+    cannot read the answer it is asked for (a causal model never sees it anyway). The input is cut after
+    ``length`` tokens (default: the last answer's position; under ``vmap`` the caller computes it, since a
+    tensor's value cannot size a slice there).
     """
     rows = torch.arange(len(tokens), device=tokens.device)
     inputs = tokens.clone()
     inputs[rows, answer_pos] = PAD_ID
-    return model(inputs[:, : int(answer_pos.max())], logits_at=answer_pos - 1)
+    return model(inputs[:, : int(answer_pos.max()) if length is None else length], logits_at=answer_pos - 1)
 
 
-def compute_loss(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def compute_loss(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor, cfg: TrainConfig,
+                 length: int | None = None) -> torch.Tensor:
+    """The loss ``cfg.loss`` names; ``length``: see :func:`answer_logits`."""
     rows = torch.arange(len(tokens), device=tokens.device)
     if cfg.loss == "answer":
-        return F.cross_entropy(answer_logits(model, tokens, answer_pos).float(), tokens[rows, answer_pos])
+        return F.cross_entropy(answer_logits(model, tokens, answer_pos, length).float(), tokens[rows, answer_pos])
     logits = model(tokens[:, :-1]).float()
     targets = tokens[:, 1:]
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD_ID)
