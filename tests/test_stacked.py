@@ -54,8 +54,8 @@ def test_a_run_trained_in_a_stack_equals_the_run_trained_alone(loss):
     for m, s, c in zip(alone, seeds, cfgs):
         train(m, stream(s), c, Runtime(progress=False))
     stacked = [model(s) for s in seeds]
-    losses = train_stacked(stacked, [stream(s) for s in seeds], cfgs)
-    assert all(np.isfinite(losses))
+    states = train_stacked(stacked, [stream(s) for s in seeds], cfgs, Runtime(progress=False))
+    assert all(np.isfinite(s.last_loss) and s.step == 50 for s in states)
     d = alone[0].cfg.d_model
     probe = torch.from_numpy(stream(99)(0).tokens)
     for seed, a, b in zip(seeds, alone, stacked):
@@ -80,3 +80,52 @@ def test_runs_that_are_not_the_same_computation_do_not_stack():
     with pytest.raises(ValueError, match="AdamW"):
         sgd = config(1e-3).model_copy(update={"optimizer": "sgd"})
         Stack([model(0)], [sgd])
+
+
+def _same(a: GPT, b: GPT) -> None:
+    d = a.cfg.d_model
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        if name.endswith("attn.qkv.bias"):
+            pa, pb = torch.cat([pa[:d], pa[2 * d:]]), torch.cat([pb[:d], pb[2 * d:]])
+        torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_stacked_run_is_evaluated_logged_and_checkpointed_as_alone_and_resumes_alone(tmp_path):
+    """Evaluations at the steps the loop makes them (eval_every, eval_at, the end), with the loss and lr the run
+    alone logs; killed during its fourth evaluation, each run resumes *alone* from the stack's checkpoint at step
+    30 and ends where the uninterrupted run alone ends."""
+    seeds, lrs = (0, 1), (3e-3, 1e-3)
+    cfgs = [config(lr).model_copy(update={"eval_every": 10, "eval_at": (0, 5), "checkpoint_every": 10})
+            for lr in lrs]
+    probe = torch.from_numpy(stream(99)(0).tokens[:, :ANSWER])
+
+    def evaluate(model, step):
+        return {"out": float(model(probe)[:, -1].float().mean())}
+
+    alone_logs = [[] for _ in seeds]
+    alone = [model(s) for s in seeds]
+    for m, s, c, log in zip(alone, seeds, cfgs, alone_logs):
+        train(m, stream(s), c, Runtime(progress=False), evaluate=evaluate, log=log.append)
+
+    stacked_logs = [[] for _ in seeds]
+    kill = {"at": 40}
+
+    def killing(model, step):
+        if step == kill["at"]:
+            raise KeyboardInterrupt
+        return evaluate(model, step)
+
+    dirs = [tmp_path / f"run{s}" for s in seeds]
+    with pytest.raises(KeyboardInterrupt):
+        train_stacked([model(s) for s in seeds], [stream(s) for s in seeds], cfgs, Runtime(progress=False),
+                      dirs, [killing] * 2, [log.append for log in stacked_logs])
+    for theirs, ours in zip(alone_logs, stacked_logs):
+        assert [r["step"] for r in ours] == [r["step"] for r in theirs if r["step"] < 40] == [0, 5, 10, 20, 30]
+        for a, b in zip(theirs, ours):
+            assert a["lr"] == b["lr"] and set(a) == set(b)
+            assert abs(a["out"] - b["out"]) < 1e-4 and abs(a.get("loss", 0) - b.get("loss", 0)) < 1e-4
+    for s, c, directory, reference in zip(seeds, cfgs, dirs, alone):
+        resumed = model(s)
+        state = train(resumed, stream(s), c, Runtime(progress=False), checkpoint_dir=directory)
+        assert state.resumed_from == 30
+        _same(reference, resumed)
