@@ -5,7 +5,7 @@ correlation, answer loss, each run its own seed and lr) trained (i) one after th
 and (ii) as one stack (training/stacked.py). Prints, per N, (i)'s time / (ii)'s time: above 1, stacking wins.
 Rounds alternate the two, so drifting machine load hits both alike.
 
-    python benchmarks/stacked.py [--n 1 2 4 8] [--steps 30] [--rounds 3] [--blocks 2] [--device cuda]
+    python benchmarks/stacked.py [--n 1 2 4 8] [--steps 30] [--rounds 3] [--blocks 2] [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (reproduce's workers each get cores / workers)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     pre = pretrain_config("quick", {"model.n_layers": args.blocks, "data.tasks": ["count"]})
     data = FinetuneData(PCFGData(pre.data), FinetuneDataConfig(c_tr=1.0))

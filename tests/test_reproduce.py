@@ -186,7 +186,7 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
                str(runs), "--quiet", "--executor", "ray", "--address", f"127.0.0.1:{port}"]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)  # Ray nices its workers
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "9 nodes, 9 computed" in done.stdout
+        assert "10 nodes, 10 computed" in done.stdout
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)

@@ -129,3 +129,36 @@ def test_a_stacked_run_is_evaluated_logged_and_checkpointed_as_alone_and_resumes
         state = train(resumed, stream(s), c, Runtime(progress=False), checkpoint_dir=directory)
         assert state.resumed_from == 30
         _same(reference, resumed)
+
+
+def test_reproduce_with_stacks_stores_what_it_stores_without(tmp_path):
+    """A grid whose four fine-tunings (two priors x two C_Tr) are ready together: with --stack 4 they train as
+    one stack, and the store holds the same runs (same ids, same logged steps, the same accuracies) as the
+    reproduction that trains each alone."""
+    from wrapperlab.orchestration.reproduce import reproduce
+    from wrapperlab.orchestration.spec import load_spec
+    from wrapperlab.runs.store import RunStore
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("name: grid\nkind: pcfg\ndescription: stacking check\n"
+                    "base:\n  finetune: {data.task: count, data.operand: b, data.pt_operand: a}\n"
+                    "axes: {prior: [low, high], lr: [M], c_tr: [0.0, 1.0]}\nprofiles: {test: {seeds: 1}}\n")
+    spec, out = load_spec(path), {}
+    for stack in (1, 4):
+        lines: list[str] = []
+        result = reproduce(spec, "test", RunStore(tmp_path / f"runs{stack}"), runtime=Runtime(progress=False, stack=stack),
+                           say=lines.append)
+        out[stack] = (result, lines)
+    (alone, alone_lines), (stacked, stacked_lines) = out[1], out[4]
+    assert any("4 finetune runs as one stack" in line for line in stacked_lines)
+    assert not any("as one stack" in line for line in alone_lines)
+    fts = [n for n in alone.nodes if n.stage == "finetune"]
+    assert len(fts) == 4
+    for node in fts:
+        a, b = alone.outcomes[node.key], stacked.outcomes[node.key]
+        assert a.run_id == b.run_id and not b.reused
+        ra = RunStore(tmp_path / "runs1").resolve(a.run_id)
+        rb = RunStore(tmp_path / "runs4").resolve(b.run_id)
+        assert [m["step"] for m in ra.metrics()] == [m["step"] for m in rb.metrics()]
+        for key, value in a.data["after"].items():
+            assert abs(value - b.data["after"][key]) <= 0.02, (node.key, key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from wrapperlab.cli.common import positive, runtime, runtime_args, say
+from wrapperlab.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
@@ -18,6 +19,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local (this process or --workers processes) or ray (one task per run; pip install 'wrapperlab[ray]')")
     p.add_argument("--address", help="ray: a running cluster HOST:PORT (default: start a local Ray on 127.0.0.1)")
+    p.add_argument("--stack", type=int, default=1,
+                   help="train up to N ready fine-tunings as one stack (vmap over their stacked weights; each run "
+                        "stored as if trained alone; docs/performance.md says where it pays). Default 1: alone")
     p.add_argument("--profile-time", action="store_true",
                    help="print where the computed nodes' time went, per stage: data, training, evaluation, I/O, "
                         "analysis, worker start (also saved per node in reproductions/*.json)")
@@ -38,6 +42,9 @@ def cmd_reproduce(args) -> int:
 
     positive("seeds", args.seeds)
     positive("workers", args.workers)
+    positive("stack", getattr(args, "stack", 1))
+    if getattr(args, "stack", 1) > 64:
+        raise ConfigError("stack", args.stack, "at most 64 runs per stack")
     specs = [load_spec(ref) for ref in args.spec]  # every spec is checked before anything runs
     profile(args.profile)  # so is the profile
     if args.executor == "ray":
@@ -46,7 +53,8 @@ def cmd_reproduce(args) -> int:
         import_ray()  # and the executor, before the store is touched
     store = RunStore(args.out or args.runs)
     for spec in specs:
-        result = reproduce(spec, args.profile, store, args.seeds, runtime(args), say=say, workers=args.workers,
+        run_time = runtime(args).model_copy(update={"stack": getattr(args, "stack", 1)})
+        result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, workers=args.workers,
                            executor=args.executor, address=args.address)
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")

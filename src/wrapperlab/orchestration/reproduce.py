@@ -34,6 +34,47 @@ def run_node(node: Node, spec: Spec, profile: str, store: RunStore, done: dict[s
     return outcome
 
 
+def run_group(group: list[Node], spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
+              runtime: Runtime, say: Say) -> list[Outcome]:
+    """Compute nodes of one stackable stage together (their trainings as one stack); the group's wall time and its
+    split are shared evenly among its nodes (what each would be charged, since they ran as one)."""
+    setting = registry.get(spec.kind)
+    if len(group) == 1 or setting.run_group is None:
+        return [run_node(node, spec, profile, store, done, runtime, say) for node in group]
+    t0 = time.perf_counter()
+    ctxs = [NodeContext(spec, profile, store, done[node.parents[0]] if node.parents else None, runtime, say)
+            for node in group]
+    with timing.collect() as split:
+        outcomes = setting.run_group(group, ctxs)
+    seconds = time.perf_counter() - t0
+    for outcome in outcomes:
+        outcome.seconds = seconds / len(group)
+        outcome.split = {k: v / len(group) for k, v in split.items()}
+    return outcomes
+
+
+def next_groups(ready: list[Node], spec: Spec, runtime: Runtime) -> list[list[Node]]:
+    """The ready nodes in the order a free worker takes them (the setting's stage ranks, graph order within a
+    rank), with up to ``runtime.stack`` ready nodes of a stackable stage gathered into one group."""
+    setting = registry.get(spec.kind)
+    rank = setting.stage_rank
+    ordered = sorted(ready, key=lambda n: rank.get(n.stage, len(rank)))  # stable: graph order within a rank
+    stackable = runtime.stack > 1 and setting.run_group is not None
+    groups: list[list[Node]] = []
+    open_group: dict[str, list[Node]] = {}
+    for node in ordered:
+        if stackable and node.stage in setting.stack_stages:
+            group = open_group.get(node.stage)
+            if group is not None and len(group) < runtime.stack:
+                group.append(node)
+                continue
+            open_group[node.stage] = group = [node]
+            groups.append(group)
+        else:
+            groups.append([node])
+    return groups
+
+
 @dataclass
 class Reproduction:
     spec: str
@@ -44,9 +85,10 @@ class Reproduction:
     seconds: float
 
 
-def _worker(node: Node, spec: Spec, profile: str, root: str, done: dict[str, Outcome], runtime: Runtime) -> Outcome:
-    """Process-pool entry point (top level, so it pickles)."""
-    return run_node(node, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
+def _worker(group: list[Node], spec: Spec, profile: str, root: str, done: dict[str, Outcome],
+            runtime: Runtime) -> list[Outcome]:
+    """Process-pool entry point (top level, so it pickles): one node, or a group trained as one stack."""
+    return run_group(group, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
 
 
 EXECUTORS = ("local", "ray")
@@ -94,10 +136,19 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
         from wrapperlab.orchestration.executors.ray import run_ray
 
         run_ray(nodes, spec, profile, store, runtime, report, address=address)
-    elif workers <= 1:
+    elif workers <= 1 and runtime.stack <= 1:
         for node in nodes:
             starting(node)
             report(node, run_node(node, spec, profile, store, done, runtime, say))
+    elif workers <= 1:  # stacking in this process: the ready nodes, a group at a time
+        pending = list(nodes)
+        while pending:
+            group = next_groups([n for n in pending if all(p in done for p in n.parents)], spec, runtime)[0]
+            for node in group:
+                pending.remove(node)
+                starting(node)
+            for node, outcome in zip(group, run_group(group, spec, profile, store, done, runtime, say)):
+                report(node, outcome)
     else:
         _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, report)
     result = Reproduction(spec.name, profile, nodes, done, state["computed"], time.perf_counter() - t0)
@@ -174,20 +225,21 @@ def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, rep
     threads = max(1, (os.cpu_count() or 1) // workers)
     worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
     # which ready node a free worker takes first: the setting's ranks (roots, then what unblocks others, then
-    # long nodes, then short analyses); unranked stages last
-    rank = registry.get(spec.kind).stage_rank
+    # long nodes, then short analyses); unranked stages last; stackable ready nodes as one group (runtime.stack)
     pending = list(nodes)
-    running: dict[Any, Node] = {}
+    running: dict[Any, list[Node]] = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
         while pending or running:
             ready = [n for n in pending if all(p in done for p in n.parents)]
-            for node in sorted(ready, key=lambda n: rank.get(n.stage, len(rank))):  # stable: graph order within a rank
+            for group in next_groups(ready, spec, runtime):
                 if len(running) >= workers:
                     break
-                pending.remove(node)
-                parents = {p: done[p] for p in node.parents}
-                starting(node)
-                running[pool.submit(_worker, node, spec, profile, str(store.root), parents, worker_runtime)] = node
+                parents = {p: done[p] for node in group for p in node.parents}
+                for node in group:
+                    pending.remove(node)
+                    starting(node)
+                running[pool.submit(_worker, group, spec, profile, str(store.root), parents, worker_runtime)] = group
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in finished:
-                report(running.pop(future), future.result())
+                for node, outcome in zip(running.pop(future), future.result()):
+                    report(node, outcome)

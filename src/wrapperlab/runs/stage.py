@@ -7,10 +7,11 @@ when what that stage computes changes meaning, so a fix never silently reuses a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Generator, Sequence
 
 from torch import nn
 
@@ -31,10 +32,35 @@ class StageResult:
     reused: bool
 
 
-def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Callable[[Run], dict],
+@dataclass
+class Training:
+    """What a stage's compute asks to have trained (it yields one, and is sent the :class:`TrainState` back), so
+    a caller may train it alone (:func:`run_stage`) or stacked with other runs' (:func:`run_stages`)."""
+
+    run: Run
+    model: nn.Module
+    batches: Callable[[int], Any]
+    cfg: Any  # the run config; its ``train`` section is what is trained
+    evaluate: Callable[[nn.Module, int], dict] | None
+    loss_fn: Any = None
+
+
+#: a stage's compute: a result, or a generator that yields its :class:`Training` and returns the result
+Compute = Callable[[Run], "dict | Generator[Training, TrainState, dict]"]
+
+
+def _finish(gen: Generator[Training, TrainState, dict], state: TrainState) -> dict:
+    try:
+        gen.send(state)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("a stage's compute yields one Training")
+
+
+def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Compute,
               version: int) -> StageResult:
     """Open the run for ``cfg`` (a pydantic config) at code ``version``; reuse it if finished, else
-    ``compute(run)`` its result and finish it."""
+    ``compute(run)`` its result (training what it yields through the one loop) and finish it."""
     with store.open(kind, cfg.model_dump(mode="json"), version=version) as run:
         if run.done:
             say(f"reusing finished run {run.path}")
@@ -42,8 +68,60 @@ def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compu
         run.write_json("runtime.json", runtime.model_dump())
         run.note_compute()
         result = compute(run)
+        if not isinstance(result, dict):
+            ask = next(result)
+            result = _finish(result, train_run(ask.run, ask.model, ask.batches, ask.cfg, runtime, ask.evaluate,
+                                               ask.loss_fn))
         run.finish(result)
         return StageResult(run, result, reused=False)
+
+
+def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, runtime: Runtime,
+               say: Say) -> list[StageResult]:
+    """:func:`run_stage` for several runs at once (``(kind, cfg, compute, version)`` each), their trainings
+    stacked into one (training/stacked.py) where they are the same computation up to weights, data and lr, else
+    trained one after another. Each run is opened, logged, checkpointed and finished as it would be alone, so the
+    store cannot tell; locks are taken in one canonical order, so two processes never wait on each other."""
+    from wrapperlab.training.stacked import check_stackable, train_stacked
+
+    order = sorted(range(len(items)), key=lambda i: json.dumps(items[i][1].model_dump(mode="json"), sort_keys=True))
+    results: dict[int, StageResult] = {}
+    with contextlib.ExitStack() as held:
+        pending: list[tuple[int, Run, Generator, Training]] = []
+        for i in order:
+            kind, cfg, compute, version = items[i]
+            run = held.enter_context(store.open(kind, cfg.model_dump(mode="json"), version=version))
+            if run.done:
+                say(f"reusing finished run {run.path}")
+                results[i] = StageResult(run, run.result(), reused=True)
+                continue
+            run.write_json("runtime.json", runtime.model_dump())
+            run.note_compute()
+            gen = compute(run)
+            if isinstance(gen, dict):
+                run.finish(gen)
+                results[i] = StageResult(run, gen, reused=False)
+                continue
+            pending.append((i, run, gen, next(gen)))
+        asks = [ask for *_, ask in pending]
+        try:
+            stackable = len(asks) > 1 and all(a.loss_fn is None for a in asks)
+            check_stackable([a.model for a in asks], [a.cfg.train for a in asks]) if stackable else None
+        except ValueError:
+            stackable = False
+        if stackable:
+            say(f"training {len(asks)} {asks[0].run.kind} runs as one stack: {', '.join(a.run.id for a in asks)}")
+            states = train_stacked([a.model for a in asks], [a.batches for a in asks], [a.cfg.train for a in asks],
+                                   runtime, [a.run.checkpoint_dir for a in asks], [a.evaluate for a in asks],
+                                   [a.run.log_metrics for a in asks], [a.run.truncate_metrics for a in asks],
+                                   desc=asks[0].run.kind)
+        else:
+            states = [train_run(a.run, a.model, a.batches, a.cfg, runtime, a.evaluate, a.loss_fn) for a in asks]
+        for (i, run, gen, _), state in zip(pending, states):
+            result = _finish(gen, state)
+            run.finish(result)
+            results[i] = StageResult(run, result, reused=False)
+    return [results[i] for i in range(len(items))]
 
 
 def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evaluate, loss_fn=None) -> TrainState:

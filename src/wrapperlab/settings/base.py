@@ -84,6 +84,10 @@ class Setting:
     stage_rank: Mapping[str, int] = field(default_factory=dict)  # which ready node a free worker takes first
     optional_axes: tuple[str, ...] = ()  # axes a spec may leave out
     spec_fields: tuple[str, ...] = ()  # spec fields beyond the grid that the setting reads (saved with a run)
+    # nodes of one stage computed together, their trainings stacked (runtime.stack > 1; executors): each node's
+    # outcome as run_node would give it
+    run_group: Callable[[list[Node], list[NodeContext]], list[Outcome]] | None = None
+    stack_stages: tuple[str, ...] = ()  # the stages run_group takes
 
 
 # -- helpers for a setting's ``expand`` -------------------------------------------------------------------

@@ -61,3 +61,5 @@ class Runtime(BaseModel):
     compile: bool = False
     progress: bool = True
     threads: int | None = Field(None, gt=0)
+    stack: int = Field(1, ge=1, le=64, description="train up to this many ready runs of one stage as one stack "
+                       "(training/stacked.py; 1 = every run alone)")

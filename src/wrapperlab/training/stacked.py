@@ -187,11 +187,13 @@ class _Bound(nn.Module):
 def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int], BatchLike]],
                   cfgs: Sequence[TrainConfig], runtime: Runtime = Runtime(),
                   checkpoint_dirs: Sequence[Path] | None = None, evaluates: Sequence[Evaluate] | None = None,
-                  logs: Sequence[Log] | None = None, desc: str = "stack") -> list[TrainState]:
+                  logs: Sequence[Log] | None = None, on_resumes: Sequence[Callable[[int], None]] | None = None,
+                  desc: str = "stack") -> list[TrainState]:
     """Train ``models`` in place for their shared ``iters``, run ``i`` on ``batch_ats[i](step)`` at its own
     schedule's lr: :func:`~wrapperlab.training.loop.train` for many runs at once. Each run is evaluated
     (``evaluates[i](model, step)``), logged and checkpointed (``checkpoint_dirs[i]``) at the steps ``train`` would;
-    runs with checkpoints resume from them (all from one step: a stack moves in lockstep)."""
+    runs with checkpoints resume from them (all from one step: a stack moves in lockstep), calling
+    ``on_resumes[i](step)`` as ``train`` calls ``on_resume``."""
     n, cfg, device = len(models), cfgs[0], torch.device(runtime.device)
     check_stackable(models, cfgs)
     if runtime.threads:
@@ -210,6 +212,9 @@ def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int
         raise ValueError(f"runs of a stack resume from one step (their checkpoints are at steps {sorted(starts)}); "
                          "train them alone")
     start = starts.pop()
+    if start and on_resumes is not None:
+        for on_resume in on_resumes:
+            on_resume(start)
     stack = Stack(models, cfgs, device)
     for i, (optimizer, _) in enumerate(restored):
         stack.load_optimizer(i, models[i], optimizer, start)

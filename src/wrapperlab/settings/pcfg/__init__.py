@@ -18,4 +18,6 @@ SETTING = Setting(
     versions={**stages.VERSIONS, **analyses.VERSIONS},
     report_section="wrapperlab.report.sections.pcfg:pcfg_section",
     stage_rank={"pretrain": 0, "baseline": 1, "scrft": 1, "finetune": 2, "reft": 3, "prune": 4, "probe": 4},
+    run_group=nodes.run_group,
+    stack_stages=nodes.STACK_STAGES,
 )

@@ -19,7 +19,7 @@ from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expan
 from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
 from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
-from wrapperlab.settings.pcfg.stages import finetune, pretrain
+from wrapperlab.settings.pcfg.stages import finetune, finetune_many, pretrain
 
 AXES = ("prior", "blocks", "pt_iters", "lr", "c_tr")
 #: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths,
@@ -101,6 +101,21 @@ def _stage_outcome(stage) -> Outcome:
 def _reft_overrides(node: Node, ctx: NodeContext) -> dict[str, Any] | None:
     overrides = {**ctx.base("reft"), **({"train.lr": node.point["reft_lr"]} if "reft_lr" in node.point else {})}
     return overrides or None
+
+
+#: stages whose ready nodes may train as one stack (runtime.stack): the grid's fine-tunings share an architecture
+#: and a step count; pretrainings and reFT-like runs (which stop at their own step) train alone
+STACK_STAGES = ("finetune",)
+
+
+def run_group(group: list[Node], ctxs: list[NodeContext]) -> list[Outcome]:
+    """Fine-tuning nodes computed together (training/stacked.py), each outcome as :func:`run_node` gives it."""
+    if any(node.stage not in STACK_STAGES for node in group):
+        raise ValueError(f"only {STACK_STAGES} nodes run as a group")
+    ctx = ctxs[0]
+    cfgs = [finetune_config(c.parent.run_id, c.profile, c.overrides("finetune", node.point, FINETUNE_NAMES))
+            for node, c in zip(group, ctxs)]
+    return [_stage_outcome(stage) for stage in finetune_many(cfgs, ctx.store, ctx.runtime, ctx.say)]
 
 
 def run_node(node: Node, ctx: NodeContext) -> Outcome:

@@ -17,7 +17,7 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import validated
-from wrapperlab.runs.stage import Say, StageResult, first_steps, load_run_weights, run_stage, train_run
+from wrapperlab.runs.stage import Say, StageResult, Training, first_steps, load_run_weights, run_stage, run_stages
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig
 from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets, pretrain_accuracies
@@ -40,7 +40,7 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
             accs = pretrain_accuracies(m, data, n=cfg.eval.n_during, seed=cfg.seed, pairs=watch)
             return {f"acc/{k}": v for k, v in accs.items()}
 
-        state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
+        state = yield Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate)
         with section("io"):
             save_weights(model, run.weights_path)
         t0 = time.perf_counter()
@@ -84,6 +84,19 @@ def finetune(
 ) -> StageResult:
     """Train a run's model further on one (task, operand) pair: fine-tuning, and with other data
     settings reFT (ask O_PT), randFT (ask O_PT, answer O_FT) or, with ``init="random"``, from scratch."""
+    kind, cfg, compute, version = _finetune_stage(cfg, store, say, kind)
+    return run_stage(kind, cfg, store, runtime, say, compute, version)
+
+
+def finetune_many(cfgs: list[FinetuneRunConfig], store: RunStore, runtime: Runtime = Runtime(), say: Say = print,
+                  kind: str = "finetune") -> list[StageResult]:
+    """:func:`finetune` for several configs, trained as one stack where they share architecture and step count
+    (runs/stage.py: run_stages) — each run as the store would hold it trained alone."""
+    return run_stages([_finetune_stage(cfg, store, say, kind) for cfg in cfgs], store, runtime, say)
+
+
+def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str):
+    """(kind, config, compute, version) of a fine-tuning-like run, for run_stage / run_stages."""
     if kind not in FINETUNE_KINDS:
         raise ConfigError("kind", kind, f"one of {FINETUNE_KINDS}")
     parent = store.resolve(cfg.parent, field="parent")
@@ -116,7 +129,7 @@ def finetune(
         def evaluate(m, step):
             return measure(m, "during")
 
-        state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
+        state = yield Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate)
         with section("io"):
             save_weights(model, run.weights_path)
         with section("eval"):
@@ -131,7 +144,7 @@ def finetune(
             "resumed_from": state.resumed_from,
         }
 
-    return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
+    return kind, cfg, compute, VERSIONS[kind]
 
 
 def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
