@@ -66,7 +66,7 @@ def main() -> None:
     def stacked(n: int) -> float:
         ms, t0 = models(n), time.perf_counter()
         train_stacked(ms, [data.stream(seed, args.batch_size) for seed in range(n)],
-                      [base.model_copy(update={"lr": 1e-5 * (seed + 1)}) for seed in range(n)], args.device)
+                      [base.model_copy(update={"lr": 1e-5 * (seed + 1)}) for seed in range(n)], runtime)
         _sync(args.device)
         return time.perf_counter() - t0
 

@@ -58,3 +58,17 @@ def test_a_bad_block_names_the_file_and_writes_nothing(tmp_path, block, field):
 def test_report_docs_from_the_command_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing"), "--docs", str(tmp_path / "x.md")]) == 2
     assert "reproduce" in capsys.readouterr().err
+
+
+def test_the_localisation_block_gives_each_block_its_share(tmp_path):
+    from wrapperlab.report.sections.pcfg import localisation
+
+    stat = lambda m: {"mean": m, "ci95": 0.0, "n": 3, "missing": 0}  # noqa: E731
+    prune = {"top_units": [{"block": 0}] * 12 + [{"block": 2}] * 3}
+    assert localisation(prune, None, k=15)["latter_half"] == pytest.approx(0.2)  # block 2 of 3 is the latter half
+    cell = {"prior": "low", "blocks": 3, "lr": "M", "c_tr": 1.0, "pruned_share": [stat(0.8), stat(0.0), stat(0.2)],
+            "latter_half": stat(0.2), "probe_gain": [stat(0.3), stat(0.31), stat(None)]}
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- wrapperlab:pcfg-localisation pcfg-depth/quick -->\n<!-- /wrapperlab -->\n")
+    update_docs({"pcfg-depth/quick": {"localisation": [cell]}}, [doc])
+    assert "| low, 3 blocks, η M, C_Tr = 1 | B1 80 · B2 0 · B3 20 | 20.0 ± 0.0 | B1 30 · B2 31 · B3 - |" in doc.read_text()

@@ -78,8 +78,26 @@ def wall_time(numbers: dict[str, Any]) -> str:
     return f"{numbers.get('nodes', '?')} nodes, {minutes} min {seconds} s in the call that wrote the report.\n"
 
 
+def pcfg_localisation(numbers: dict[str, Any]) -> str:
+    """Where the wrapper sits, per analysed cell: the share of the top pruned units in each block (B1 = first),
+    the share in the latter half, and the probe's gain over the random-init twin per block (means over seeds)."""
+    def per_block(cis: list[dict[str, Any]]) -> str:
+        return " · ".join(f"B{i + 1} {100 * c['mean']:.0f}" if c.get("mean") is not None else f"B{i + 1} -"
+                          for i, c in enumerate(cis))
+
+    rows = ["| cell | top-15 pruned units per block, % | in the latter half, % | probe gain over random init per "
+            "block, points |", "|---|---|---|---|"]
+    for cell in numbers.get("localisation", []):
+        label = ", ".join([str(cell.get("prior", "-"))] + ([f"{cell['blocks']} blocks"] if "blocks" in cell else [])
+                          + [f"η {cell['lr']}", f"C_Tr = {cell['c_tr']:g}"])
+        rows.append(f"| {label} | {per_block(cell['pruned_share'])} | {ci_text(cell['latter_half'])} | "
+                    f"{per_block(cell['probe_gain'])} |")
+    return "\n".join(rows) + "\n"
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
+    "pcfg-localisation": pcfg_localisation,
 }
 
 
