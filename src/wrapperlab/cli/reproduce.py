@@ -20,8 +20,9 @@ def add_parsers(sub) -> None:
                    help="local (this process or --workers processes) or ray (one task per run; pip install 'wrapperlab[ray]')")
     p.add_argument("--address", help="ray: a running cluster HOST:PORT (default: start a local Ray on 127.0.0.1)")
     p.add_argument("--stack", type=int, default=1,
-                   help="train up to N ready fine-tunings as one stack (vmap over their stacked weights; each run "
-                        "stored as if trained alone; docs/performance.md says where it pays). Default 1: alone")
+                   help="local executor: train up to N ready fine-tunings as one stack (vmap over their stacked "
+                        "weights; each run stored as if trained alone; docs/performance.md: no gain on CPU). "
+                        "Default 1: alone")
     p.add_argument("--profile-time", action="store_true",
                    help="print where the computed nodes' time went, per stage: data, training, evaluation, I/O, "
                         "analysis, worker start (also saved per node in reproductions/*.json)")

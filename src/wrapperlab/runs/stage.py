@@ -76,13 +76,31 @@ def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compu
         return StageResult(run, result, reused=False)
 
 
+def _stackable(asks: list[Training]) -> bool:
+    """Whether these trainings can run as one stack: the same computation up to weights, data and lr (see
+    training/stacked.py), the token losses, and every run at the same step (a stack moves in lockstep; a run
+    killed at another checkpoint than its fellows trains alone)."""
+    from wrapperlab.training.checkpoint import POINTER
+    from wrapperlab.training.stacked import check_stackable
+
+    if len(asks) < 2 or any(a.loss_fn is not None for a in asks):
+        return False
+    try:
+        check_stackable([a.model for a in asks], [a.cfg.train for a in asks])
+    except ValueError:
+        return False
+    steps = {json.loads((a.run.checkpoint_dir / POINTER).read_text())["step"]
+             if (a.run.checkpoint_dir / POINTER).exists() else 0 for a in asks}
+    return len(steps) == 1
+
+
 def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, runtime: Runtime,
                say: Say) -> list[StageResult]:
     """:func:`run_stage` for several runs at once (``(kind, cfg, compute, version)`` each), their trainings
     stacked into one (training/stacked.py) where they are the same computation up to weights, data and lr, else
     trained one after another. Each run is opened, logged, checkpointed and finished as it would be alone, so the
     store cannot tell; locks are taken in one canonical order, so two processes never wait on each other."""
-    from wrapperlab.training.stacked import check_stackable, train_stacked
+    from wrapperlab.training.stacked import train_stacked
 
     order = sorted(range(len(items)), key=lambda i: json.dumps(items[i][1].model_dump(mode="json"), sort_keys=True))
     results: dict[int, StageResult] = {}
@@ -104,12 +122,7 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
                 continue
             pending.append((i, run, gen, next(gen)))
         asks = [ask for *_, ask in pending]
-        try:
-            stackable = len(asks) > 1 and all(a.loss_fn is None for a in asks)
-            check_stackable([a.model for a in asks], [a.cfg.train for a in asks]) if stackable else None
-        except ValueError:
-            stackable = False
-        if stackable:
+        if _stackable(asks):
             say(f"training {len(asks)} {asks[0].run.kind} runs as one stack: {', '.join(a.run.id for a in asks)}")
             states = train_stacked([a.model for a in asks], [a.batches for a in asks], [a.cfg.train for a in asks],
                                    runtime, [a.run.checkpoint_dir for a in asks], [a.evaluate for a in asks],
