@@ -14,8 +14,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# the quick reproduction of the paper's Counter experiment with its negative controls: 16 min on 2 cores
-# (measured 2026-12-01, docs/reproduce.md), report in runs/report/report.html
+# the quick reproduction of the paper's Counter experiment with its negative controls: 17.5 min on 2 cores
+# (measured 2026-12-01, docs/reproduce.md; the goal is 15), report in runs/report/report.html
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 

@@ -72,3 +72,19 @@ def test_the_localisation_block_gives_each_block_its_share(tmp_path):
     doc.write_text("<!-- wrapperlab:pcfg-localisation pcfg-depth/quick -->\n<!-- /wrapperlab -->\n")
     update_docs({"pcfg-depth/quick": {"localisation": [cell]}}, [doc])
     assert "| low, 3 blocks, η M, C_Tr = 1 | B1 80 · B2 0 · B3 20 | 20.0 ± 0.0 | B1 30 · B2 31 · B3 - |" in doc.read_text()
+
+
+def test_the_time_split_block_is_the_profile_time_table():
+    from wrapperlab.report.docs import time_split
+    from wrapperlab.timing import per_stage
+
+    nodes = [{"stage": "finetune", "seconds": 60.0, "reused": False,
+              "split": {"train": 40.0, "eval": 15.0, "data": 2.0, "dispatch": 3.0}},
+             {"stage": "finetune", "seconds": 50.0, "reused": False, "split": {"train": 40.0, "eval": 8.0}},
+             {"stage": "finetune", "seconds": 99.0, "reused": True, "split": {"train": 99.0}},  # not computed here
+             {"stage": "probe", "seconds": 20.0, "reused": False, "split": {"analysis": 19.0}}]
+    rows = per_stage(nodes)
+    assert rows["finetune"]["nodes"] == 2 and rows["finetune"]["wall"] == 113.0
+    assert rows["finetune"]["wall/train"] == pytest.approx(113 / 80) and "wall/train" not in rows["probe"]
+    text = time_split({"time_split": rows})
+    assert "| fine-tuning | 2 | 113 | 80 | 23 | 2 | – | 1.41 |" in text and "| probes | 1 | 20 | – | – | – | 19 | – |" in text

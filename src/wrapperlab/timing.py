@@ -8,8 +8,9 @@ add up to its wall time and nothing is counted twice. Outside :func:`collect` th
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 #: the sections a node's time is split into (``other``: whatever no section claimed — model building, setup)
 SECTIONS = ("data", "train", "eval", "io", "analysis")
@@ -56,3 +57,27 @@ def collect() -> Iterator[dict[str, float]]:
         split.update({k: round(v, 3) for k, v in _totals.items()})
         split["wall"] = round(wall, 3)
         _totals = outer
+
+
+#: the columns of a per-stage time table: handing a node to a worker, the sections, the rest
+COLUMNS = ("dispatch", *SECTIONS, "other")
+
+
+def per_stage(nodes: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Seconds per stage summed over the *computed* nodes (``{"stage", "seconds", "split", "reused"}`` each, as a
+    reproduction stores them): ``nodes``, ``wall`` (node time plus dispatch), each of :data:`COLUMNS`, and
+    ``wall/train`` where the stage trains — what ``reproduce --profile-time`` prints and the docs publish."""
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for node in nodes:
+        split = node.get("split") or {}
+        if node.get("reused") or not split:
+            continue
+        row = out[node["stage"]]
+        row["nodes"] += 1
+        row["wall"] += node.get("seconds", 0.0) + split.get("dispatch", 0.0)
+        for name in COLUMNS:
+            row[name] += split.get(name, 0.0)
+    for row in out.values():
+        if row["train"]:
+            row["wall/train"] = row["wall"] / row["train"]
+    return {stage: dict(row) for stage, row in out.items()}

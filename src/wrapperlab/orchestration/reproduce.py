@@ -180,26 +180,14 @@ def time_table(result: Reproduction) -> list[str]:
     """Where the computed nodes' time went, per stage (``reproduce --profile-time``): seconds summed over nodes
     in each section of :mod:`wrapperlab.timing`, ``dispatch`` (handing a node to a worker process: its start and
     imports), and wall ÷ train — how much of a node is not training (goal for FT and reFT nodes: ≤ 1.25)."""
-    from collections import defaultdict
-
-    from wrapperlab.timing import SECTIONS
-
-    columns = ("dispatch", *SECTIONS, "other")
-    per_stage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for node in result.nodes:
-        outcome = result.outcomes[node.key]
-        if outcome.reused or not outcome.split:
-            continue
-        row = per_stage[node.stage]
-        row["nodes"] += 1
-        row["wall"] += outcome.seconds + outcome.split.get("dispatch", 0.0)
-        for name in columns:
-            row[name] += outcome.split.get(name, 0.0)
-    lines = ["stage      nodes   wall s " + " ".join(f"{c:>9}" for c in columns) + "  wall/train"]
-    for stage, row in per_stage.items():
-        ratio = f"{row['wall'] / row['train']:.2f}" if row["train"] else "-"
+    rows = timing.per_stage({"stage": n.stage, "seconds": result.outcomes[n.key].seconds,
+                             "split": result.outcomes[n.key].split, "reused": result.outcomes[n.key].reused}
+                            for n in result.nodes)
+    lines = ["stage      nodes   wall s " + " ".join(f"{c:>9}" for c in timing.COLUMNS) + "  wall/train"]
+    for stage, row in rows.items():
+        ratio = f"{row['wall/train']:.2f}" if "wall/train" in row else "-"
         lines.append(f"{stage:<10} {row['nodes']:>5.0f} {row['wall']:>8.1f} "
-                     + " ".join(f"{row[c]:>9.1f}" for c in columns) + f"  {ratio:>10}")
+                     + " ".join(f"{row.get(c, 0.0):>9.1f}" for c in timing.COLUMNS) + f"  {ratio:>10}")
     return lines
 
 

@@ -95,7 +95,27 @@ def pcfg_localisation(numbers: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: the time-split block's rows: stage name in the docs, and the summary's stage key
+_STAGE_NAMES = (("pretraining", "pretrain"), ("fine-tuning", "finetune"), ("Scr.+FT pretraining", "baseline"),
+                ("Scr.+FT", "scrft"), ("reFT", "reft"), ("pruning", "prune"), ("probes", "probe"))
+
+
+def time_split(numbers: dict[str, Any]) -> str:
+    """Where the computed nodes' time went, per stage (seconds summed over nodes; reproduce --profile-time)."""
+    rows = ["| stage | nodes | wall s | train | eval | data | analysis | wall ÷ train |", "|---|---|---|---|---|---|---|---|"]
+    split = numbers["time_split"]
+    for name, key in _STAGE_NAMES + tuple((k, k) for k in split if k not in dict(_STAGE_NAMES).values()):
+        if key in split:
+            r = split[key]
+            ratio = f"{r['wall/train']:.2f}" if "wall/train" in r else "–"
+            rows.append(f"| {name} | {r['nodes']:.0f} | {r['wall']:.0f} | " + " | ".join(
+                f"{r.get(c, 0.0):.0f}" if r.get(c) else "–" for c in ("train", "eval", "data", "analysis"))
+                + f" | {ratio} |")
+    return "\n".join(rows) + "\n"
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "time-split": time_split,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
     "pcfg-localisation": pcfg_localisation,
 }

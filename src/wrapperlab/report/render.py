@@ -19,6 +19,7 @@ import yaml
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.settings import registry
+from wrapperlab.timing import per_stage
 
 
 def paper_values() -> dict[str, Any]:
@@ -137,7 +138,8 @@ def _write_report(root: Path) -> dict[str, Path]:
         ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
         section = registry.resolve_entry(registry.get(rep["kind"]).report_section)
         sec, numbers = section(rep, ref, root, figures)
-        numbers.update(nodes=len(rep["nodes"]), seconds=rep.get("seconds"))  # the call that wrote the reproduction
+        numbers.update(nodes=len(rep["nodes"]), seconds=rep.get("seconds"),  # the call that wrote the reproduction
+                       time_split=per_stage(rep["nodes"]))
         sections.append(sec)
         summary[f"{rep['spec']}/{rep['profile']}"] = numbers
     atomic_write_text(out / "report.md", _markdown(sections, out))
