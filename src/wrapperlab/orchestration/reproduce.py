@@ -50,6 +50,7 @@ def run_group(group: list[Node], spec: Spec, profile: str, store: RunStore, done
     for outcome in outcomes:
         outcome.seconds = seconds / len(group)
         outcome.split = {k: v / len(group) for k, v in split.items()}
+        outcome.split["group"] = len(group)  # how many nodes shared the time (the dispatch time reads it)
     return outcomes
 
 
@@ -125,7 +126,8 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
 
     def report(node: Node, outcome: Outcome) -> None:
         if node.key in started and outcome.split:  # from handing the node out to its result: process start, imports
-            outcome.split["dispatch"] = round(max(0.0, time.perf_counter() - started[node.key] - outcome.seconds), 3)
+            ran = outcome.seconds * outcome.split.get("group", 1)  # a group's nodes ran together for all of it
+            outcome.split["dispatch"] = round(max(0.0, time.perf_counter() - started[node.key] - ran), 3)
         done[node.key] = outcome
         state["finished"] += 1
         state["computed"] += not outcome.reused

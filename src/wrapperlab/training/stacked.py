@@ -52,6 +52,8 @@ def check_stackable(models: Sequence[nn.Module], cfgs: Sequence[TrainConfig]) ->
         values = {repr(getattr(c, key)) for c in cfgs}
         if len(values) > 1:
             raise ValueError(f"stacked runs must share train.{key} (got {sorted(values)})")
+    if any(not p.requires_grad for m in models for p in m.parameters()):
+        raise ValueError("stacked training updates every weight: models with frozen weights train alone")
     if cfgs[0].optimizer != "adamw":
         raise ValueError("stacked training implements AdamW only (Tracr's SGD runs train alone)")
     if any(c.stop_when for c in cfgs):
@@ -84,8 +86,6 @@ class Stack:
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.steps = 0
         cfg = cfgs[0]
-
-        self._cfg = cfg
         self._length = 0  # the answer loss's input length, set per step outside vmap (see answer_logits)
 
         def one(params: dict[str, torch.Tensor], tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
