@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
+from wrapperlab.report.sections.common import root_label
 from wrapperlab.report.tables import ci_text
 
 _BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
@@ -88,8 +89,7 @@ def pcfg_localisation(numbers: dict[str, Any]) -> str:
     rows = ["| cell | top-15 pruned units per block, % | in the latter half, % | probe gain over random init per "
             "block, points |", "|---|---|---|---|"]
     for cell in numbers.get("localisation", []):
-        label = ", ".join([str(cell.get("prior", "-"))] + ([f"{cell['blocks']} blocks"] if "blocks" in cell else [])
-                          + [f"η {cell['lr']}", f"C_Tr = {cell['c_tr']:g}"])
+        label = ", ".join([root_label(cell) or "-", f"η {cell['lr']}", f"C_Tr = {cell['c_tr']:g}"])
         rows.append(f"| {label} | {per_block(cell['pruned_share'])} | {ci_text(cell['latter_half'])} | "
                     f"{per_block(cell['probe_gain'])} |")
     return "\n".join(rows) + "\n"

@@ -61,26 +61,14 @@ def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compu
               version: int) -> StageResult:
     """Open the run for ``cfg`` (a pydantic config) at code ``version``; reuse it if finished, else
     ``compute(run)`` its result (training what it yields through the one loop) and finish it."""
-    with store.open(kind, cfg.model_dump(mode="json"), version=version) as run:
-        if run.done:
-            say(f"reusing finished run {run.path}")
-            return StageResult(run, run.result(), reused=True)
-        run.write_json("runtime.json", runtime.model_dump())
-        run.note_compute()
-        result = compute(run)
-        if not isinstance(result, dict):
-            ask = next(result)
-            result = _finish(result, train_run(ask.run, ask.model, ask.batches, ask.cfg, runtime, ask.evaluate,
-                                               ask.loss_fn))
-        run.finish(result)
-        return StageResult(run, result, reused=False)
+    return run_stages([(kind, cfg, compute, version)], store, runtime, say)[0]
 
 
 def _stackable(asks: list[Training]) -> bool:
     """Whether these trainings can run as one stack: the same computation up to weights, data and lr (see
     training/stacked.py), the token losses, and every run at the same step (a stack moves in lockstep; a run
     killed at another checkpoint than its fellows trains alone)."""
-    from wrapperlab.training.checkpoint import POINTER
+    from wrapperlab.training.checkpoint import read_pointer
     from wrapperlab.training.stacked import check_stackable
 
     if len(asks) < 2 or any(a.loss_fn is not None for a in asks):
@@ -89,8 +77,7 @@ def _stackable(asks: list[Training]) -> bool:
         check_stackable([a.model for a in asks], [a.cfg.train for a in asks])
     except ValueError:
         return False
-    steps = {json.loads((a.run.checkpoint_dir / POINTER).read_text())["step"]
-             if (a.run.checkpoint_dir / POINTER).exists() else 0 for a in asks}
+    steps = {(read_pointer(a.run.checkpoint_dir) or {"step": 0})["step"] for a in asks}
     return len(steps) == 1
 
 

@@ -32,12 +32,17 @@ def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: tor
             old.unlink(missing_ok=True)
 
 
+def read_pointer(directory: Path) -> dict[str, Any] | None:
+    """The latest checkpoint's pointer (its step and files), ``None`` when there is none."""
+    path = directory / POINTER
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
     """Restore the latest checkpoint into ``model`` and ``optimizer``; ``None`` when there is none."""
-    pointer_path = directory / POINTER
-    if not pointer_path.exists():
+    pointer = read_pointer(directory)
+    if pointer is None:
         return None
-    pointer = json.loads(pointer_path.read_text())
     load_weights(model, directory / pointer["weights"])
     optimizer.load_state_dict(torch.load(directory / pointer["optimizer"], weights_only=True))
     return pointer

@@ -61,13 +61,12 @@ def check_stackable(models: Sequence[nn.Module], cfgs: Sequence[TrainConfig]) ->
                          "at its own step")
 
 
-def _decays(model: nn.Module) -> dict[str, bool]:
-    """Which parameters AdamW decays: ``nn.Linear`` weights (make_optimizer's rule), by parameter name."""
-    out = {}
-    for prefix, module in model.named_modules():
-        for name, _ in module.named_parameters(recurse=False):
-            out[f"{prefix}.{name}" if prefix else name] = isinstance(module, nn.Linear) and name == "weight"
-    return out
+def _decayed(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
+    """Each parameter's AdamW weight decay, by name, read off :func:`make_optimizer`'s groups (its rule, not a copy:
+    Linear weights decay, biases, norms and embeddings do not)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: group["weight_decay"] for group in make_optimizer(model, cfg).param_groups
+            for p in group["params"]}
 
 
 class Stack:
@@ -80,8 +79,7 @@ class Stack:
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach().to(self.device) for p in named]).requires_grad_(True)
                        for n in named[0]}
-        decays = _decays(self.template)
-        self.decay = {n: decays[n] for n in self.params}
+        self.decay = _decayed(self.template, cfgs[0])
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.steps = 0
@@ -132,8 +130,8 @@ class Stack:
         bias1, bias2_sqrt = 1 - beta1 ** self.steps, math.sqrt(1 - beta2 ** self.steps)
         for name, p in self.params.items():
             lr = lrs.view(-1, *[1] * (p.dim() - 1))
-            if self.decay[name] and cfg.weight_decay:
-                p.mul_(1 - lr * cfg.weight_decay)
+            if self.decay[name]:
+                p.mul_(1 - lr * self.decay[name])
             m, v = self.exp_avg[name], self.exp_avg_sq[name]
             m.lerp_(p.grad, 1 - beta1)
             v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
