@@ -9,7 +9,7 @@
 (d) with --reproduction FILE (a reproductions/*.json written by `reproduce`): per stage, node wall time / its
     training compute (goal <= 1.25 for fine-tuning and reFT nodes), from the time split every node records.
 
-    python benchmarks/throughput.py [--profile quick] [--steps 40] [--rounds 3] [--device cuda]
+    python benchmarks/throughput.py [--profile families] [--steps 40] [--rounds 3] [--device cuda]
                                     [--reproduction runs/reproductions/pcfg-counter-quick.json]
 """
 
@@ -105,7 +105,8 @@ def engine_rate(sample, batch_size: int, seconds: float = 3.0) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="quick")
+    # families: the 4 x 128 model of docs/performance.md's published ratios (quick is the 2-block demo model)
+    ap.add_argument("--profile", default="families")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the same ratios on a GPU)")
@@ -113,6 +114,8 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = pretrain_config(args.profile)
+    # (a) and (b) compare fp32 with fp32 (the hand-written loop has no autocast); (c) is bf16 against it
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": "fp32"})})
     data = PCFGData(cfg.data)
     batch = data.sample(cfg.train.batch_size, np.random.default_rng(0))
     tokens_per_step = batch.tokens[:, :-1].size

@@ -13,6 +13,9 @@ import yaml
 from wrapperlab.errors import ConfigError
 
 EXIT_USAGE = 2
+#: the profiles (runs/profiles.yaml) in a verb's --help
+PROFILE_HELP = ("test (seconds) | quick (2 CPU cores, minutes: 2 blocks, counting, bf16) | families (4 blocks, "
+                "all five task families, fp32) | paper (the paper's sizes, GPU); default: quick")
 #: flags every training verb has, under their config names
 COMMON = {"seed": "seed", "iters": "train.iters", "lr": "train.lr", "batch_size": "train.batch_size"}
 
@@ -41,12 +44,13 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--profile", default="quick", help=PROFILE_HELP)
     p.add_argument("--seed", type=int)
     p.add_argument("--iters", type=int, help="training iterations")
     p.add_argument("--lr", help="learning rate (a number; for finetune also L, M, S = 1e-4, 1e-5, 1e-6)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (pays off at d_model >= 256)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bf16 autocast (quick trains in bf16 already; --set train.precision=fp32 for fp32)")
     p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="override any profile setting, e.g. --set train.answer_weight=2 --set model.d_model=96")
     runtime_args(p)
@@ -101,7 +105,7 @@ def say(message: str) -> None:
 
 def add_shortcut_args(p: argparse.ArgumentParser) -> None:
     """Options of a verb that is a shortcut over ``reproduce SPEC`` (``demo``, ``tracr study``)."""
-    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--profile", default="quick", help=PROFILE_HELP)
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--workers", type=int, default=1, help="local processes running ready nodes in parallel (default 1)")
     runtime_args(p)

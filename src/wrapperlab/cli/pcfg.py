@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a GPT on the PCFG tasks")
     p.add_argument("--prior", help="operand prior: low | 0.99 | medium | 0.7 | high | 'pa,pb,pc'")
     p.add_argument("--window", type=int, help="terminals per string (paper: 250)")
-    p.add_argument("--tasks", help="comma-separated task families (default: all five)")
+    p.add_argument("--tasks", help="comma-separated task families (default: the profile's; quick: count)")
     run_args(p)
 
     p = sub.add_parser("finetune", help="fine-tune a run on one (task, operand) pair with a spurious correlation")

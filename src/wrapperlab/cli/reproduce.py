@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from wrapperlab.cli.common import positive, runtime, runtime_args, say
+from wrapperlab.cli.common import PROFILE_HELP, positive, runtime, runtime_args, say
 from wrapperlab.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("reproduce", help="run paper experiments from their specs (shipped names or YAML files)")
     p.add_argument("spec", nargs="+", help="pcfg-counter | pcfg-indexer | tracr-counter | tracr-max | a spec file")
-    p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+    p.add_argument("--profile", default="quick", help=PROFILE_HELP)
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--out", help="run store directory (default: --runs)")
     p.add_argument("--workers", type=int, default=1, help="local processes running ready nodes in parallel (default 1)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from wrapperlab.cli.common import key_value, runtime, runtime_args
+from wrapperlab.cli.common import PROFILE_HELP, key_value, runtime, runtime_args
 from wrapperlab.errors import ConfigError
 
 
@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
         p = verbs.add_parser(name, help=help_)
         if parent:
             p.add_argument("parent", help=parent)
-        p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+        p.add_argument("--profile", default="quick", help=PROFILE_HELP)
         p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                        help="override a setting of the stage, e.g. --set train.iters=500 --set data.source=PATH")
         runtime_args(p)

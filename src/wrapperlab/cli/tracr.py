@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wrapperlab.cli.common import add_shortcut_args, key_value, runtime, runtime_args, say
+from wrapperlab.cli.common import PROFILE_HELP, add_shortcut_args, key_value, runtime, runtime_args, say
 from wrapperlab.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def add_parsers(sub) -> None:
                         ("reft", "reverse fine-tuning: train a tracr fine-tune back on the compiled task")):
         p = verbs.add_parser(name, help=help_)
         p.add_argument("parent", help="a tracr-compile run (finetune) or tracr-finetune run (reft)")
-        p.add_argument("--profile", default="quick", help="test | quick | paper (default: quick)")
+        p.add_argument("--profile", default="quick", help=PROFILE_HELP)
         p.add_argument("--lr", help="a number or L, M, S, VS = 1e-1, 1e-2, 1e-3, 1e-4")
         p.add_argument("--seed", type=int)
         p.add_argument("--iters", type=int)
