@@ -2,17 +2,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# torch is installed first, pinned. Where pip finds only the CUDA build of torch==2.13.0 (a multi-GB download), point
+# it at the CPU wheels:  make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_PIP = $(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
-.PHONY: install demo reproduce-all table5 stories test test-fast bench clean
+.PHONY: install install-all demo reproduce-all table5 stories test test-fast bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	# torch first, pinned: the CPU wheel on this machine's disk (an unpinned torch pulls a multi-GB CUDA build)
-	$(PY) -m pip install -q torch==2.13.0
+
+# what the PCFG and stories reproductions need: no JAX (tracr extra) and no Ray (ray extra)
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(TORCH_PIP)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# the tests and the Tracr experiments need the extras too
+$(VENV)/.installed-all: pyproject.toml $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test,tracr,ray]'
 	touch $@
 
 install: $(VENV)/.installed
+install-all: $(VENV)/.installed-all
 
 # the quick reproduction of the paper's Counter experiment with its negative controls: 17.5 min on 2 cores
 # (measured 2026-12-01, docs/reproduce.md; the goal is 15), report in runs/report/report.html
@@ -21,7 +33,7 @@ demo: install
 
 # all four shipped experiments on the quick profile into the same store and report (estimated 45-60 min on 2 cores;
 # the Tracr pair took 18 min measured beside other work, the Indexer has not yet been timed end to end)
-reproduce-all: install
+reproduce-all: install-all
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
 
 # the paper's Table 5 grid (3 priors x 4 C_Tr x 3 lrs, 3 seeds, analyses on C_Tr = 0 and 1 of every prior and lr;
@@ -33,10 +45,10 @@ table5: install
 stories: install
 	$(VENV)/bin/wrapperlab reproduce stories-twist --profile quick --workers 2
 
-test: install
+test: install-all
 	$(PY) -m pytest -q --durations=10
 
-test-fast: install
+test-fast: install-all
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install

@@ -80,10 +80,11 @@ def test_checkpoint_round_trip_and_cleanup(tmp_path):
     tokens = torch.from_numpy(data.sample(4, np.random.default_rng(0)).tokens)
     model(tokens).sum().backward()
     opt.step()
-    save_checkpoint(tmp_path, 3, model, opt, {})
-    save_checkpoint(tmp_path, 5, model, opt, {})
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["checkpoint.json", "model-00000005.safetensors", "optimizer-00000005.pt"]
+    for step in (1, 3, 5):
+        save_checkpoint(tmp_path, step, model, opt, {})
+    names = sorted(p.name for p in tmp_path.iterdir())  # the latest and the previous checkpoint (its fallback)
+    assert names == ["checkpoint.json", "checkpoint.prev.json", "model-00000003.safetensors",
+                     "model-00000005.safetensors", "optimizer-00000003.pt", "optimizer-00000005.pt"]
     _, fresh = setup()
     fresh_opt = make_optimizer(fresh, cfg)
     assert load_checkpoint(tmp_path, fresh, fresh_opt)["step"] == 5

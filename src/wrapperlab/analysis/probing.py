@@ -18,14 +18,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from wrapperlab.data.samples import Samples
+from wrapperlab.schema import Config
 
 
-class ProbeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ProbeConfig(Config):
 
     iters: int = Field(4000, gt=0, description="paper: 4K")
     lr: float = Field(1e-3, gt=0)

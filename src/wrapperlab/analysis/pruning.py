@@ -25,18 +25,18 @@ from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
 from wrapperlab.data.samples import Samples
 from wrapperlab.errors import ConfigError
+from wrapperlab.schema import Config
 from wrapperlab.training.loop import answer_logits
 
 MATRICES = ("attn.qkv", "attn.out", "mlp.fc_in", "mlp.fc_out")
 
 
-class PruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PruneConfig(Config):
 
     unit: Literal["rows", "mlp_hidden", "weights"] = "rows"
     matrices: tuple[str, ...] = MATRICES

@@ -34,6 +34,17 @@ def key_value(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+def seed(text: str) -> int:
+    """``--seed``: an integer numpy and torch both accept (0 <= seed < 2**63), refused by argparse otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**63), got {text}")
+    return value
+
+
 def runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime (does not change a run's identity)")
     g.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
@@ -45,7 +56,7 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
 
 def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", help=PROFILE_HELP)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=seed)
     p.add_argument("--iters", type=int, help="training iterations")
     p.add_argument("--lr", help="learning rate (a number; for finetune also L, M, S = 1e-4, 1e-5, 1e-6)")
     p.add_argument("--batch-size", type=int)

@@ -4,18 +4,20 @@ Each setting's verbs live in its own module (cli/pcfg.py, cli/tracr.py, cli/stor
 registry); ``reproduce`` and ``report`` in cli/reproduce.py. The verbs that take a run (eval, prune, probe,
 attention, diff, reft, resume) are routed by the run's kind to the module of the setting owning it.
 
-Bad input ends with one line on stderr naming the field, and exit code 2.
+Bad input, a damaged or unreadable file and a diverged run end with one line on stderr naming the field or the
+file, and exit code 2; ``wrapperlab --debug ...`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from importlib import import_module
 from typing import Callable, Sequence
 
 from wrapperlab.cli.common import EXIT_USAGE, Parser
-from wrapperlab.errors import ConfigError
+from wrapperlab.errors import UserError
 
 #: verbs taking a run of any setting -> the argument naming it
 RUN_VERBS = {"eval": "run", "prune": "run", "probe": "run", "attention": "run", "reft": "run", "diff": "run_a",
@@ -31,6 +33,7 @@ def _modules() -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="wrapperlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in _modules():
         module.add_parsers(sub)
@@ -57,20 +60,31 @@ def _run_verb(args) -> int:
     return cli_module(setting.name).analyse(args.command, args, run)
 
 
+def _one_line(error: BaseException) -> str:
+    """What went wrong, in one line: a user error's own message; a file-system error's file and reason."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not a text file ({error.reason} at byte {error.start})"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(None if argv is None else [str(a) for a in argv])
     try:
         if args.command in RUN_VERBS:
             return _run_verb(args)
         return _commands()[args.command](args)
-    except ConfigError as e:
-        print(f"wrapperlab: error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # e.g. `wrapperlab data sample | head` (an OSError, but no error)
+        return 0
+    except (UserError, OSError, UnicodeDecodeError) as e:  # bad input, a bad file, a full or read-only disk
+        if args.debug:
+            traceback.print_exc()
+        print(f"wrapperlab: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("wrapperlab: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `wrapperlab data sample | head`
-        return 0
 
 
 if __name__ == "__main__":

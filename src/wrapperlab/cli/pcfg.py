@@ -18,6 +18,7 @@ from wrapperlab.cli.common import (
     runtime,
     runtime_args,
     say,
+    seed,
 )
 from wrapperlab.errors import ConfigError
 
@@ -51,7 +52,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("eval", help="accuracy per (task, operand); the four fine-tuning numbers for a fine-tuned run")
     p.add_argument("run", help="run id, id prefix, or run directory")
     p.add_argument("--n", type=int, default=1000, help="samples per pair (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--runs", default="runs")
     p.add_argument("--device", default="cpu")
@@ -69,7 +70,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--samples", type=int, default=512, help="pretraining-task samples for the gradient")
     p.add_argument("--ks", default="0,1,2,3,5,10,15,20", help="numbers of units to prune (comma-separated)")
     p.add_argument("--n", type=int, default=1000, help="test samples per accuracy")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
 
     p = sub.add_parser("probe", help="linear probes for the counts of O_PT and O_FT after every block")
@@ -78,7 +79,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompt", choices=["pt", "ft"], default="pt", help="which operand the inputs ask about")
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
 
     p = sub.add_parser("attention", help="attention and MLP maps of a run beside another (default: its pretrained root)")
@@ -87,7 +88,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=int, default=300, help="inputs averaged for the attention masses")
     p.add_argument("--example", type=int, default=0, help="which input to draw")
     p.add_argument("--text", help="your own window of a/b/c terminals (exactly the run's window length)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
 
     p = sub.add_parser("diff", help="per-matrix weight change from RUN_A to RUN_B (relative size, effective rank)")
@@ -113,12 +114,12 @@ def add_parsers(sub) -> None:
     )
     p = data.add_parser("derivations", help="full PCFG derivations")
     p.add_argument("--n", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--grammar", default="cfg3b")
     for name, help_ in (("sample", "pretraining samples"), ("finetune", "fine-tuning samples with planted correlations")):
         p = data.add_parser(name, help=help_)
         p.add_argument("--n", type=int, default=10)
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=seed, default=0)
         p.add_argument("--window", type=int, default=250)
         if name == "sample":
             p.add_argument("--task", help="task family (default: drawn uniformly)")
@@ -268,6 +269,8 @@ def cmd_attention(args) -> int:
     from wrapperlab.settings.pcfg.reft import root_pretrain_run
 
     positive("n", args.n)
+    if args.example < 0:
+        raise ConfigError("example", args.example, "an input number >= 0")
     store = RunStore(args.runs)
     run = store.resolve(args.run)
     other = store.resolve(args.against, field="against") if args.against else root_pretrain_run(store, run)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from wrapperlab.cli.common import PROFILE_HELP, key_value, runtime, runtime_args
+from wrapperlab.cli.common import PROFILE_HELP, key_value, runtime, runtime_args, seed
 from wrapperlab.errors import ConfigError
 
 
@@ -22,13 +22,13 @@ def add_parsers(sub) -> None:
     verbs = stories.add_subparsers(dest="verb", required=True, parser_class=type(stories))
     p = verbs.add_parser("generate", help="procedural TinyStories-Instruct records (deterministic per seed)")
     p.add_argument("--n", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--exclude", default="", help="comma-separated features never generated (e.g. Twist)")
     p.add_argument("--out", help="file to write (default: stdout)")
     p = verbs.add_parser("judge", help="train the feature judge and report held-out accuracy per feature")
     p.add_argument("--data", default="generated", help="'generated' or a TinyStories .txt/.json file or directory")
     p.add_argument("--n", type=int, default=10000, help="records used: 80 %% from the training split, 20 %% held out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--out", help="save the judge (JSON)")
 
     def stage(name: str, help_: str, parent: str | None):
@@ -42,7 +42,7 @@ def add_parsers(sub) -> None:
         return p
 
     p = stage("pretrain", "train the tokenizer, the judge and a story model (or the not-in-PT control)", None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--control", action="store_true", help="the same without Twist stories ('not in PT')")
     p = stage("delete", "fine-tune a story model under a deletion protocol", "a story run to fine-tune")
     p.add_argument("--protocol", default="filter", help="filter | filter_mix_match | filter_randomise | refusal")
@@ -51,7 +51,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--corpus", default="twist", help="twist (every story has one) | mixed")
     p = stage("probe", "linear probes per layer in three designs, beside a random-init model", "a story run")
     p.add_argument("--designs", default="", help="comma-separated: last10, requested, requested_matched (default all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
 
 
 def cmd_stories(args) -> int:
@@ -75,6 +75,8 @@ def cmd_stories(args) -> int:
 
             from wrapperlab.files import atomic_write_text
 
+            if Path(args.out).is_dir():
+                raise ConfigError("out", args.out, "a file to write (this is a directory)")
             atomic_write_text(Path(args.out), text)
             print(f"{args.n} records -> {args.out}")
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wrapperlab.cli.common import PROFILE_HELP, add_shortcut_args, key_value, runtime, runtime_args, say
+from wrapperlab.cli.common import PROFILE_HELP, add_shortcut_args, key_value, runtime, runtime_args, say, seed
 from wrapperlab.errors import ConfigError
 
 
@@ -35,7 +35,7 @@ def add_parsers(sub) -> None:
         p.add_argument("parent", help="a tracr-compile run (finetune) or tracr-finetune run (reft)")
         p.add_argument("--profile", default="quick", help=PROFILE_HELP)
         p.add_argument("--lr", help="a number or L, M, S, VS = 1e-1, 1e-2, 1e-3, 1e-4")
-        p.add_argument("--seed", type=int)
+        p.add_argument("--seed", type=seed)
         p.add_argument("--iters", type=int)
         if name == "finetune":
             p.add_argument("--c-tr", type=float, help="share of training inputs with count(b) = count(a) + q")
@@ -61,7 +61,7 @@ def add_parsers(sub) -> None:
     p = verbs.add_parser("eval", help="accuracies of a tracr run against O_PT and O_FT, floors, per-value breakdown")
     p.add_argument("run")
     p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
 
 

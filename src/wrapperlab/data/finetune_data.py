@@ -26,17 +26,16 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from wrapperlab.data import tasks as T
 from wrapperlab.data.samples import PCFGData, Samples, stream_rng
 from wrapperlab.errors import ConfigError
+from wrapperlab.schema import Config
 
 
-class FinetuneDataConfig(BaseModel):
+class FinetuneDataConfig(Config):
     """One (task, operand) pair with a spurious correlation at rate ``c_tr``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: Literal["count", "index"] = "count"
     operand: str = "b"

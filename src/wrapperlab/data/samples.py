@@ -12,12 +12,13 @@ from functools import cached_property
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from wrapperlab.data import tasks as T
 from wrapperlab.data.pcfg import Grammar, PCFGSampler
 from wrapperlab.data.priors import draw_letters, resolve_prior
 from wrapperlab.errors import ConfigError
+from wrapperlab.schema import Config
 
 #: Stream ids keep the random numbers of different uses apart for one seed.
 STREAMS = {"train": 0, "eval": 1, "probe": 2, "prune": 3, "test": 4, "finetune": 5}
@@ -28,13 +29,13 @@ def stream_rng(seed: int, stream: str, step: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, STREAMS[stream], step])
 
 
-class PCFGDataConfig(BaseModel):
+class PCFGDataConfig(Config):
     """What the pretraining data look like. Validated where it enters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     grammar: str = "cfg3b"
-    window: int = 250
+    # capped: derivations are grown to the window, and a window of 10^7 terminals is a legal int that would
+    # run for hours (the paper's is 250)
+    window: int = Field(250, le=10_000)
     short: Literal["reject", "concat"] = "reject"
     tasks: tuple[str, ...] = tuple(T.FAMILIES)
     prior: str | tuple[float, float, float] = "low"
@@ -44,6 +45,8 @@ class PCFGDataConfig(BaseModel):
     def _tasks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         if not v:
             raise ValueError("at least one task family")
+        if len(set(v)) < len(v):
+            raise ValueError(f"each task family once (got {list(v)})")
         for name in v:
             T.family(name)
         return v

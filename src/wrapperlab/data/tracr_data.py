@@ -23,19 +23,18 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from wrapperlab.data.samples import stream_rng
 from wrapperlab.errors import ConfigError
+from wrapperlab.schema import Config
 
 LETTERS = string.ascii_lowercase
 ANSWER_POS = 2  # BOS, then RASP index 0, then index 1
 
 
-class TracrDataConfig(BaseModel):
+class TracrDataConfig(Config):
     """What the fine-tuning inputs look like (hashed into the run id)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: Literal["counter", "max-identifier"] = "counter"
     n_letters: int = Field(10, ge=2, le=26, description="inputs use the first n letters of the alphabet")

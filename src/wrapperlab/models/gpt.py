@@ -15,11 +15,12 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.hooks import HookedModule, HookPoint
+from wrapperlab.schema import Config
 
 PRESETS: dict[str, dict] = {
     # the paper's PCFG model (minGPT "gpt-mini", about 3 M parameters with its vocabulary)
@@ -38,8 +39,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class GPTConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class GPTConfig(Config):
 
     vocab_size: int = Field(gt=0)
     n_ctx: int = Field(gt=0)

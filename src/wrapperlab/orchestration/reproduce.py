@@ -108,6 +108,9 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
     nodes = expand(spec, profile, seeds)
+    check = registry.get(spec.kind).check
+    if check is not None:  # every stage's values, before the first node runs
+        check(nodes, NodeContext(spec, profile, store, None, runtime, say))
     done: dict[str, Outcome] = {}
     state = {"computed": 0, "finished": 0}
     t0 = time.perf_counter()

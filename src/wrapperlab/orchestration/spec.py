@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from wrapperlab.errors import ConfigError
+from wrapperlab.schema import Config
 from wrapperlab.settings import registry
 from wrapperlab.settings.base import Node
 
 STAGES = ("pretrain", "finetune", "reft")
 
 
-class AnalysisSpec(BaseModel):
+class AnalysisSpec(Config):
     """Where an analysis runs: the axis values it is restricted to (others: every value)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     when: dict[str, list[Any]] = Field(default_factory=dict)
     baselines: bool | list[Literal["scr+ft", "scr"]] = Field(
         False, description="reft: also the baselines (true: Scr.+FT and Scr.; or a list of them)")
@@ -50,19 +50,17 @@ class AnalysisSpec(BaseModel):
         None, description="stories reft: where the mixed corpus runs (default: wherever reft runs)")
 
 
-class ProfileSpec(BaseModel):
+class ProfileSpec(Config):
     """What a profile changes for this experiment: grid axes, seeds, and stage settings on top of ``base``
     (so a spec can size its own quick run without changing the shared profile every other command uses)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     axes: dict[str, list[Any]] = Field(default_factory=dict)
     seeds: int = Field(3, gt=0)
     base: dict[str, dict[str, Any]] = Field(default_factory=dict)
     analyses: dict[str, AnalysisSpec] = Field(default_factory=dict)  # replace the spec's entries of these names
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Spec(Config):
     name: str
     kind: str
     description: str = ""
@@ -130,7 +128,9 @@ def load_spec(ref: str | Path) -> Spec:
         where = f"spec {ref}"
     else:
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError("spec", str(ref), "a UTF-8 YAML file (this one is binary)") from None
         except OSError:
             raise ConfigError("spec", str(ref), f"a spec file or one of {shipped_specs()}") from None
         where = f"spec {path}"

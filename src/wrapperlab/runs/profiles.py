@@ -52,6 +52,26 @@ def validated(model: type[BaseModel], data: dict[str, Any], where: str = "") -> 
         raise ConfigError(field or model.__name__, err.get("input"), err["msg"].lower())
 
 
+#: model settings the data fix (their vocabulary, their sequence length): a profile or --set may not name them
+DERIVED_MODEL_KEYS = ("vocab_size", "n_ctx")
+
+
+def model_shape(settings: dict[str, Any], vocab_size: int, n_ctx: int, where: str = "model"):
+    """The full model shape (a ``GPTConfig``) from a ``model`` section — a preset plus overrides — and what the data
+    fix. Naming a derived key is refused rather than silently replaced; bad values name ``where.<field>``."""
+    from wrapperlab.models.gpt import PRESETS, GPTConfig
+
+    settings = dict(settings or {})
+    for key in DERIVED_MODEL_KEYS:
+        if key in settings:
+            raise ConfigError(f"{where}.{key}", settings[key], "no value: the data fix it (vocabulary, sequence length)")
+    preset = settings.pop("preset", None)
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"{where}.preset", preset, f"one of {sorted(PRESETS)}")
+    shape = {**PRESETS.get(preset, {}), **settings, "vocab_size": vocab_size, "n_ctx": n_ctx}
+    return validated(GPTConfig, shape, where)
+
+
 def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``{"train.lr": 1e-3}`` -> nested update of a copy of ``base``; unknown sections are errors."""
     out = yaml.safe_load(yaml.safe_dump(base))  # deep copy of plain data

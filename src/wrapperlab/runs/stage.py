@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator, Sequence
 
 from torch import nn
 
-from wrapperlab.errors import ConfigError
+from wrapperlab.errors import ConfigError, IntegrityError
 from wrapperlab.files import atomic_write_text, load_weights
 from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.timing import section
@@ -114,7 +114,7 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
             states = train_stacked([a.model for a in asks], [a.batches for a in asks], [a.cfg.train for a in asks],
                                    runtime, [a.run.checkpoint_dir for a in asks], [a.evaluate for a in asks],
                                    [a.run.log_metrics for a in asks], [a.run.truncate_metrics for a in asks],
-                                   desc=asks[0].run.kind)
+                                   desc=asks[0].run.kind, names=[a.run.id for a in asks])
         else:
             states = [train_run(a.run, a.model, a.batches, a.cfg, runtime, a.evaluate, a.loss_fn) for a in asks]
         for (i, run, gen, _), state in zip(pending, states):
@@ -133,12 +133,18 @@ def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evalua
 
 
 def load_run_weights(model: nn.Module, run: Run, field: str = "run") -> nn.Module:
-    """``model`` with a run's final weights; a corrupt or foreign weights file is a clear error."""
+    """``model`` with a run's final weights, verified against the digest recorded when they were written: a
+    damaged file is an :class:`~wrapperlab.errors.IntegrityError` naming it, and weights of another shape or a
+    missing file a :class:`ConfigError` on ``field``."""
     try:
         with section("io"):
             load_weights(model, run.weights_path)
-    except Exception as e:  # safetensors raises several types for truncated or foreign files
-        raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})")
+    except IntegrityError as e:  # named as the run the caller asked for (e.g. "parent")
+        raise IntegrityError(e.path, e.problem, e.remedy, what=f"{field} {run.id}") from None
+    except (ValueError, OSError, RuntimeError) as e:  # a foreign model's weights, or none
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(field, str(run.path), f"a run with readable weights ({type(e).__name__}: {e})") from None
     return model
 
 

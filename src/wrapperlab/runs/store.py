@@ -22,19 +22,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from wrapperlab.errors import ConfigError
+from wrapperlab.errors import ConfigError, IntegrityError
 from wrapperlab.files import atomic_write_text, exclusive_lock
 
 DONE = "DONE"
 #: the key under which config.json records the code version of the stage that computed the run
 VERSION_KEY = "code_version"
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no NaN; readers get null)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def run_id(kind: str, config: dict[str, Any]) -> str:
@@ -91,19 +104,34 @@ class Run:
         return json.loads((self.path / "result.json").read_text())
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The evaluation log. A torn last line (a process killed while appending it) is left out; a damaged line
+        before it is an :class:`IntegrityError`."""
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break
+                raise IntegrityError(path, f"line {i + 1} is not JSON") from None
+        return out
 
     def log_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records written after ``step`` (they came from the part of a killed run being redone)."""
+        """Drop records written after ``step`` (they came from the part of a killed run being redone; a run that
+        starts from scratch passes -1: nothing of an earlier attempt is kept)."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return
         kept = [r for r in self.metrics() if r.get("step", 0) <= step]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def artifact(self, kind: str, config: dict[str, Any]) -> Path:
         """Where an analysis of this run with ``config`` lives (``analysis/<kind>-<hash>``, no suffix).
@@ -125,7 +153,9 @@ class Run:
         return path.read_text().splitlines() if path.exists() else []
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        atomic_write_text(self.path / name, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        """Strict JSON: a non-finite number (a loss over no samples) is written as null, never as NaN."""
+        text = json.dumps(finite_json(data), indent=1, sort_keys=True, allow_nan=False)
+        atomic_write_text(self.path / name, text + "\n")
 
     def finish(self, result: dict[str, Any]) -> None:
         """Write the result, then the completion marker: a run is finished only once both exist."""
@@ -151,15 +181,20 @@ class RunStore:
         run.path.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(run.path / ".lock"):
             config_path = run.path / "config.json"
-            if config_path.exists() and json.loads(config_path.read_text()) != config:
+            try:
+                stored = json.loads(config_path.read_text()) if config_path.exists() else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                stored = None  # torn: the id says what it must hold, so it is written again below
+                print(f"wrapperlab: {config_path} was damaged; rewritten from the run's id", file=sys.stderr)
+            if stored is not None and stored != config:
                 raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
-            if not config_path.exists():
+            if stored is None:
                 run.write_json("config.json", config)
             yield run
 
     def find(self, ref: str | os.PathLike, field: str = "run") -> Run:
         """A run directory from an id or a path, finished or not (what ``resume`` continues)."""
-        run = next((r for r in (Run(self.root / str(ref)), Run(Path(ref))) if (r.path / "config.json").exists()), None)
+        run = next((r for r in (Run(self.root / str(ref)), Run(Path(ref))) if _has_config(r.path)), None)
         if run is None:
             raise ConfigError(field, str(ref), f"a run id or directory with a config.json (under {self.root})")
         return run
@@ -167,9 +202,9 @@ class RunStore:
     def resolve(self, ref: str | os.PathLike, field: str = "run") -> Run:
         """A finished run from an id, a unique id prefix, or a path; a clear error otherwise."""
         candidates = [Path(ref), self.root / str(ref)]
-        path = next((p for p in candidates if (p / "config.json").exists()), None)
-        if path is None and self.root.exists():
-            matches = sorted(p for p in self.root.glob(f"{ref}*") if (p / "config.json").exists())
+        path = next((p for p in candidates if _has_config(p)), None)
+        if path is None and _is_id_prefix(str(ref)) and self.root.is_dir():
+            matches = sorted(p for p in self.root.glob(f"{ref}*") if _has_config(p))
             if len(matches) > 1:
                 raise ConfigError(field, str(ref), f"a unique run; it matches {[m.name for m in matches]}")
             path = matches[0] if matches else None
@@ -187,9 +222,22 @@ class RunStore:
         return run
 
     def runs(self) -> list[Run]:
-        if not self.root.exists():
+        if not self.root.is_dir():
             return []
-        return sorted((Run(p) for p in self.root.iterdir() if (p / "config.json").exists()), key=lambda r: r.id)
+        return sorted((Run(p) for p in self.root.iterdir() if _has_config(p)), key=lambda r: r.id)
+
+
+def _has_config(path: Path) -> bool:
+    """Whether ``path`` is a run directory; a name the file system cannot even look up (too long) is not."""
+    try:
+        return (path / "config.json").is_file()
+    except OSError:
+        return False
+
+
+def _is_id_prefix(ref: str) -> bool:
+    """A reference that can only be (the start of) a run id: no path, no glob characters."""
+    return bool(ref) and len(ref) < 200 and not any(c in ref for c in "/\\*?[]") and ref not in (".", "..")
 
 
 def lineage_root(run: Run, kind: str, via: tuple[str, ...] | None = None, field: str = "run",

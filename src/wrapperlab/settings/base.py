@@ -88,6 +88,9 @@ class Setting:
     # outcome as run_node would give it
     run_group: Callable[[list[Node], list[NodeContext]], list[Outcome]] | None = None
     stack_stages: tuple[str, ...] = ()  # the stages run_group takes
+    # every stage config the nodes will build, built now with placeholder parents (runner, before any node runs):
+    # a bad value in a spec stops the reproduction before its first run, not after its pretrainings
+    check: Callable[[list[Node], NodeContext], None] | None = None
 
 
 # -- helpers for a setting's ``expand`` -------------------------------------------------------------------

@@ -1,48 +1,105 @@
-"""Checkpoints that survive being killed at any instant.
+"""Checkpoints that survive being killed at any instant, and damaged files.
 
-A checkpoint is three files: weights (safetensors), optimiser state (``torch.save``) and a small
-JSON pointer naming the step and both files. The weights and the optimiser state are written under
-step-stamped names first; the pointer is replaced atomically last; older files are deleted after.
-A reader follows the pointer, so it never sees a half-written checkpoint.
+A checkpoint is three files: weights (safetensors, carrying the sha256 of their tensors), optimiser state
+(``torch.save``) and a small JSON pointer naming the step, both files and the optimiser file's sha256. The weights
+and the optimiser state are written under step-stamped names first; the pointer is replaced atomically last. The
+previous checkpoint is kept (its pointer as ``checkpoint.prev.json``) and older files are deleted: a reader follows
+the pointer, so it never sees a half-written checkpoint, and if the latest checkpoint's files turn out damaged it
+falls back to the previous one, saying so.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from wrapperlab.files import atomic_write, atomic_write_text, load_weights, save_weights
+from wrapperlab.errors import IntegrityError
+from wrapperlab.files import atomic_write, atomic_write_text, file_digest, load_weights, save_weights
 
 POINTER = "checkpoint.json"
+PREVIOUS = "checkpoint.prev.json"
 
 
-def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    extra: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     weights_name, optim_name = f"model-{step:08d}.safetensors", f"optimizer-{step:08d}.pt"
     save_weights(model, directory / weights_name)
     atomic_write(directory / optim_name, lambda p: torch.save(optimizer.state_dict(), p))
-    pointer = {"step": step, "weights": weights_name, "optimizer": optim_name, **extra}
+    pointer = {"step": step, "weights": weights_name, "optimizer": optim_name,
+               "optimizer_sha256": file_digest(directory / optim_name), **extra}
+    previous = _pointer_or_none(directory / POINTER)
+    if previous is not None and previous.get("step") != step:
+        atomic_write_text(directory / PREVIOUS, json.dumps(previous, indent=1))
+    else:
+        previous = _pointer_or_none(directory / PREVIOUS)
     atomic_write_text(directory / POINTER, json.dumps(pointer, indent=1))
-    for old in directory.iterdir():  # keep only what the pointer names
-        if old.name not in (weights_name, optim_name, POINTER) and old.suffix in (".safetensors", ".pt"):
+    keep = {weights_name, optim_name, *((previous["weights"], previous["optimizer"]) if previous else ())}
+    for old in directory.iterdir():  # keep only what the two pointers name
+        if old.name not in keep and old.suffix in (".safetensors", ".pt"):
             old.unlink(missing_ok=True)
+
+
+def _pointer_or_none(path: Path) -> dict[str, Any] | None:
+    """A pointer file's content; ``None`` when it is missing or torn (a torn pointer names no usable files)."""
+    try:
+        pointer = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return pointer if isinstance(pointer, dict) and {"step", "weights", "optimizer"} <= set(pointer) else None
 
 
 def read_pointer(directory: Path) -> dict[str, Any] | None:
     """The latest checkpoint's pointer (its step and files), ``None`` when there is none."""
-    path = directory / POINTER
-    return json.loads(path.read_text()) if path.exists() else None
+    return _pointer_or_none(directory / POINTER)
+
+
+def _restore(directory: Path, pointer: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load one checkpoint, verifying both files before either touches the model or the optimiser."""
+    optim_path = directory / pointer["optimizer"]
+    recorded = pointer.get("optimizer_sha256")
+    if recorded is not None and file_digest(optim_path) != recorded:
+        raise IntegrityError(optim_path, "sha256 differs from the one recorded when it was written (damaged)")
+    state = _load_optimizer_state(optim_path)
+    load_weights(model, directory / pointer["weights"])
+    optimizer.load_state_dict(state)
+
+
+def _load_optimizer_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch.load raises several types for truncated or foreign files
+        raise IntegrityError(path, f"unreadable optimiser state ({type(e).__name__})") from None
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
-    """Restore the latest checkpoint into ``model`` and ``optimizer``; ``None`` when there is none."""
-    pointer = read_pointer(directory)
-    if pointer is None:
-        return None
-    load_weights(model, directory / pointer["weights"])
-    optimizer.load_state_dict(torch.load(directory / pointer["optimizer"], weights_only=True))
-    return pointer
+    """Restore the latest good checkpoint into ``model`` and ``optimizer`` and return its pointer; ``None`` when
+    there is none. A damaged latest checkpoint falls back to the previous one (said on stderr); when both are
+    damaged, an :class:`IntegrityError` names the file and how to restart."""
+    failures: list[IntegrityError] = []
+    for name in (POINTER, PREVIOUS):
+        pointer = _pointer_or_none(directory / name)
+        if pointer is None:
+            continue
+        try:
+            _restore(directory, pointer, model, optimizer)
+        except (IntegrityError, FileNotFoundError, ValueError) as e:
+            failures.append(e if isinstance(e, IntegrityError) else IntegrityError(directory / pointer["weights"],
+                                                                                   f"unusable ({e})"))
+            continue
+        if failures:
+            print(f"wrapperlab: {failures[0].path}: {failures[0].problem}; resuming from the checkpoint at step "
+                  f"{pointer['step']} instead", file=sys.stderr, flush=True)
+        return pointer
+    if failures:
+        last = failures[-1]
+        raise IntegrityError(last.path, last.problem, f"no good checkpoint is left: delete {directory} to restart "
+                                                      "the run from step 0")
+    return None

@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from wrapperlab.schema import Config
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Config):
     """What determines the result of a training run (hashed into the run id)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     iters: int = Field(gt=0)
     batch_size: int = Field(gt=0)
@@ -43,6 +43,13 @@ class TrainConfig(BaseModel):
         0, ge=0, description="steps trained on after stop_when first holds (the curve shows it still holds)"
     )
 
+    @field_validator("eval_at")
+    @classmethod
+    def _steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(step < 0 for step in value):
+            raise ValueError(f"evaluation steps are >= 0 (got {sorted(value)})")
+        return value
+
     @field_validator("stop_when")
     @classmethod
     def _finite_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
@@ -52,10 +59,8 @@ class TrainConfig(BaseModel):
         return value
 
 
-class Runtime(BaseModel):
+class Runtime(Config):
     """How to run, not what to compute: never part of a run's identity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     device: str = "cpu"
     compile: bool = False

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from wrapperlab.errors import DivergedError
 from wrapperlab.timing import section
 from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
 from wrapperlab.training.config import Runtime, TrainConfig
@@ -106,6 +107,32 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
+def check_step(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, lr: float, run: str = "") -> float:
+    """The divergence guard, before an optimiser step: the loss and the gradient norm must be finite (one host sync
+    for both). Returns the loss; raises :class:`DivergedError` naming the step otherwise, so no update with a NaN
+    is ever applied."""
+    loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+    return check_values(step, loss_value, norm_value, lr, run)
+
+
+def check_values(step: int, loss: float, grad_norm: float, lr: float, run: str = "") -> float:
+    """:func:`check_step` on numbers already on the host (a stack reads all its runs' in one sync)."""
+    if not math.isfinite(loss):
+        raise DivergedError(step, "loss", loss, lr, run)
+    if not math.isfinite(grad_norm):
+        raise DivergedError(step, "gradient norm", grad_norm, lr, run)
+    return loss
+
+
+def check_weights(model: nn.Module, step: int, lr: float, run: str = "") -> None:
+    """Before a checkpoint or the final weights are written: every weight finite (finite steps can still overflow
+    a weight), so a stored checkpoint is always a good one to resume from."""
+    for name, p in model.named_parameters():
+        bad = ~torch.isfinite(p.detach())
+        if bad.any():
+            raise DivergedError(step, f"weight {name}", float(p.detach()[bad][0]), lr, run)
+
+
 @dataclass
 class TrainState:
     step: int  # steps completed
@@ -136,8 +163,12 @@ def train(
 
     ``evaluate(model, step)`` runs every ``cfg.eval_every`` steps and at the end; its numbers go to
     ``log`` with the step, loss, learning rate and throughput. ``on_resume(step)`` lets the caller
-    drop log lines written after the checkpoint it resumes from. ``loss_fn(model, batch, device, cfg)``
+    drop log lines written after the checkpoint it resumes from (-1 on a fresh start: every line). ``loss_fn(model, batch, device, cfg)``
     replaces the token losses of ``cfg.loss`` (e.g. :func:`position_loss`).
+
+    Divergence stops it: a non-finite loss or gradient norm before an optimiser step, or a non-finite weight
+    before a checkpoint or the end, raises :class:`~wrapperlab.errors.DivergedError` (step, what, value); the
+    checkpoint left behind is the last good one and the caller never marks the run finished.
 
     With ``cfg.stop_when``, training ends ``cfg.stop_margin`` steps after the first evaluation at which every
     named metric reached its threshold (evaluated there, checkpointed there). The stop step is kept in the
@@ -153,8 +184,8 @@ def train(
         pointer = load_checkpoint(checkpoint_dir, model, optimizer)
         if pointer is not None:
             start, stop_at = pointer["step"], pointer.get("stop_at")
-            if on_resume:
-                on_resume(start)
+    if on_resume:  # a fresh start (-1) keeps nothing an earlier attempt logged before its first checkpoint
+        on_resume(start if start else -1)
     end = min(cfg.iters, stop_at) if stop_at is not None else cfg.iters
     forward_model = torch.compile(model) if runtime.compile else model
     autocast = (
@@ -200,14 +231,17 @@ def train(
                 loss = (loss_fn or _token_loss)(forward_model, batch, device, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads)
+            last_loss = check_step(step + 1, loss, norm, lr, desc)
+            if cfg.grad_clip:  # clip_grad_norm_'s arithmetic, on the norm the guard already computed
+                torch.nn.utils.clip_grads_with_norm_(model.parameters(), cfg.grad_clip, norm)
             optimizer.step()
         tokens_seen += batch.tokens.size
         done = step + 1
         bar.update(1)
         if done % cfg.eval_every == 0 or done == end or done in cfg.eval_at:
-            loss_value = loss.item()
+            loss_value = last_loss
             elapsed = time.perf_counter() - t0
             record = evaluated({"step": done, "loss": loss_value, "lr": lr,
                                 "tokens_per_s": tokens_seen / max(elapsed, 1e-9)})
@@ -215,9 +249,11 @@ def train(
                 end = stop_at = record["stop_at"]
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k not in ("step", "lr")}, refresh=False)
             log(record)
+        if done == end or (checkpoint_dir is not None and done % cfg.checkpoint_every == 0):
+            check_weights(model, done, lr, desc)
         if checkpoint_dir is not None and (done % cfg.checkpoint_every == 0 or done == end):
             with section("io"):
-                save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": loss.item(), "stop_at": stop_at})
+                save_checkpoint(checkpoint_dir, done, model, optimizer, {"loss": last_loss, "stop_at": stop_at})
         if done == end:
             break
     bar.close()

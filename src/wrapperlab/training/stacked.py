@@ -33,7 +33,16 @@ from tqdm import tqdm
 from wrapperlab.timing import section
 from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
 from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import BatchLike, Evaluate, Log, TrainState, compute_loss, make_optimizer
+from wrapperlab.training.loop import (
+    BatchLike,
+    Evaluate,
+    Log,
+    TrainState,
+    check_values,
+    check_weights,
+    compute_loss,
+    make_optimizer,
+)
 from wrapperlab.training.schedule import lr_at
 
 #: settings every run of a stack must share (the lr, and what feeds it, may differ)
@@ -72,9 +81,11 @@ def _decayed(model: nn.Module, cfg: TrainConfig) -> dict[str, float]:
 class Stack:
     """N runs' weights and AdamW state, stacked: ``step(batches, lrs)`` trains every run one step."""
 
-    def __init__(self, models: Sequence[nn.Module], cfgs: Sequence[TrainConfig], device: str | torch.device = "cpu"):
+    def __init__(self, models: Sequence[nn.Module], cfgs: Sequence[TrainConfig], device: str | torch.device = "cpu",
+                 names: Sequence[str] | None = None):
         check_stackable(models, cfgs)
         self.cfgs, self.device = list(cfgs), torch.device(device)
+        self.names = list(names) if names is not None else [f"run {i} of the stack" for i in range(len(models))]
         self.template = models[0].to(self.device)
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach().to(self.device) for p in named]).requires_grad_(True)
@@ -107,17 +118,20 @@ class Stack:
         losses = self.losses(tokens, answer_pos)
         losses.sum().backward()  # the runs share no weight: each run's gradient is its own loss's
         with torch.no_grad():
-            self._clip()
+            grads = [p.grad for p in self.params.values()]
+            norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (N,)
+            loss_values, norm_values = torch.stack([losses.detach().float(), norms.float()]).tolist()
+            for i in range(len(self.cfgs)):  # the divergence guard of train(), run by run, on one host sync
+                check_values(self.steps + 1, loss_values[i], norm_values[i], lrs[i], self.names[i])
+            self._clip(grads, norms)
             self._adamw(torch.tensor(lrs, dtype=torch.float32, device=self.device))
         return losses.detach()
 
-    def _clip(self) -> None:
+    def _clip(self, grads: list[torch.Tensor], norms: torch.Tensor) -> None:
         """Each run's gradients scaled to norm ``grad_clip`` where above it (``clip_grad_norm_``'s arithmetic)."""
         max_norm = self.cfgs[0].grad_clip
         if not max_norm:
             return
-        grads = [p.grad for p in self.params.values()]
-        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (N,)
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(coef.view(-1, *[1] * (g.dim() - 1)))
@@ -186,12 +200,13 @@ def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int
                   cfgs: Sequence[TrainConfig], runtime: Runtime = Runtime(),
                   checkpoint_dirs: Sequence[Path] | None = None, evaluates: Sequence[Evaluate] | None = None,
                   logs: Sequence[Log] | None = None, on_resumes: Sequence[Callable[[int], None]] | None = None,
-                  desc: str = "stack") -> list[TrainState]:
+                  desc: str = "stack", names: Sequence[str] | None = None) -> list[TrainState]:
     """Train ``models`` in place for their shared ``iters``, run ``i`` on ``batch_ats[i](step)`` at its own
     schedule's lr: :func:`~wrapperlab.training.loop.train` for many runs at once. Each run is evaluated
     (``evaluates[i](model, step)``), logged and checkpointed (``checkpoint_dirs[i]``) at the steps ``train`` would;
     runs with checkpoints resume from them (all from one step: a stack moves in lockstep), calling
-    ``on_resumes[i](step)`` as ``train`` calls ``on_resume``."""
+    ``on_resumes[i](step)`` as ``train`` calls ``on_resume``. ``names[i]`` names run ``i`` where one diverges (the
+    guard of ``train``: the whole stack stops, every run keeps its last good checkpoint)."""
     n, cfg, device = len(models), cfgs[0], torch.device(runtime.device)
     check_stackable(models, cfgs)
     if runtime.threads:
@@ -210,10 +225,10 @@ def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int
         raise ValueError(f"runs of a stack resume from one step (their checkpoints are at steps {sorted(starts)}); "
                          "train them alone")
     start = starts.pop()
-    if start and on_resumes is not None:
+    if on_resumes is not None:
         for on_resume in on_resumes:
-            on_resume(start)
-    stack = Stack(models, cfgs, device)
+            on_resume(start if start else -1)
+    stack = Stack(models, cfgs, device, names)
     for i, (optimizer, _) in enumerate(restored):
         stack.load_optimizer(i, models[i], optimizer, start)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" \
@@ -250,6 +265,8 @@ def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int
         if done % cfg.checkpoint_every == 0 or done == cfg.iters:
             with section("io"):
                 stack.write_back(models)
+                for i, model in enumerate(models):
+                    check_weights(model, done, lrs[i], stack.names[i])
                 for i, (model, directory) in enumerate(zip(models, dirs)):
                     if directory is not None:
                         save_checkpoint(directory, done, model, stack.optimizer_for(i, model),

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from wrapperlab.data.stories.generator import StoryGenerator
 from wrapperlab.data.stories.records import FEATURES, StoryRecord, format_record, header
+from wrapperlab.schema import Config
 
 
-class StoriesDataConfig(BaseModel):
+class StoriesDataConfig(Config):
     """Where the records come from and how they are tokenised."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     source: str = Field("generated", description="'generated', or a local TinyStories .txt/.json file or directory")
     n_records: int = Field(100_000, gt=0, description="records used (generated: drawn; real: the first n)")
     seed: int = Field(0, ge=0, description="generated corpus seed (the run's seed draws the windows)")

@@ -117,7 +117,7 @@ class CompiledModel:
         model = GPT(compiled.gpt)
         try:
             load_weights(model, directory / WEIGHTS)
-        except Exception as e:  # safetensors raises several types for truncated or foreign files
+        except (ValueError, OSError, RuntimeError) as e:  # a damaged file is an IntegrityError, raised as it is
             raise ConfigError("compiled model", str(directory), f"readable weights ({type(e).__name__}: {e})") from None
         compiled.state = {k: v.clone() for k, v in model.state_dict().items()}
         return compiled

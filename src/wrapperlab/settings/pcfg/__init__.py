@@ -20,4 +20,5 @@ SETTING = Setting(
     stage_rank={"pretrain": 0, "baseline": 1, "scrft": 1, "finetune": 2, "reft": 3, "prune": 4, "probe": 4},
     run_group=nodes.run_group,
     stack_stages=nodes.STACK_STAGES,
+    check=nodes.check_nodes,
 )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from wrapperlab.data.finetune_data import FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
-from wrapperlab.errors import ConfigError
-from wrapperlab.models.gpt import PRESETS, GPTConfig
-from wrapperlab.runs.profiles import apply_overrides, load_profiles, parse_lr, profile, validated
+from wrapperlab.models.gpt import GPTConfig
+from wrapperlab.runs.profiles import apply_overrides, load_profiles, model_shape, parse_lr, profile, validated
+from wrapperlab.schema import Config, Seed
 from wrapperlab.training.config import TrainConfig
 
 #: The paper's fine-tuning learning rates for PCFG models (appendix values).
@@ -26,19 +26,17 @@ def pcfg_lr(value: str | float) -> float:
     return parse_lr(value, LR_NAMES)
 
 
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EvalConfig(Config):
     n: int = Field(1000, gt=0, description="samples per (task, operand) in the final evaluation")
     n_during: int = Field(300, gt=0, description="samples per evaluation during training")
 
 
-class _RunConfig(BaseModel):
+class _RunConfig(Config):
     """What every training run has: how it trains, how it is evaluated, and its seed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 class PretrainRunConfig(_RunConfig):
@@ -63,12 +61,7 @@ def pretrain_config(profile_name: str = "quick", overrides: dict[str, Any] | Non
     )
     data = validated(PCFGDataConfig, raw["data"], "data")
     pcfg = PCFGData(data)
-    model_raw = dict(raw["model"])
-    preset = model_raw.pop("preset", None)
-    if preset is not None and preset not in PRESETS:
-        raise ConfigError("model.preset", preset, f"one of {sorted(PRESETS)}")
-    shape = {**PRESETS.get(preset, {}), **model_raw, "vocab_size": len(pcfg.vocab), "n_ctx": pcfg.seq_len}
-    raw["model"] = validated(GPTConfig, shape, "model").model_dump()
+    raw["model"] = model_shape(raw["model"], len(pcfg.vocab), pcfg.seq_len).model_dump()
     return validated(PretrainRunConfig, raw)
 
 

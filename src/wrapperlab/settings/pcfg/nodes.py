@@ -17,7 +17,7 @@ from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
 from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key
 from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
-from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config
+from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config, reft_config
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, finetune_many, pretrain
 
@@ -116,6 +116,22 @@ def run_group(group: list[Node], ctxs: list[NodeContext]) -> list[Outcome]:
     cfgs = [finetune_config(c.parent.run_id, c.profile, c.overrides("finetune", node.point, FINETUNE_NAMES))
             for node, c in zip(group, ctxs)]
     return [_stage_outcome(stage) for stage in finetune_many(cfgs, ctx.store, ctx.runtime, ctx.say)]
+
+
+#: the parent id a config is checked against before its parent exists (no stage reads the parent to build one)
+PLACEHOLDER_PARENT = "pretrain-000000000000"
+
+
+def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
+    """Build every training config the nodes will build (pretraining, fine-tuning, reFT), with placeholder parents:
+    a bad value anywhere in the spec is a ConfigError before the first node runs."""
+    for node in nodes:
+        if node.stage == "pretrain":
+            pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
+        elif node.stage in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
+            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+            if node.stage == "reft":
+                reft_config(ft, PLACEHOLDER_PARENT, ctx.profile, _reft_overrides(node, ctx))
 
 
 def run_node(node: Node, ctx: NodeContext) -> Outcome:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.data.stories.corpus import (
@@ -32,9 +32,10 @@ from wrapperlab.data.stories.corpus import (
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.runs.profiles import apply_overrides, parse_lr, profile, validated
+from wrapperlab.runs.profiles import apply_overrides, model_shape, parse_lr, profile, validated
 from wrapperlab.runs.stage import Say, StageResult, cached, load_run_weights, run_stage, train_run
 from wrapperlab.runs.store import Run, RunStore, lineage_root
+from wrapperlab.schema import Config, Seed
 from wrapperlab.training.config import Runtime, TrainConfig
 
 STORY_KINDS = ("stories-pretrain", "stories-finetune")
@@ -42,8 +43,7 @@ STORY_KINDS = ("stories-pretrain", "stories-finetune")
 VERSIONS = {"stories-pretrain": 1, "stories-finetune": 1, "story-probe": 1}
 
 
-class StoriesEvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StoriesEvalConfig(Config):
     n_loss: int = Field(200, gt=0, description="held-out Twist stories for the Twist loss")
     n_prompts: int = Field(32, gt=1, description="held-out instructions prompting generation, half requesting a Twist")
     samples: int = Field(4, gt=0, description="stories generated per prompt")
@@ -53,14 +53,13 @@ class StoriesEvalConfig(BaseModel):
     gen_at: tuple[int, ...] = Field((), description="training steps (besides before/after) that also get generation scores")
 
 
-class StoriesRunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class StoriesRunConfig(Config):
     data: StoriesDataConfig
     train: TrainConfig
     eval: StoriesEvalConfig = StoriesEvalConfig()
     model: dict[str, Any] | None = Field(None, description="pretraining: GPT settings (preset + overrides)")
     parent: str | None = Field(None, description="fine-tuning: the run continued")
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _gen_steps_are_eval_steps(self):
@@ -92,7 +91,11 @@ def pretrain_story_config(profile_name: str = "quick", overrides: dict[str, Any]
     raw = apply_overrides({**stories_profile(profile_name)["pretrain"], "seed": seed}, overrides or {})
     if control:
         raw["data"] = {**raw.get("data", {}), "exclude": ["Twist"]}
-    return validated(StoriesRunConfig, raw)
+    cfg = validated(StoriesRunConfig, raw)
+    # the shape checked now, with the vocabulary the tokenizer is asked for: a bad model setting is refused before
+    # a run directory exists, not after the tokenizer has been trained inside one
+    model_shape(cfg.model or {}, cfg.data.vocab_size, cfg.data.context)
+    return cfg
 
 
 def _child_config(store: RunStore, parent_ref: str, profile_name: str, stage: str, data: dict[str, Any],
@@ -204,10 +207,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
             judge.save(run.path / "judge.json")
             held = full_mix(cfg.data, feature_rates={}, n_records=max(500, cfg.eval.judge_records // 4))
             judge_accuracy = judge.accuracy(list(records(held, "test")))
-            settings = dict(cfg.model)
-            preset = settings.pop("preset", None)
-            shape = GPTConfig.preset(preset, vocab_size=tok.get_vocab_size(), n_ctx=cfg.data.context, **settings) \
-                if preset else GPTConfig(vocab_size=tok.get_vocab_size(), n_ctx=cfg.data.context, **settings)
+            shape = model_shape(cfg.model, tok.get_vocab_size(), cfg.data.context)
             torch.manual_seed(cfg.seed)
             model = GPT(shape)
         else:

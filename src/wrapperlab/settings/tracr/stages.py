@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from wrapperlab.data.tracr_data import TracrData, TracrDataConfig
 from wrapperlab.errors import ConfigError
@@ -25,6 +25,7 @@ from wrapperlab.models.tracr.programs import program
 from wrapperlab.runs.profiles import apply_overrides, load_profiles, parse_lr, profile, validated
 from wrapperlab.runs.stage import Say, StageResult, cached, first_steps, load_run_weights, run_stage, train_run
 from wrapperlab.runs.store import Run, RunStore, lineage_root
+from wrapperlab.schema import Config, Seed
 from wrapperlab.settings.tracr.evaluate import tracr_accuracies, tracr_test_sets
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.loop import position_loss
@@ -37,8 +38,7 @@ VERSIONS = {"tracr-compile": 1, "tracr-finetune": 1, "tracr-reft": 1, "tracr-scr
             "tracr-wsearch": 1}
 
 
-class TracrCompileConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TracrCompileConfig(Config):
     program: str = "counter"
     vocab: tuple[str, ...] | None = Field(None, description="default: the program's (Counter a..j)")
     max_seq_len: int | None = Field(None, gt=1, description="default: the program's")
@@ -51,20 +51,18 @@ class TracrCompileConfig(BaseModel):
         return value
 
 
-class TracrEvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TracrEvalConfig(Config):
     n: int = Field(2000, gt=0)
     n_during: int = Field(500, gt=0)
 
 
-class TracrFinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TracrFinetuneConfig(Config):
     parent: str
     data: TracrDataConfig
     train: TrainConfig
     noise_std: float = Field(1e-4, ge=0, description="Gaussian noise added to the compiled weights first")
     eval: TracrEvalConfig = TracrEvalConfig()
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
 
 def tracr_lr(value: str | float) -> float:
