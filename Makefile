@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 install-all: $(VENV)/.installed-all
 
 # the quick reproduction of the paper's Counter experiment with its negative controls: 13 min on 2 cores
-# (measured 2026-12-01, docs/reproduce.md; the goal is 15), report in runs/report/report.html
+# (measured 2026-12-02, docs/reproduce.md; the goal is 15), report in runs/report/report.html
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 
