@@ -137,7 +137,10 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     import wrapperlab.training.loop as loop
     from wrapperlab.cli.main import main
 
-    args = ["pretrain", *TEST, "--set", "train.checkpoint_every=10"]
+    # one thread in every part (in this process and in the subprocess): the thread count changes a run's bits, and
+    # an earlier test may have left this process at another count
+    args = ["pretrain", *TEST, "--set", "train.checkpoint_every=10", "--threads", "1"]
+    threads = torch.get_num_threads()  # restored below: --threads in this process outlives the call
     assert main([*args, "--runs", tmp_path / "clean"]) == 0
     real = loop.save_checkpoint
 
@@ -155,6 +158,7 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     assert r.returncode == 0, r.stderr
     assert "model-00000020.safetensors" in r.stderr  # the fallback is said, not silent
     (clean,) = runs(tmp_path / "clean")
+    torch.set_num_threads(threads)
     a, b = load_file(str(run / "model.safetensors")), load_file(str(clean / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

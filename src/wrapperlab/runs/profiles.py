@@ -64,7 +64,8 @@ def model_shape(settings: dict[str, Any], vocab_size: int, n_ctx: int, where: st
     settings = dict(settings or {})
     for key in DERIVED_MODEL_KEYS:
         if key in settings:
-            raise ConfigError(f"{where}.{key}", settings[key], "no value: the data fix it (vocabulary, sequence length)")
+            raise ConfigError(f"{where}.{key}", settings[key],
+                              "no value: the data fix it (vocabulary, sequence length)")
     preset = settings.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise ConfigError(f"{where}.preset", preset, f"one of {sorted(PRESETS)}")

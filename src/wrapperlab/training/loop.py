@@ -163,8 +163,8 @@ def train(
 
     ``evaluate(model, step)`` runs every ``cfg.eval_every`` steps and at the end; its numbers go to
     ``log`` with the step, loss, learning rate and throughput. ``on_resume(step)`` lets the caller
-    drop log lines written after the checkpoint it resumes from (-1 on a fresh start: every line). ``loss_fn(model, batch, device, cfg)``
-    replaces the token losses of ``cfg.loss`` (e.g. :func:`position_loss`).
+    drop log lines written after the checkpoint it resumes from (-1 on a fresh start: every line).
+    ``loss_fn(model, batch, device, cfg)`` replaces the token losses of ``cfg.loss`` (e.g. :func:`position_loss`).
 
     Divergence stops it: a non-finite loss or gradient norm before an optimiser step, or a non-finite weight
     before a checkpoint or the end, raises :class:`~wrapperlab.errors.DivergedError` (step, what, value); the
