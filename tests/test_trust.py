@@ -82,7 +82,8 @@ def test_a_diverging_run_stops_with_one_line_and_no_done(store):
                                   ["--set", "train.warmup_frac=.nan"], ["--set", "train.iters=true"],
                                   ["--set", "train.eval_at=[-5]"], ["--set", "train.batch_size=false"],
                                   ["--tasks", "count,count"], ["--set", "model.vocab_size=3"],
-                                  ["--set", "model.n_ctx=5"], ["--seed", "99999999999999999999999"]])
+                                  ["--set", "model.n_ctx=5"], ["--seed", "99999999999999999999999"],
+                                  ["--set", "model=22"], ["--set", "=3"], ["--set", "train..lr=1"]])
 def test_nonsense_values_are_refused_before_a_run_dir_exists(store, argv):
     one_line_exit_2(run_cli("pretrain", *TEST, "--runs", store, *argv))
     assert runs(store) == []

@@ -61,6 +61,8 @@ def model_shape(settings: dict[str, Any], vocab_size: int, n_ctx: int, where: st
     fix. Naming a derived key is refused rather than silently replaced; bad values name ``where.<field>``."""
     from wrapperlab.models.gpt import PRESETS, GPTConfig
 
+    if settings is not None and not isinstance(settings, dict):
+        raise ConfigError(where, settings, "a mapping of model settings (preset, d_model, n_layers, ...)")
     settings = dict(settings or {})
     for key in DERIVED_MODEL_KEYS:
         if key in settings:
@@ -78,10 +80,14 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     out = yaml.safe_load(yaml.safe_dump(base))  # deep copy of plain data
     for dotted, value in overrides.items():
         keys = dotted.split(".")
+        if not all(keys):
+            raise ConfigError(dotted or "--set", value, "section.key=value (e.g. train.lr=1e-3)")
         node = out
         for key in keys[:-1]:
             if not isinstance(node.get(key), dict):
                 raise ConfigError(dotted, value, f"a key under one of {sorted(k for k, v in out.items() if isinstance(v, dict))}")
             node = node[key]
+        if isinstance(node.get(keys[-1]), dict) and not isinstance(value, dict):
+            raise ConfigError(dotted, value, f"a key under this section ({dotted}.<key>=value), not a value for all of it")
         node[keys[-1]] = value
     return out
