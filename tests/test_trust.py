@@ -245,3 +245,113 @@ def test_nan_is_never_written_into_result_json(tmp_path):
     run.write_json("result.json", {"loss": math.nan, "nested": [1.0, math.inf]})
     data = json.loads((run.path / "result.json").read_text())  # strict JSON: NaN is not valid
     assert data == {"loss": None, "nested": [1.0, None]}
+
+
+# --- stories on real data: small files, no Twist stories, streamed shards, exclusions before the record cap --------
+
+def _real_file(path: Path, n: int, exclude: tuple[str, ...] = ()) -> Path:
+    """A TinyStories-Instruct-format text file of ``n`` generated records (the real format, made here)."""
+    from wrapperlab.data.stories.generator import StoryGenerator
+    from wrapperlab.data.stories.records import END_OF_TEXT, format_record
+
+    recs = StoryGenerator(3, exclude=exclude).records(n)
+    path.write_text("".join(f"{format_record(r)}\n{END_OF_TEXT}\n" for r in recs))
+    return path
+
+
+@pytest.mark.parametrize("n, exclude, words", [(5, (), "no held-out Twist"), (0, (), "no training records"),
+                                               (300, ("Twist",), "no held-out Twist")])
+def test_a_real_corpus_too_small_for_its_measurements_is_one_line_before_a_run_dir(tmp_path, store, n, exclude,
+                                                                                   words):
+    source = _real_file(tmp_path / "small.txt", n, exclude) if n else tmp_path / "empty.txt"
+    source.touch()
+    one_line_exit_2(run_cli("stories", "pretrain", *TEST, "--runs", store, "--set", f"data.source={source}"),
+                    "data.source", words)
+    assert runs(store) == []
+
+
+def test_a_json_shard_is_streamed_not_read_whole(tmp_path):
+    """Records come out before the end of the file is parsed: a shard whose tail is damaged still yields its first
+    records (decoding the whole file first, as before, failed on the tail and held the whole file in memory)."""
+    from wrapperlab.data.stories.loader import read_records
+
+    shard = tmp_path / "data00.json"
+    items = [{"story": f"Story number {i}.", "instruction": {"words": ["a"], "features": ["Twist"]}} for i in range(3)]
+    shard.write_text(json.dumps(items)[:-1] + ", {" + "x" * (3 << 20))  # 3 MB of damage after the third record
+    assert [r.story for r in read_records(shard, limit=3)] == [i["story"] for i in items]
+
+
+def test_exclusions_apply_before_the_record_cap_on_real_data(tmp_path):
+    """The "not in PT" control trains on as many records as its twin: n_records counts kept records."""
+    from wrapperlab.data.stories.corpus import StoriesDataConfig, records
+
+    source = _real_file(tmp_path / "real.txt", 400)
+    twin = list(records(StoriesDataConfig(source=str(source), n_records=100)))
+    control = list(records(StoriesDataConfig(source=str(source), n_records=100, exclude=("Twist",))))
+    assert len(twin) == len(control) == 100
+    assert not any("Twist" in r.has for r in control) and any("Twist" in r.has for r in twin)
+
+
+def test_a_grid_above_the_cap_asks_for_yes_with_its_size_and_estimate(tmp_path, store):
+    """A typo in an axis (2,001 c_tr values; 12.6 million runs) is refused before anything is written, with its
+    size and estimated time; --yes is the way past the cap (checked on the count, not run)."""
+    import yaml
+
+    from wrapperlab.orchestration.reproduce import GRID_CAP, check_size, estimate_seconds, grid_runs
+    from wrapperlab.orchestration.spec import load_spec
+    from wrapperlab.runs.store import RunStore
+
+    base = {"finetune": {"data.task": "count", "data.operand": "b", "data.pt_operand": "a"}}
+    spec = tmp_path / "big.yaml"
+    spec.write_text(yaml.safe_dump({"name": "big", "kind": "pcfg", "base": base, "axes": {
+        "prior": ["low"], "lr": ["M"], "c_tr": [i / 4000 for i in range(GRID_CAP + 1)]}}))
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(yaml.safe_dump({"name": "huge", "kind": "pcfg", "base": base, "profiles": {"test": {"seeds": 200}},
+                                    "axes": {"prior": ["low", "high"], "lr": [1e-4, 2e-4, 3e-4],
+                                             "c_tr": [i / 40000 for i in range(10_000)]}}))
+    line = one_line_exit_2(run_cli("reproduce", spec, *TEST, "--runs", store), f"{GRID_CAP + 1:,} runs", "--yes")
+    assert "nodes" in line
+    one_line_exit_2(run_cli("reproduce", huge, *TEST, "--runs", store), "12,000,000 runs", "--yes")
+    assert not store.exists()
+    assert f"{GRID_CAP:,}" in run_cli("reproduce", "--help").stdout
+    # in-process: --yes passes the check; an estimate comes from the store's earlier computed nodes of the profile
+    big = load_spec(spec)
+    assert grid_runs(big, "test") == GRID_CAP + 1
+    check_size(big, "test", RunStore(store), None, 1, yes=True)
+    (store / "reproductions").mkdir(parents=True)
+    (store / "reproductions" / "x-test.json").write_text(json.dumps({"nodes": [
+        {"stage": "finetune", "seconds": 3.0, "reused": False}, {"stage": "finetune", "seconds": 99.0, "reused": True},
+        {"stage": "pretrain", "seconds": 10.0, "reused": False}]}))
+    from wrapperlab.orchestration.spec import expand
+
+    seconds, unknown = estimate_seconds(expand(big, "test"), RunStore(store), "test", workers=2)
+    assert seconds == pytest.approx((10.0 + 3.0 * (GRID_CAP + 1)) / 2) and unknown == []
+
+
+def test_help_shows_defaults_examples_that_parse_and_every_shipped_spec():
+    """Every verb's --help ends with examples, each of which the parser accepts as typed; options show their
+    defaults; reproduce --help names every shipped spec."""
+    import argparse
+    import shlex
+
+    from wrapperlab.cli.main import build_parser
+    from wrapperlab.orchestration.spec import shipped_specs
+
+    parser = build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    checked = 0
+    for name, sub in verbs.items():
+        groups = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        leaves = groups[0].choices.items() if groups else [(name, sub)]
+        for leaf, p in leaves:
+            if name == "data":
+                continue  # data dumps: their flags are the data config's own
+            assert p.epilog and p.epilog.startswith("examples:"), f"{name} {leaf}: no examples"
+            for line in p.epilog.splitlines()[1:]:
+                argv = shlex.split(line.split("  #")[0])[1:]
+                parser.parse_args(argv)  # exits 2 on an example that does not parse
+                checked += 1
+    assert checked >= 40
+    text = verbs["reproduce"].format_help()
+    assert all(spec in text for spec in shipped_specs())
+    assert "(default: cpu)" in verbs["eval"].format_help() and "(default: 0)" in verbs["prune"].format_help()

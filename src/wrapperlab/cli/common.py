@@ -20,11 +20,46 @@ PROFILE_HELP = ("test (seconds) | quick (2 CPU cores, minutes: 2 blocks, countin
 COMMON = {"seed": "seed", "iters": "train.iters", "lr": "train.lr", "batch_size": "train.batch_size"}
 
 
+def _says_something(default: Any) -> bool:
+    """A default worth printing: not absent, not an off switch, not empty (0 is a value: ``is``, not ``==``)."""
+    return not (default is None or default is False or default is argparse.SUPPRESS or default in ("", []))
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help line (unless the help already says it, or there is none to say), and
+    epilogs (the examples) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or not _says_something(default) or not action.option_strings:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})".lstrip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line (no usage dump) with exit code 2."""
+    """argparse that reports a usage error in one line (no usage dump) with exit code 2, and shows defaults and
+    examples in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        for action in self._actions:  # argparse prints nothing for an option without help: give its default a line
+            if action.help is None and action.option_strings and _says_something(action.default):
+                action.help = "(default: %(default)s)"
+        return super().format_help()
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_examples(sub, examples: dict[str, list[str]]) -> None:
+    """Put ``examples`` (verb -> command lines) at the end of each verb's --help."""
+    for verb, lines in examples.items():
+        sub.choices[verb].epilog = "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def key_value(text: str) -> tuple[str, Any]:
@@ -48,7 +83,7 @@ def seed(text: str) -> int:
 def runtime_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime (does not change a run's identity)")
     g.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
-    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--threads", type=int, help="torch CPU threads")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,18 +119,34 @@ def overrides(args, mapping: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def check_device(device: str) -> None:
+    """``--device``: cpu, cuda, cuda:N (N below this machine's GPU count) or mps (Apple GPUs), refused in one line
+    when this machine does not have it."""
+    import re
+
+    import torch
+
+    if device == "cpu":
+        return
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if index >= count:
+            raise ConfigError("device", device, f"a device this machine has ({count} CUDA devices; use --device cpu)")
+        return
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("device", device, "a device this machine has (no Apple MPS here; use --device cpu)")
+        return
+    raise ConfigError("device", device, "cpu, cuda, cuda:N or mps")
+
+
 def runtime(args):
     from wrapperlab.training.config import Runtime
 
     if args.threads is not None and args.threads <= 0:
         raise ConfigError("threads", args.threads, "a positive integer")
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("device", args.device, "a device this machine has (no CUDA here; use --device cpu)")
-    elif args.device != "cpu":
-        raise ConfigError("device", args.device, "cpu, cuda or cuda:N")
+    check_device(args.device)
     return Runtime(device=args.device, compile=args.compile, threads=args.threads, progress=not args.quiet)
 
 

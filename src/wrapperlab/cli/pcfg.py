@@ -9,6 +9,7 @@ import json
 from wrapperlab.cli.common import (
     COMMON,
     Parser,
+    add_examples,
     add_shortcut_args,
     emit,
     int_list,
@@ -108,6 +109,22 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", default="M", help="fine-tuning lr of the pruned models (default M)")
     p.add_argument("--c-tr", type=float, default=1.0)
     runtime_args(p)
+
+    add_examples(sub, {
+        "pretrain": ["wrapperlab pretrain --profile quick", "wrapperlab pretrain --profile test --iters 50 --prior high",
+                     "wrapperlab pretrain --set train.lr=3e-4 --set model.n_layers=4"],
+        "finetune": ["wrapperlab finetune pretrain-0d4b --lr M --c-tr 1.0",
+                     "wrapperlab finetune pretrain-0d4b --task index --operand b --c-tr 0.5 --q 2"],
+        "resume": ["wrapperlab resume finetune-1ea5"],
+        "eval": ["wrapperlab eval finetune-1ea5", "wrapperlab eval pretrain-0d4b --n 200 --json"],
+        "demo": ["wrapperlab demo --workers 2"],
+        "prune": ["wrapperlab prune finetune-1ea5", "wrapperlab prune finetune-1ea5 --unit mlp_hidden --ks 0,5,15"],
+        "probe": ["wrapperlab probe finetune-1ea5 --iters 2000"],
+        "attention": ["wrapperlab attention finetune-1ea5 --example 3"],
+        "diff": ["wrapperlab diff pretrain-0d4b finetune-1ea5"],
+        "reft": ["wrapperlab reft finetune-1ea5 --baselines"],
+        "prune-study": ["wrapperlab prune-study --profile quick --seeds 3"],
+    })
 
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=Parser

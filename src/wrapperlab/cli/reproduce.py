@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from wrapperlab.cli.common import PROFILE_HELP, positive, runtime, runtime_args, say
+from wrapperlab.cli.common import PROFILE_HELP, add_examples, positive, runtime, runtime_args, say
 from wrapperlab.errors import ConfigError
 
 
 def add_parsers(sub) -> None:
+    from wrapperlab.orchestration.spec import shipped_specs  # no torch: the parser stays fast
+
     p = sub.add_parser("reproduce", help="run paper experiments from their specs (shipped names or YAML files)")
-    p.add_argument("spec", nargs="+", help="pcfg-counter | pcfg-indexer | tracr-counter | tracr-max | a spec file")
+    p.add_argument("spec", nargs="+", help=f"shipped: {' | '.join(shipped_specs())}; or a spec file (YAML)")
     p.add_argument("--profile", default="quick", help=PROFILE_HELP)
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--out", help="run store directory (default: --runs)")
@@ -26,13 +28,23 @@ def add_parsers(sub) -> None:
     p.add_argument("--profile-time", action="store_true",
                    help="print where the computed nodes' time went, per stage: data, training, evaluation, I/O, "
                         "analysis, worker start (also saved per node in reproductions/*.json)")
+    p.add_argument("--yes", action="store_true",
+                   help="run a grid above the cap of 2,000 runs (grid points x seeds); without it such a grid is "
+                        "refused with its size and estimated time")
     runtime_args(p)
+
+    add_examples(sub, {"reproduce": [
+        "wrapperlab reproduce pcfg-counter --workers 2             # the demo (make demo)",
+        "wrapperlab reproduce pcfg-table5 --profile quick --workers 2 --profile-time",
+        "wrapperlab reproduce tracr-counter stories-twist --profile test --runs /tmp/runs",
+        "wrapperlab reproduce my-spec.yaml --profile paper --device cuda --executor ray"]})
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
     p.add_argument("dir", help="the run store `reproduce` used")
     p.add_argument("--docs", nargs="+", metavar="FILE",
                    help="also rewrite the marked blocks (<!-- wrapperlab:KIND SPEC/PROFILE -->) of these Markdown "
                         "files from summary.json: published numbers are generated, never typed")
+    add_examples(sub, {"report": ["wrapperlab report runs", "wrapperlab report runs --docs README.md docs/reproduce.md"]})
 
 
 def cmd_reproduce(args) -> int:
@@ -56,7 +68,7 @@ def cmd_reproduce(args) -> int:
     for spec in specs:
         run_time = runtime(args).model_copy(update={"stack": getattr(args, "stack", 1)})
         result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, workers=args.workers,
-                           executor=args.executor, address=args.address)
+                           executor=args.executor, address=args.address, yes=args.yes)
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
         if getattr(args, "profile_time", False):

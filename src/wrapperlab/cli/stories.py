@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from wrapperlab.cli.common import PROFILE_HELP, key_value, runtime, runtime_args, seed
+from wrapperlab.cli.common import PROFILE_HELP, add_examples, key_value, runtime, runtime_args, seed
 from wrapperlab.errors import ConfigError
 
 
@@ -52,6 +52,15 @@ def add_parsers(sub) -> None:
     p = stage("probe", "linear probes per layer in three designs, beside a random-init model", "a story run")
     p.add_argument("--designs", default="", help="comma-separated: last10, requested, requested_matched (default all)")
     p.add_argument("--seed", type=seed, default=0)
+    add_examples(verbs, {
+        "generate": ["wrapperlab stories generate --n 3", "wrapperlab stories generate --n 1000 --exclude Twist --out corpus.txt"],
+        "judge": ["wrapperlab stories judge", "wrapperlab stories judge --data ~/TinyStories/TinyStoriesInstruct-valid.txt"],
+        "pretrain": ["wrapperlab stories pretrain --profile quick", "wrapperlab stories pretrain --control",
+                     "wrapperlab stories pretrain --set data.source=~/TinyStories/data00.json"],
+        "delete": ["wrapperlab stories delete stories-pretrain-3f2a --protocol filter --lr M"],
+        "reft": ["wrapperlab stories reft stories-finetune-81c0 --corpus twist"],
+        "probe": ["wrapperlab stories probe stories-finetune-81c0 --designs requested"],
+    })
 
 
 def cmd_stories(args) -> int:

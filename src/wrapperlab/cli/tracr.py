@@ -8,7 +8,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wrapperlab.cli.common import PROFILE_HELP, add_shortcut_args, key_value, runtime, runtime_args, say, seed
+from wrapperlab.cli.common import (
+    PROFILE_HELP,
+    add_examples,
+    add_shortcut_args,
+    key_value,
+    runtime,
+    runtime_args,
+    say,
+    seed,
+)
 from wrapperlab.errors import ConfigError
 
 
@@ -63,6 +72,16 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
+    add_examples(verbs, {
+        "compile": ["wrapperlab tracr compile counter", "wrapperlab tracr compile max-identifier --vocab abcdef"],
+        "run": ["wrapperlab tracr run tracr-compile-5be1 abcaab bbc"],
+        "finetune": ["wrapperlab tracr finetune tracr-compile-5be1 --lr M --c-tr 1.0"],
+        "reft": ["wrapperlab tracr reft tracr-finetune-77d0 --lr S"],
+        "maps": ["wrapperlab tracr maps tracr-finetune-77d0 abcabba"],
+        "noise": ["wrapperlab tracr noise --seeds 3"],
+        "study": ["wrapperlab tracr study --workers 2"],
+        "eval": ["wrapperlab tracr eval tracr-finetune-77d0 --n 500"],
+    })
 
 
 def cmd_tracr(args) -> int:

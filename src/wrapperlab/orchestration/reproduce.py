@@ -94,9 +94,58 @@ def _worker(group: list[Node], spec: Spec, profile: str, root: str, done: dict[s
 
 EXECUTORS = ("local", "ray")
 
+#: runs (grid points × seeds) above which ``reproduce`` asks for ``--yes``: a typo in an axis can mean weeks of compute
+GRID_CAP = 2000
+#: above this many runs the graph is not even expanded to estimate it
+EXPAND_LIMIT = 50_000
+
+
+def grid_runs(spec: Spec, profile: str, seeds: int | None = None) -> int:
+    """Grid points × seeds: one fine-tuning (or deletion) each, before analyses — counted without expanding."""
+    n = len(spec.seeds_for(profile, seeds))
+    for values in spec.axes_for(profile).values():
+        n *= len(values)
+    return n
+
+
+def estimate_seconds(nodes: list[Node], store: RunStore, profile: str, workers: int) -> tuple[float, list[str]]:
+    """Wall-time estimate of ``nodes`` from this store's earlier reproductions on ``profile``: the median seconds of a
+    computed node per stage, summed, over ``workers``; also the stages with no earlier node (not estimated)."""
+    import json
+    import statistics
+
+    seen: dict[str, list[float]] = {}
+    for path in sorted((store.root / "reproductions").glob(f"*-{profile}.json")):
+        try:
+            for n in json.loads(path.read_text())["nodes"]:
+                if not n.get("reused"):
+                    seen.setdefault(n["stage"], []).append(float(n["seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable record only makes the estimate poorer
+    median = {stage: statistics.median(v) for stage, v in seen.items()}
+    unknown = sorted({n.stage for n in nodes} - set(median))
+    return sum(median.get(n.stage, 0.0) for n in nodes) / max(1, workers), unknown
+
+
+def check_size(spec: Spec, profile: str, store: RunStore, seeds: int | None, workers: int, yes: bool) -> None:
+    """Refuse a grid above :data:`GRID_CAP` runs unless ``yes``, saying its size and its estimated time."""
+    runs = grid_runs(spec, profile, seeds)
+    if yes or runs <= GRID_CAP:
+        return
+    if runs > EXPAND_LIMIT:
+        size = f"{runs:,} runs (grid points × seeds; too many to estimate)"
+    else:
+        nodes = expand(spec, profile, seeds)
+        seconds, unknown = estimate_seconds(nodes, store, profile, workers)
+        guess = f"about {seconds / 3600:.1f} h on {workers} worker(s) from this store's earlier {profile} nodes" \
+            if seconds else f"no earlier computed {profile} node of its stages in this store to estimate from"
+        size = f"{runs:,} runs, {len(nodes):,} nodes ({guess}{'; not counted: ' + ', '.join(unknown) if unknown and seconds else ''})"
+    raise ConfigError(f"spec {spec.name} ({profile})", size, f"at most {GRID_CAP:,} runs, or --yes to run it anyway")
+
 
 def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
-              say: Say = print, workers: int = 1, executor: str = "local", address: str | None = None) -> Reproduction:
+              say: Say = print, workers: int = 1, executor: str = "local", address: str | None = None,
+              yes: bool = False) -> Reproduction:
     """Run every node of ``spec`` once its parents are done, with one progress line per node started and
     finished (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
 
@@ -104,9 +153,12 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
     with ``cores // workers`` torch threads so that together they do not oversubscribe the machine.
     ``executor="ray"``: one Ray task per node (:mod:`wrapperlab.orchestration.executors.ray`), on the
     cluster at ``address`` or a local Ray, each task asking for ``runtime.threads`` CPUs (default 1).
+
+    A grid of more than :data:`GRID_CAP` runs is refused (its size and estimated time in the message) unless ``yes``.
     """
     if executor not in EXECUTORS:
         raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
+    check_size(spec, profile, store, seeds, workers, yes)
     nodes = expand(spec, profile, seeds)
     check = registry.get(spec.kind).check
     if check is not None:  # every stage's values, before the first node runs

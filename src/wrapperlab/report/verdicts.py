@@ -66,12 +66,15 @@ def paired_rule(claim: str, treated: Sequence[float | None], control: Sequence[f
     return Verdict(claim, INCONCLUSIVE, span + " (the interval straddles the margin)", numbers)
 
 
-def combine(claim: str, parts: Sequence[Verdict]) -> Verdict:
-    """A claim that needs every part: shown if all are, not shown if any is not, inconclusive otherwise."""
+def combine(claim: str, parts: Sequence[Verdict], labels: Sequence[str] | None = None) -> Verdict:
+    """A claim that needs every part: shown if all are, not shown if any is not, inconclusive otherwise. The reason
+    counts the parts' outcomes and names each part (by its ``labels``, e.g. the grid cell, else its claim)."""
     outcomes = [p.outcome for p in parts]
     outcome = NOT_SHOWN if NOT_SHOWN in outcomes else SHOWN if outcomes and all(o == SHOWN for o in outcomes) \
         else INCONCLUSIVE
-    reason = "; ".join(f"{p.claim}: {p.outcome}" for p in parts)
+    names = list(labels) if labels is not None else [p.claim for p in parts]
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (SHOWN, NOT_SHOWN, INCONCLUSIVE) if o in outcomes)
+    reason = f"{counts} of {len(parts)}: " + "; ".join(f"{n}: {p.outcome}" for n, p in zip(names, parts))
     return Verdict(claim, outcome, reason, {"parts": [p.as_dict() for p in parts]})
 
 

@@ -75,7 +75,9 @@ def records(cfg: StoriesDataConfig, split: Literal["train", "test"] = "train") -
         # real data: every 10th record is held out, the rest train, so the splits never share a story
         part = 9 if split == "test" else None
         kept = (r for i, r in enumerate(read_records(cfg.source)) if (i % 10 == 9) == (part == 9))
-        out = (r for r in itertools.islice(kept, cfg.n_records) if not set(r.has) & set(cfg.exclude))
+        # exclusions first: the "not in PT" control trains on as many records as its twin, not n_records minus
+        # the excluded ones
+        out = itertools.islice((r for r in kept if not set(r.has) & set(cfg.exclude)), cfg.n_records)
     if cfg.only:
         out = (r for r in out if set(cfg.only) <= set(r.has))
     if cfg.protocol:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from wrapperlab.data.stories.records import END_OF_TEXT, StoryRecord, canonical_feature, parse_record
 from wrapperlab.errors import ConfigError
@@ -64,14 +64,72 @@ def _text_records(path: Path) -> Iterator[StoryRecord]:
 
 
 def _json_records(path: Path) -> Iterator[StoryRecord]:
+    """Stream a JSON shard item by item (a shard is ~100 MB; decoding it whole took about 4x that in memory)."""
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        handle = path.open(encoding="utf-8")
     except OSError as e:
         raise ConfigError("stories data", str(path), f"a readable file ({e.strerror})") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}", f"invalid JSON at line {e.lineno}", "a TinyStories_all_data JSON shard") from None
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}", type(items).__name__, "a JSON list of story objects")
+    with handle:
+        yield from _records_of(path, _json_items(handle, path))
+
+
+def _json_items(handle, path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:
+    """The items of a top-level JSON list, decoded one at a time while reading ``chunk_size`` characters at a time:
+    only the current item and one chunk are held."""
+    decoder = json.JSONDecoder()
+    buf, pos, number = "", 0, 0
+
+    def fill() -> bool:
+        nonlocal buf, pos
+        chunk = handle.read(chunk_size)
+        buf, pos = buf[pos:] + chunk, 0
+        return bool(chunk)
+
+    def next_char() -> str:
+        """The next non-space character, read on if needed ('' at the end of the file)."""
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos].isspace():
+                pos += 1
+            if pos < len(buf) or not fill():
+                return buf[pos:pos + 1]
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}", what, "a TinyStories_all_data JSON shard (a list of story objects)")
+
+    first = next_char()
+    if first != "[":
+        kinds = {"{": "an object", '"': "a string", "": "an empty file"}
+        raise ConfigError(f"{path}", kinds.get(first, "a single value"), "a JSON list of story objects")
+    pos += 1
+    if next_char() == "]":
+        return
+    while True:
+        number += 1
+        next_char()
+        while True:
+            try:
+                item, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError:
+                if not fill():
+                    raise bad(f"invalid JSON in record {number}") from None
+                continue
+            if end < len(buf):
+                break
+            if not fill():  # the item ends where the chunk does (a number may go on): decoded again once read on
+                item, end = decoder.raw_decode(buf, pos)
+                break
+        pos = end
+        yield item
+        sep = next_char()
+        if sep == "]":
+            return
+        if sep != ",":
+            raise bad(f"invalid JSON after record {number}")
+        pos += 1
+
+
+def _records_of(path: Path, items: Iterator[Any]) -> Iterator[StoryRecord]:
     for number, item in enumerate(items, 1):
         try:
             story = item["story"]

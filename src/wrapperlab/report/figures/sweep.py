@@ -79,24 +79,33 @@ def finetune_curves_figure(cells: dict[str, dict[str, list[Curve]]], path: Path)
     return save_figure(fig, path)
 
 
-def behaviour_figure(cells: list[dict[str, Any]], path: Path, pretrained: dict[str, Any] | None = None) -> Path:
-    """After fine-tuning, per cell (grouped by prior): Acc O_PT and O_FT at C_Te = 0 and 1, mean ± 95 % CI
-    (Fig. 6's reading: how much of the pretraining answer survives, per prior and lr)."""
+def behaviour_figure(groups: dict[str, list[dict[str, Any]]], path: Path,
+                     pretrained: dict[str, dict[str, Any]] | None = None) -> Path:
+    """After fine-tuning, per cell: Acc O_PT and O_FT at C_Te = 0 and 1, mean ± 95 % CI (Fig. 6's reading: how much
+    of the pretraining answer survives, per prior and lr). One panel per group (a pretraining: its prior, length or
+    depth), each with that pretraining's own Acc O_PT as a dotted line (``pretrained``: group -> mean ± CI) — a grid
+    of 36 cells on one axis is unreadable at page width, and a pooled pretrained line hides the prior."""
     metrics = ["acc_pt_cte0", "acc_pt_cte1", "acc_ft_cte0", "acc_ft_cte1"]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(cells) + 2), 3.8))
+    groups = {k: v for k, v in groups.items() if v}
+    widest = max((len(v) for v in groups.values()), default=1)
+    fig, axes = plt.subplots(len(groups) or 1, 1, figsize=(max(6.0, 1.05 * widest + 2.5), 3.3 * max(1, len(groups))),
+                             squeeze=False, sharey=True)
     width = 0.8 / len(metrics)
-    for i, metric in enumerate(metrics):
-        xs = [j + (i - 1.5) * width for j in range(len(cells))]
-        means = [100 * (c[metric]["mean"] or 0.0) for c in cells]
-        errs = [100 * (c[metric]["ci95"] or 0.0) for c in cells]
-        ax.bar(xs, means, width, yerr=errs, capsize=2, label=METRIC_LABELS[metric])
-    if pretrained and pretrained.get("mean") is not None:
-        ax.axhline(100 * pretrained["mean"], color="black", lw=0.8, ls=":", label="pretrained Acc O_PT")
-    labels = [c["label"] for c in cells]
-    ax.set_xticks(range(len(cells)), labels, fontsize=8)
-    _percent_axis(ax)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title("after fine-tuning (mean ± 95 % CI over seeds)", fontsize=10)
+    for ax, (name, cells) in zip(axes[:, 0], groups.items()):
+        for i, metric in enumerate(metrics):
+            xs = [j + (i - 1.5) * width for j in range(len(cells))]
+            means = [100 * (c[metric]["mean"] or 0.0) for c in cells]
+            errs = [100 * (c[metric]["ci95"] or 0.0) for c in cells]
+            ax.bar(xs, means, width, yerr=errs, capsize=2, label=METRIC_LABELS[metric])
+        line = (pretrained or {}).get(name)
+        if line and line.get("mean") is not None:
+            ax.axhline(100 * line["mean"], color="black", lw=0.8, ls=":", label="pretrained Acc O_PT")
+        labels = [c["label"].removeprefix(f"{name}, ") if name else c["label"] for c in cells]
+        ax.set_xticks(range(len(cells)), labels, fontsize=8)
+        ax.set_xlim(-0.6, max(widest, 4) - 0.4)
+        _percent_axis(ax)
+        ax.set_title(f"{name + ': ' if name else ''}after fine-tuning (mean ± 95 % CI over seeds)", fontsize=10)
+    axes[0][0].legend(fontsize=7, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.12))
     return save_figure(fig, path)
 
 

@@ -69,6 +69,7 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
                      f"{paper_text(ref, 'o_pt')}), {task} {ft} {ci_text(o_ft)} % (paper {paper_text(ref, 'o_ft')})")
     sec.text(f"Pretrained models — {'; '.join(texts)}. Paper values: {paper['source']}.")
     rows, cells, curves, early_by_cell, early_step = [], [], {}, {}, None
+    by_root: dict[str, list[dict[str, Any]]] = {}
     for key, group in groups(nodes, "finetune").items():
         point = dict(key)
         ref_row = paper_row(paper, kind, point["lr"], point["c_tr"], resolve_prior(point["prior"])[0],
@@ -82,6 +83,7 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
         prior = str(point.get("prior", "-")) + (f" ({extra})" if extra else "")
         rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
+        by_root.setdefault(root_label({k: v for k, v in point.items() if k in ROOT_AXES}), []).append(cell)
         curves[cell["label"]] = curves_here
     ours = "ours" if not any(f"{m}_early" in c for c in cells for m in ACC_METRICS) \
         else f"ours @{early_step} / end"
@@ -90,8 +92,9 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
     sec.table(["prior", "lr", "C_Tr"] + [f"{m} % {ours} (paper @1K / @10K)"
                                          for m in ("O_PT C_Te=0", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1")], rows)
     summary["finetune"] = cells
-    sec.figure(behaviour_figure(cells, figures / f"{rep['spec']}-behaviour.png", acc_pt),
-               "Acc O_PT / O_FT after fine-tuning per cell (Fig. 6)")
+    lines = {label: summary.get("pretrained_by_prior", {}).get(label, {}).get("o_pt") for label in by_root}
+    sec.figure(behaviour_figure(by_root, figures / f"{rep['spec']}-behaviour.png", lines),
+               "Acc O_PT / O_FT after fine-tuning per cell, one panel per pretraining (Fig. 6)")
     sec.figure(finetune_curves_figure(curves, figures / f"{rep['spec']}-ft-curves.png"),
                "accuracy vs fine-tuning step (Figs. 5, 68–75)")
     parts = _pcfg_analyses(sec, rep, paper, figures, summary)
@@ -397,12 +400,15 @@ def _claims_within(nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[
     if pruned:
         verdicts.append(("low, η_S, C_Tr = 1", V.Verdict("T4: " + pruned[1].claim, pruned[1].outcome, pruned[1].reason,
                                                          pruned[1].numbers)))
+    names = [f"{prior} η_{lr} C_Tr={c_tr:g}" + (f" reFT η_{r}" if r else "") for prior, lr, c_tr, r in parts]
     probes = [p[2] for p in parts.values()]
     if len(priors) > 1 and probes:
-        verdicts.append(("every analysed cell", V.combine("T5: count(O_PT) stays decodable after fine-tuning", probes)))
+        verdicts.append(("every analysed cell", V.combine("T5: count(O_PT) stays decodable after fine-tuning", probes,
+                                                          names)))
     speeds = [p[3] for p in parts.values()]
     if len(priors) > 1 and speeds:
-        verdicts.append(("every analysed cell and reFT lr", V.combine("T6: reFT beats Scr.+FT at every prior", speeds)))
+        verdicts.append(("every analysed cell and reFT lr", V.combine("T6: reFT beats Scr.+FT at every prior", speeds,
+                                                                      names)))
     if "high" in priors and "L" in lrs and early("high", "L", 0.0, "acc_pt_cte0"):
         verdicts.append(("high, η_L, C_Tr = 0", V.long_finetuning_removes(early("high", "L", 0.0, "acc_pt_cte0"),
                                                                           after("high", "L", 0.0, "acc_pt_cte0"))))

@@ -54,7 +54,7 @@ def tracr_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tu
     summary["finetune"] = cells
     sec.table(["lr", "C_Tr", "O_PT C_Te=0 % ours (paper)", "O_PT C_Te=1", "O_FT C_Te=0", "O_FT C_Te=1",
                "answers r(O_PT)+q", "floor", "block-1 attention on a / b", "attention moved per block (TV %)"], rows)
-    sec.figure(behaviour_figure(cells, figures / f"{name}-behaviour.png"), "accuracies after fine-tuning per cell")
+    sec.figure(behaviour_figure({"": cells}, figures / f"{name}-behaviour.png"), "accuracies after fine-tuning per cell")
     sec.figure(finetune_curves_figure(curves, figures / f"{name}-ft-curves.png"), "accuracy vs fine-tuning step")
     _tracr_attention_verdict(sec, cells, paper, program)
     prunes = [n for n in nodes if n["stage"] == "prune"]

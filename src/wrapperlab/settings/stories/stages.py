@@ -40,7 +40,8 @@ from wrapperlab.training.config import Runtime, TrainConfig
 
 STORY_KINDS = ("stories-pretrain", "stories-finetune")
 #: code version per run kind and analysis: bump one when what it computes changes meaning (runs/stage.py)
-VERSIONS = {"stories-pretrain": 1, "stories-finetune": 1, "story-probe": 1}
+#: 2: real data applies a corpus's exclusions before taking n_records (the not-in-PT control was trained on fewer)
+VERSIONS = {"stories-pretrain": 2, "stories-finetune": 2, "story-probe": 1}
 
 
 class StoriesEvalConfig(Config):
@@ -161,6 +162,26 @@ def _held_out(cfg: StoriesRunConfig) -> tuple[list, list]:
     return twist, prompts
 
 
+def check_real_data(cfg: StoriesRunConfig) -> None:
+    """A real corpus must hold what a run measures, checked before its run dir exists: training records (after the
+    exclusions and the protocol), held-out Twist stories for the Twist loss, and held-out prompts with and without a
+    Twist request (and so held-out records for the judge). A small file otherwise ended in a crash after training or a
+    Twist loss over no stories."""
+    if cfg.data.source == "generated":
+        return
+    where = f"data.source ({cfg.data.source}, first {cfg.data.n_records} records per split)"
+    if next(records(cfg.data), None) is None:
+        raise ConfigError(where, "no training records",
+                          "a corpus with training records left after its exclusions, 'only' and protocol")
+    twist, prompts = _held_out(cfg)
+    if not twist:
+        raise ConfigError(where, "no held-out Twist story", "held-out records (every 10th) that include Twist stories")
+    asked = sum("Twist" in r.features for r in prompts)
+    if not 0 < asked < len(prompts):
+        raise ConfigError(where, f"{asked} of {len(prompts)} held-out prompts request a Twist",
+                          "held-out prompts with and without a Twist request")
+
+
 def _gen(model, tok, judge, cfg: StoriesRunConfig, prompts: list) -> dict[str, Any]:
     from wrapperlab.settings.stories.evaluate import generation_scores
 
@@ -198,6 +219,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
         if parent.kind not in STORY_KINDS or not parent.done:
             raise ConfigError("parent", cfg.parent, "a finished stories-pretrain or stories-finetune run")
         cfg = cfg.model_copy(update={"parent": parent.id})
+    check_real_data(cfg)
 
     def compute(run: Run) -> dict[str, Any]:
         if kind == "stories-pretrain":
