@@ -100,6 +100,25 @@ _STAGE_NAMES = (("pretraining", "pretrain"), ("fine-tuning", "finetune"), ("Scr.
                 ("Scr.+FT", "scrft"), ("reFT", "reft"), ("pruning", "prune"), ("probes", "probe"))
 
 
+def pcfg_claims(numbers: dict[str, Any]) -> str:
+    """The paper's claims about Table 5 and Figs. 5–9 (docs/reproduce.md), one row per claim and where it was read:
+    its outcome and the effect it rests on (claims made of parts: their outcome counts)."""
+    rows = ["| claim | where | outcome | effect (95 % CI, n) vs margin |", "|---|---|---|---|"]
+    for c in numbers.get("claims", []):
+        num = c.get("numbers", {})
+        if "effect" in num and num["effect"].get("mean") is not None:
+            low, high = num.get("low"), num.get("high")
+            ci = f" ({low:+.2f} to {high:+.2f}, n = {num['effect']['n']})" if low is not None and high is not None else ""
+            effect = f"{num['effect']['mean']:+.2f}{ci} vs {num.get('margin', 0):g}"
+        elif "parts" in num:
+            effect = c["reason"].split(":")[0]  # "2 shown, 2 not shown of 4"
+        else:
+            effect = "–"
+        claim, where = c["claim"].replace("|", "/"), c.get("where", "").replace("|", "/")
+        rows.append(f"| {claim} | {where} | **{c['outcome']}** | {effect} |")
+    return "\n".join(rows) + "\n"
+
+
 def time_split(numbers: dict[str, Any]) -> str:
     """Where the computed nodes' time went, per stage (seconds summed over nodes; reproduce --profile-time)."""
     rows = ["| stage | nodes | wall s | train | eval | data | analysis | wall ÷ train |", "|---|---|---|---|---|---|---|---|"]
@@ -117,7 +136,7 @@ def time_split(numbers: dict[str, Any]) -> str:
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "time-split": time_split,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
-    "pcfg-localisation": pcfg_localisation,
+    "pcfg-localisation": pcfg_localisation, "pcfg-claims": pcfg_claims,
 }
 
 
