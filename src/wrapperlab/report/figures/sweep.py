@@ -102,7 +102,7 @@ def behaviour_figure(groups: dict[str, list[dict[str, Any]]], path: Path,
             ax.axhline(100 * line["mean"], color="black", lw=0.8, ls=":", label="pretrained Acc O_PT")
         labels = [c["label"].removeprefix(f"{name}, ") if name else c["label"] for c in cells]
         ax.set_xticks(range(len(cells)), labels, fontsize=8)
-        ax.set_xlim(-0.6, max(widest, 4) - 0.4)
+        ax.set_xlim(-0.6, widest - 0.4)  # panels share one x scale
         _percent_axis(ax)
         ax.set_title(f"{name + ': ' if name else ''}after fine-tuning (mean ± 95 % CI over seeds)", fontsize=10)
     axes[0][0].legend(fontsize=7, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.12))
