@@ -355,3 +355,37 @@ def test_help_shows_defaults_examples_that_parse_and_every_shipped_spec():
     text = verbs["reproduce"].format_help()
     assert all(spec in text for spec in shipped_specs())
     assert "(default: cpu)" in verbs["eval"].format_help() and "(default: 0)" in verbs["prune"].format_help()
+
+
+# --- a full or read-only disk: one line, and the store as it was ------------------------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (skipped where this process may not mount one)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_the_store_as_it_was(tiny_disk):
+    store = tiny_disk / "runs"
+    assert run_cli("pretrain", *TEST, "--iters", "3", "--runs", store).returncode == 0
+    (finished,) = runs(store)
+    filler = tiny_disk / "filler"
+    with open(filler, "wb") as f:  # fill the disk to the last block
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    one_line_exit_2(run_cli("pretrain", *TEST, "--iters", "4", "--runs", store), "No space left")
+    assert runs(store) == [finished]  # the half-made run was removed
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    one_line_exit_2(run_cli("pretrain", *TEST, "--iters", "5", "--runs", store), "Read-only")
+    assert runs(store) == [finished] and (finished / "DONE").exists()
+    assert run_cli("eval", finished.name, "--n", "50", "--runs", store).returncode == 0  # still readable

@@ -178,19 +178,27 @@ class RunStore:
         """
         config = versioned(config, version)
         run = Run(self.root / run_id(kind, config))
-        run.path.mkdir(parents=True, exist_ok=True)
-        with exclusive_lock(run.path / ".lock"):
-            config_path = run.path / "config.json"
-            try:
-                stored = json.loads(config_path.read_text()) if config_path.exists() else None
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                stored = None  # torn: the id says what it must hold, so it is written again below
-                print(f"wrapperlab: {config_path} was damaged; rewritten from the run's id", file=sys.stderr)
-            if stored is not None and stored != config:
-                raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
-            if stored is None:
-                run.write_json("config.json", config)
-            yield run
+        fresh = not run.path.exists()
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            with exclusive_lock(run.path / ".lock"):
+                config_path = run.path / "config.json"
+                try:
+                    stored = json.loads(config_path.read_text()) if config_path.exists() else None
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    stored = None  # torn: the id says what it must hold, so it is written again below
+                    print(f"wrapperlab: {config_path} was damaged; rewritten from the run's id", file=sys.stderr)
+                if stored is not None and stored != config:
+                    raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
+                if stored is None:
+                    run.write_json("config.json", config)
+                yield run
+        except OSError:
+            # a full or read-only disk: a run this call created and that holds nothing to resume from is removed,
+            # so the store is left as it was (a run with a checkpoint stays, to be resumed once there is room)
+            if fresh and run.path.is_dir() and not run.done and not any(run.checkpoint_dir.glob("*")):
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
 
     def find(self, ref: str | os.PathLike, field: str = "run") -> Run:
         """A run directory from an id or a path, finished or not (what ``resume`` continues)."""
