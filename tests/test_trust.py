@@ -389,3 +389,15 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_the_store_as_it_was(tin
     one_line_exit_2(run_cli("pretrain", *TEST, "--iters", "5", "--runs", store), "Read-only")
     assert runs(store) == [finished] and (finished / "DONE").exists()
     assert run_cli("eval", finished.name, "--n", "50", "--runs", store).returncode == 0  # still readable
+
+
+@pytest.mark.parametrize("stage, setting", [("reft", "train.iters: true"), ("finetune", "train.lr: .inf"),
+                                            ("pretrain", "model.n_ctx: 5")])
+def test_a_stories_spec_is_checked_whole_before_anything_runs(tmp_path, store, stage, setting):
+    """A bad value in any stage of a stories spec is one line before the first pretraining (it used to stop the
+    reproduction after the pretrainings had run)."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(f"name: bad\nkind: stories\nbase:\n  {stage}: {{{setting}}}\naxes: {{protocol: [filter], lr: [M]}}\n"
+                    "analyses: {reft: {baselines: true, corpora: [twist]}}\n")
+    one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), setting.split(":")[0])
+    assert runs(store) == []

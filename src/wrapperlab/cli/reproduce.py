@@ -68,7 +68,8 @@ def cmd_reproduce(args) -> int:
     for spec in specs:
         run_time = runtime(args).model_copy(update={"stack": getattr(args, "stack", 1)})
         result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, workers=args.workers,
-                           executor=args.executor, address=args.address, yes=args.yes)
+                           executor=args.executor, address=args.address,
+                           yes=getattr(args, "yes", False))
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
         if getattr(args, "profile_time", False):
@@ -92,7 +93,8 @@ def cmd_report(args) -> int:
 
 def reproduce_shortcut(spec: str, args) -> int:
     """A verb that runs one shipped spec (``demo``: pcfg-counter; ``tracr study``: tracr-counter)."""
-    full = argparse.Namespace(**{**vars(args), "spec": [spec], "out": None, "executor": "local", "address": None})
+    full = argparse.Namespace(**{**vars(args), "spec": [spec], "out": None, "executor": "local", "address": None,
+                                 "yes": False})
     return cmd_reproduce(full)
 
 

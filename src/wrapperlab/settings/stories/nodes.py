@@ -14,13 +14,20 @@ from torch import nn
 from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.settings.base import Node, NodeContext, Outcome, node_key, selected
 from wrapperlab.settings.stories.stages import (
+    check_real_data,
+    child_config,
     delete_config,
+    delete_parts,
     load_story_model,
     pretrain_story_config,
     probe_story_run,
+    reft_data,
     reft_story_config,
     stories_stage,
 )
+
+#: stands for a parent run that does not exist yet while a spec is checked
+PLACEHOLDER_PARENT = "stories-pretrain-000000000000"
 
 AXES = ("protocol", "lr")
 ANALYSES = ("probe", "reft")
@@ -55,6 +62,27 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
             nodes += [Node(node_key("reft", p), "reft", p, [control.key])
                       for p in ({"seed": seed, "from": "control", "corpus": c} for c in reft.corpora)]
     return nodes
+
+
+def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
+    """Build every config the nodes will build — pretrainings, controls, deletions and reFTs (from each seed's
+    pretraining config, with a placeholder parent) — and check a real corpus once: a bad value anywhere in a spec is
+    a ConfigError before the first node runs, not after the pretrainings."""
+    roots: dict[tuple[str, int], object] = {}  # (pretrain | control, seed) -> its config
+    for node in nodes:
+        seed = node.point["seed"]
+        if node.stage in ("pretrain", "control"):
+            cfg = pretrain_story_config(ctx.profile, ctx.base("pretrain"), seed=seed, control=node.stage == "control")
+            roots[node.stage, seed] = cfg
+            if node.stage == "pretrain":
+                check_real_data(cfg)
+        elif node.stage == "finetune":
+            data, over = delete_parts(node.point["protocol"], node.point["lr"], ctx.profile, ctx.base("finetune"))
+            child_config(roots["pretrain", seed], PLACEHOLDER_PARENT, seed, ctx.profile, "finetune", data, over)
+        elif node.stage == "reft":
+            root = roots["control" if node.point.get("from") == "control" else "pretrain", seed]
+            child_config(root, PLACEHOLDER_PARENT, seed, ctx.profile, "reft",
+                         reft_data(node.point["corpus"], ctx.profile), ctx.base("reft"))
 
 
 def run_node(node: Node, ctx: NodeContext) -> Outcome:

@@ -107,32 +107,49 @@ def _child_config(store: RunStore, parent_ref: str, profile_name: str, stage: st
     if parent.kind not in STORY_KINDS:
         raise ConfigError("parent", parent_ref, "a stories-pretrain or stories-finetune run")
     root = validated(StoriesRunConfig, lineage_root(parent, "stories-pretrain", via=STORY_KINDS).config())
+    seed = validated(StoriesRunConfig, parent.config()).seed
+    return child_config(root, parent.id, seed, profile_name, stage, data, overrides)
+
+
+def child_config(root: StoriesRunConfig, parent_id: str, seed: int, profile_name: str, stage: str,
+                 data: dict[str, Any], overrides: dict[str, Any] | None) -> StoriesRunConfig:
+    """:func:`_child_config` from the root pretraining's config itself (no store): what a spec's check builds with a
+    placeholder parent before anything runs."""
     section = stories_profile(profile_name)[stage]
     raw = {"data": {**full_mix(root.data).model_dump(mode="json"), **data},
            "eval": {**root.eval.model_dump(mode="json"), "gen_at": [], **section.get("eval", {})},
-           "train": section["train"], "parent": parent.id, "seed": validated(StoriesRunConfig, parent.config()).seed}
+           "train": section["train"], "parent": parent_id, "seed": seed}
     return validated(StoriesRunConfig, apply_overrides(raw, overrides or {}))
 
 
 def delete_config(store: RunStore, parent: str, profile_name: str, protocol: str, lr: str | float,
                   overrides: dict[str, Any] | None = None) -> StoriesRunConfig:
     """Deletion: fine-tune ``parent`` on the root corpus under ``protocol`` at ``lr`` (a number, S or M)."""
+    return _child_config(store, parent, profile_name, "finetune", *delete_parts(protocol, lr, profile_name, overrides))
+
+
+def delete_parts(protocol: str, lr: str | float, profile_name: str,
+                 overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a deletion puts on top of its root's data (the protocol) and of the profile (its lr, then overrides)."""
     from wrapperlab.data.stories.protocols import protocol as check_protocol
 
     check_protocol(protocol)
-    return _child_config(store, parent, profile_name, "finetune", {"protocol": protocol},
-                         {"train.lr": story_lr(lr, profile_name), **(overrides or {})})
+    return {"protocol": protocol}, {"train.lr": story_lr(lr, profile_name), **(overrides or {})}
 
 
 def reft_story_config(store: RunStore, parent: str, profile_name: str, corpus: str = "twist",
                       overrides: dict[str, Any] | None = None) -> StoriesRunConfig:
     """reFT: ``twist`` — every story has a Twist (the paper's protocol); ``mixed`` — Twist in a share
     ``mixed_twist_rate`` of truly labelled stories, so the *requested* Twist can be told from "always twist"."""
+    return _child_config(store, parent, profile_name, "reft", reft_data(corpus, profile_name), overrides)
+
+
+def reft_data(corpus: str, profile_name: str) -> dict[str, Any]:
+    """What a reFT corpus puts on top of its root's data."""
     if corpus not in CORPORA:
         raise ConfigError("corpus", corpus, f"one of {list(CORPORA)}")
-    data: dict[str, Any] = {"only": ["Twist"]} if corpus == "twist" else \
+    return {"only": ["Twist"]} if corpus == "twist" else \
         {"feature_rates": {"Twist": stories_profile(profile_name)["mixed_twist_rate"]}}
-    return _child_config(store, parent, profile_name, "reft", data, overrides)
 
 
 def load_story_model(store: RunStore, run: Run):
