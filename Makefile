@@ -37,7 +37,7 @@ reproduce-all: install-all
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
 
 # the paper's Table 5 grid (3 priors x 4 C_Tr x 3 lrs, 3 seeds, analyses on C_Tr = 0 and 1 of every prior and lr;
-# the claims it tests are in docs/reproduce.md): about 2.5 h on 2 cores estimated from the demo's node times
+# the claims it tests are in docs/reproduce.md): 2 h 7 min on 2 cores, measured 2026-12-02 over two sittings
 table5: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-table5 --profile quick --workers 2 --profile-time
 
