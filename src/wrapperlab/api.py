@@ -81,13 +81,15 @@ def reft(run: str, profile: str = "quick", overrides: dict[str, Any] | None = No
 
 
 def reproduce(spec: str | Path, profile: str = "quick", runs: str | Path = "runs", seeds: int | None = None,
-              workers: int = 1, runtime: Runtime | None = None, say: Say | None = None) -> Reproduction:
-    """Run a paper experiment from its spec (a shipped name or a YAML file), resumably; then :func:`report`."""
+              workers: int = 1, runtime: Runtime | None = None, say: Say | None = None,
+              yes: bool = False) -> Reproduction:
+    """Run a paper experiment from its spec (a shipped name or a YAML file), resumably; then :func:`report`.
+    ``yes``: run a grid above the cap of ``orchestration.reproduce.GRID_CAP`` runs (refused otherwise)."""
     from wrapperlab.orchestration.reproduce import reproduce as run_spec
     from wrapperlab.orchestration.spec import load_spec
 
     return run_spec(load_spec(spec), profile, RunStore(runs), seeds, runtime or Runtime(progress=False), _quiet(say),
-                    workers=workers)
+                    workers=workers, yes=yes)
 
 
 def report(runs: str | Path = "runs") -> dict[str, Path]:
