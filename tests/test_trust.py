@@ -397,7 +397,7 @@ def test_a_stories_spec_is_checked_whole_before_anything_runs(tmp_path, store, s
     """A bad value in any stage of a stories spec is one line before the first pretraining (it used to stop the
     reproduction after the pretrainings had run)."""
     spec = tmp_path / "bad.yaml"
-    spec.write_text(f"name: bad\nkind: stories\nbase:\n  {stage}: {{{setting}}}\naxes: {{protocol: [filter], lr: [M]}}\n"
-                    "analyses: {reft: {baselines: true, corpora: [twist]}}\n")
+    spec.write_text(f"name: bad\nkind: stories\nbase:\n  {stage}: {{{setting}}}\n"
+                    "axes: {protocol: [filter], lr: [M]}\nanalyses: {reft: {baselines: true, corpora: [twist]}}\n")
     one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), setting.split(":")[0])
     assert runs(store) == []

@@ -139,8 +139,10 @@ def check_size(spec: Spec, profile: str, store: RunStore, seeds: int | None, wor
         seconds, unknown = estimate_seconds(nodes, store, profile, workers)
         guess = f"about {seconds / 3600:.1f} h on {workers} worker(s) from this store's earlier {profile} nodes" \
             if seconds else f"no earlier computed {profile} node of its stages in this store to estimate from"
-        size = f"{runs:,} runs, {len(nodes):,} nodes ({guess}{'; not counted: ' + ', '.join(unknown) if unknown and seconds else ''})"
-    raise ConfigError(f"spec {spec.name} ({profile})", size, f"at most {GRID_CAP:,} runs, or --yes (api: yes=True) to run it anyway")
+        missing = f"; not counted: {', '.join(unknown)}" if unknown and seconds else ""
+        size = f"{runs:,} runs, {len(nodes):,} nodes ({guess}{missing})"
+    raise ConfigError(f"spec {spec.name} ({profile})", size,
+                      f"at most {GRID_CAP:,} runs, or --yes (api: yes=True) to run it anyway")
 
 
 def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
