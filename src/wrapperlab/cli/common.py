@@ -81,11 +81,13 @@ def seed(text: str) -> int:
 
 
 def runtime_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("runtime (does not change a run's identity)")
+    g = p.add_argument_group("runtime (not part of a run's id)")
     g.add_argument("--runs", default="runs", help="run store directory (default: ./runs)")
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's). The summation order, so a weight's last bits, depend on "
+                        "it (and on --device): a bit-identical rerun needs the same")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
