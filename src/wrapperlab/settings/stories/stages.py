@@ -186,6 +186,9 @@ def check_real_data(cfg: StoriesRunConfig) -> None:
     Twist loss over no stories."""
     if cfg.data.source == "generated":
         return
+    key = (cfg.data.model_dump_json(), cfg.eval.model_dump_json())
+    if key in _CORPORA_CHECKED:  # every node of a reproduction asks: a corpus is read once per process
+        return
     where = f"data.source ({cfg.data.source}, first {cfg.data.n_records} records per split)"
     if next(records(cfg.data), None) is None:
         raise ConfigError(where, "no training records",
@@ -197,6 +200,11 @@ def check_real_data(cfg: StoriesRunConfig) -> None:
     if not 0 < asked < len(prompts):
         raise ConfigError(where, f"{asked} of {len(prompts)} held-out prompts request a Twist",
                           "held-out prompts with and without a Twist request")
+    _CORPORA_CHECKED.add(key)
+
+
+#: (data, eval) settings whose real corpus passed :func:`check_real_data` in this process
+_CORPORA_CHECKED: set[tuple[str, str]] = set()
 
 
 def _gen(model, tok, judge, cfg: StoriesRunConfig, prompts: list) -> dict[str, Any]:
