@@ -96,7 +96,8 @@ def test_the_claims_block_gives_each_claim_its_outcome_and_effect():
     claims = [{"where": "η_M", "claim": "T1: a claim", "outcome": "shown", "reason": "r",
                "numbers": {"effect": {"mean": 0.93, "n": 3}, "low": 0.66, "high": 1.2, "margin": 0.3}},
               {"where": "every analysed cell", "claim": "T5: all of them", "outcome": "not shown",
-               "reason": "2 shown, 2 not shown of 4: a: shown; b: not shown", "numbers": {"parts": [{}, {}]}}]
+               "reason": "2 shown, 2 not shown of 4: ...",
+               "numbers": {"parts": [{"outcome": o} for o in ("shown", "not shown", "shown", "not shown")]}}]
     rows = pcfg_claims({"claims": claims}).splitlines()
     assert rows[2] == "| T1: a claim | η_M | **shown** | +0.93 (+0.66 to +1.20, n = 3) vs 0.3 |"
     assert rows[3] == "| T5: all of them | every analysed cell | **not shown** | 2 shown, 2 not shown of 4 |"

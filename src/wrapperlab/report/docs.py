@@ -21,6 +21,7 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
 from wrapperlab.report.sections.common import root_label
 from wrapperlab.report.tables import ci_text
+from wrapperlab.report.verdicts import outcome_counts
 
 _BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
                     re.S)
@@ -111,7 +112,7 @@ def pcfg_claims(numbers: dict[str, Any]) -> str:
             ci = f" ({low:+.2f} to {high:+.2f}, n = {num['effect']['n']})" if low is not None and high is not None else ""
             effect = f"{num['effect']['mean']:+.2f}{ci} vs {num.get('margin', 0):g}"
         elif "parts" in num:
-            effect = c["reason"].split(":")[0]  # "2 shown, 2 not shown of 4"
+            effect = outcome_counts([part["outcome"] for part in num["parts"]])
         else:
             effect = "–"
         claim, where = c["claim"].replace("|", "/"), c.get("where", "").replace("|", "/")

@@ -66,6 +66,12 @@ def paired_rule(claim: str, treated: Sequence[float | None], control: Sequence[f
     return Verdict(claim, INCONCLUSIVE, span + " (the interval straddles the margin)", numbers)
 
 
+def outcome_counts(outcomes: Sequence[str]) -> str:
+    """How many parts came out each way: "2 shown, 2 not shown of 4"."""
+    counts = ", ".join(f"{list(outcomes).count(o)} {o}" for o in (SHOWN, NOT_SHOWN, INCONCLUSIVE) if o in outcomes)
+    return f"{counts} of {len(outcomes)}"
+
+
 def combine(claim: str, parts: Sequence[Verdict], labels: Sequence[str] | None = None) -> Verdict:
     """A claim that needs every part: shown if all are, not shown if any is not, inconclusive otherwise. The reason
     counts the parts' outcomes and names each part (by its ``labels``, e.g. the grid cell, else its claim)."""
@@ -73,8 +79,7 @@ def combine(claim: str, parts: Sequence[Verdict], labels: Sequence[str] | None =
     outcome = NOT_SHOWN if NOT_SHOWN in outcomes else SHOWN if outcomes and all(o == SHOWN for o in outcomes) \
         else INCONCLUSIVE
     names = list(labels) if labels is not None else [p.claim for p in parts]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in (SHOWN, NOT_SHOWN, INCONCLUSIVE) if o in outcomes)
-    reason = f"{counts} of {len(parts)}: " + "; ".join(f"{n}: {p.outcome}" for n, p in zip(names, parts))
+    reason = f"{outcome_counts(outcomes)}: " + "; ".join(f"{n}: {p.outcome}" for n, p in zip(names, parts))
     return Verdict(claim, outcome, reason, {"parts": [p.as_dict() for p in parts]})
 
 
