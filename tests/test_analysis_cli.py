@@ -36,6 +36,8 @@ def test_prune_writes_result_and_figure_once(store, capsys):
     mtime = result.stat().st_mtime_ns
     assert main(argv) == 0
     assert result.stat().st_mtime_ns == mtime  # cached, not recomputed
+    assert main(argv + ["--device", "cpu"]) == 0
+    assert result.stat().st_mtime_ns == mtime  # where it computes is not part of the result's key
     assert main(["prune", ft, "--runs", runs, "--unit", "mlp_hidden", "--ks", "0,2", "--n", "50", "--samples", "32"]) == 0
 
 
@@ -73,6 +75,9 @@ BAD = [
     (["diff", "{pt}", "nothing-here"], "run_b"),
     (["attention", "{ft}", "--against", "{ft}"], "against"),
     (["attention", "{ft}", "--text", "abcd"], "text"),
+    *(([verb, "{ft}", "--device", device], "device") for verb in ("prune", "probe", "attention", "eval")
+      for device in ("cuda:7", "tpu")),
+    (["diff", "{pt}", "{ft}", "--device", "cuda:7"], "device"),
 ]
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from wrapperlab.cli.common import (
@@ -11,6 +10,7 @@ from wrapperlab.cli.common import (
     Parser,
     add_examples,
     add_shortcut_args,
+    check_device,
     emit,
     int_list,
     overrides,
@@ -73,6 +73,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=int, default=1000, help="test samples per accuracy")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
+                   "(not part of the stored result's key)")
 
     p = sub.add_parser("probe", help="linear probes for the counts of O_PT and O_FT after every block")
     p.add_argument("run", help="run id, prefix or directory")
@@ -82,6 +84,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
+                   "(not part of the stored result's key)")
 
     p = sub.add_parser("attention", help="attention and MLP maps of a run beside another (default: its pretrained root)")
     p.add_argument("run", help="run id, prefix or directory")
@@ -91,11 +95,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--text", help="your own window of a/b/c terminals (exactly the run's window length)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
+                   "(not part of the stored result's key)")
 
     p = sub.add_parser("diff", help="per-matrix weight change from RUN_A to RUN_B (relative size, effective rank)")
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--runs", default="runs")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
+                   "(not part of the stored result's key)")
 
     p = sub.add_parser("reft", help="reverse fine-tuning: train a fine-tuned run back on the pretraining question")
     p.add_argument("run", help="a fine-tuned run (id, prefix or directory)")
@@ -219,8 +227,8 @@ def cmd_eval(args) -> int:
     from wrapperlab.settings.pcfg.stages import evaluate_run
 
     positive("n", args.n)
-    device = runtime(argparse.Namespace(device=args.device, threads=None, compile=False, quiet=True)).device
-    result = evaluate_run(RunStore(args.runs).resolve(args.run), n=args.n, seed=args.seed, device=device)
+    check_device(args.device)
+    result = evaluate_run(RunStore(args.runs).resolve(args.run), n=args.n, seed=args.seed, device=args.device)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -245,7 +253,8 @@ def cmd_prune(args) -> int:
     if args.matrices:
         spec["matrices"] = [m.strip() for m in args.matrices.split(",")]
     cfg = validated(PruneConfig, spec)
-    art = prune_run(RunStore(args.runs), args.run, cfg, n_eval=args.n, seed=args.seed, say=say)
+    check_device(args.device)
+    art = prune_run(RunStore(args.runs), args.run, cfg, n_eval=args.n, seed=args.seed, say=say, device=args.device)
     prune_figure(art.data, art.png_path)
     rows = [{"k": k, **{m: v[i] for m, v in art.data["curves"].items()}} for i, k in enumerate(art.data["ks"])]
     print(text_table(rows, [("k", "K", "s")] + [(key, head, "pct") for key, head, _ in _FT_METRICS]))
@@ -265,7 +274,8 @@ def cmd_probe(args) -> int:
     from wrapperlab.settings.pcfg.analyses import probe_run
 
     cfg = validated(ProbeConfig, {"iters": args.iters, "n_train": args.n_train, "n_test": args.n_test})
-    art = probe_run(RunStore(args.runs), args.run, cfg, prompt=args.prompt, seed=args.seed, say=say)
+    check_device(args.device)
+    art = probe_run(RunStore(args.runs), args.run, cfg, prompt=args.prompt, seed=args.seed, say=say, device=args.device)
     probe_figure(art.data, art.png_path, title=f"probes of {art.data['run']}")
     rows = []
     for target, acc in art.data["accuracy"].items():
@@ -288,12 +298,14 @@ def cmd_attention(args) -> int:
     positive("n", args.n)
     if args.example < 0:
         raise ConfigError("example", args.example, "an input number >= 0")
+    check_device(args.device)
     store = RunStore(args.runs)
     run = store.resolve(args.run)
     other = store.resolve(args.against, field="against") if args.against else root_pretrain_run(store, run)
     if other.id == run.id:
         raise ConfigError("against", args.against or other.id, "a different run to compare with")
-    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=say, text=args.text) for r in (other, run)}
+    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=say, text=args.text,
+                                   device=args.device) for r in (other, run)}
     maps = {rid: a.data for rid, a in arts.items()}
     if len({len(m["patterns"]) for m in maps.values()}) > 1:
         raise ConfigError("against", other.id, "a run of the same architecture")
@@ -318,7 +330,8 @@ def cmd_diff(args) -> int:
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.analyses import diff_runs
 
-    art = diff_runs(RunStore(args.runs), args.run_a, args.run_b, say=say)
+    check_device(args.device)
+    art = diff_runs(RunStore(args.runs), args.run_a, args.run_b, say=say, device=args.device)
     diff_figure(art.data, art.png_path)
     print(text_table(art.data["matrices"], [("name", "matrix", "s"), ("rel_change", "|dW|/|W|", "g"),
                                             ("effective_rank", "eff. rank", "g"), ("top1_energy", "top-1 %", "pct"),

@@ -42,10 +42,11 @@ def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tu
 
 
 def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0, say: Say = print,
-              pair: FinetuneDataConfig | None = None) -> Artifact:
+              pair: FinetuneDataConfig | None = None, device: str = "cpu") -> Artifact:
     """Prune a run's model by pretraining-task saliency; accuracies per K (stored, cached). A fine-tuned run is
     pruned for its own pair; a pretrained run (a negative control: e.g. the Scr.+FT pretraining, which never had
-    O_PT) for ``pair``."""
+    O_PT) for ``pair``. ``device`` is where it computes, not part of the cached result's key (like a run's
+    runtime: the numbers agree across devices up to float rounding)."""
     run, ft, data = _pair_data(store, ref, pair)
     key = {"prune": cfg.model_dump(mode="json"), "n_eval": n_eval, "seed": seed}
     if run.kind == "pretrain":
@@ -55,7 +56,7 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
         key["pair"] = [ft.task, ft.pt_operand, ft.operand]
 
     def compute() -> dict[str, Any]:
-        model = load_model(run)
+        model = load_model(run).to(device)
         check_ks(model, cfg)
         samples = data.data.sample(cfg.n_samples, stream_rng(seed, "prune"), task=ft.task, operand=ft.pt_operand)
         test_sets = finetune_test_sets(data, n_eval, seed)
@@ -70,7 +71,7 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
 
 
 def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print,
-              pair: FinetuneDataConfig | None = None) -> Artifact:
+              pair: FinetuneDataConfig | None = None, device: str = "cpu") -> Artifact:
     """Probe a run for the counts of O_PT and O_FT at every block, beside a random-init control.
 
     Inputs are uncorrelated (C_Te = 0) windows asking the ``prompt`` operand's question. A pretrained
@@ -82,7 +83,7 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
     key = {"probe": cfg.model_dump(mode="json"), "pair": [ft.task, ft.pt_operand, ft.operand], "prompt": prompt, "seed": seed}
 
     def compute() -> dict[str, Any]:
-        model = load_model(run)
+        model = load_model(run).to(device)
         control = random_init_twin(model, seed + 1)
         ask = ft.pt_operand if prompt == "pt" else ft.operand
         sets = []
@@ -100,7 +101,8 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
 
 
 def attention_run(
-    store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print, text: str | None = None
+    store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print,
+    text: str | None = None, device: str = "cpu",
 ) -> Artifact:
     """Attention patterns, MLP activations and attention masses on O_PT vs O_FT for one run.
 
@@ -116,7 +118,7 @@ def attention_run(
 
     def compute() -> dict[str, Any]:
         say(f"attention maps of {run.id}")
-        model = load_model(run)
+        model = load_model(run).to(device)
         windows = data.sample(n_mass, stream_rng(seed, "eval", 7), c=0.0).windows
         many = data.data.build([ft.task] * n_mass, [ft.pt_operand] * n_mass, windows)
         chosen = (
@@ -128,12 +130,14 @@ def attention_run(
     return cached(run, "attention", key, compute, VERSIONS["attention"])
 
 
-def diff_runs(store: RunStore, ref_a: str, ref_b: str, say: Say = print) -> Artifact:
-    """Weight differences from run A to run B (stored with run B)."""
+def diff_runs(store: RunStore, ref_a: str, ref_b: str, say: Say = print, device: str = "cpu") -> Artifact:
+    """Weight differences from run A to run B (stored with run B); the SVDs run on ``device`` (in float64, which
+    Apple's MPS lacks: there they run on the CPU)."""
+    device = "cpu" if device == "mps" else device
     run_a, run_b = store.resolve(ref_a, field="run_a"), store.resolve(ref_b, field="run_b")
 
     def compute() -> dict[str, Any]:
         say(f"weight diff {run_a.id} -> {run_b.id}")
-        return {"from": run_a.id, "matrices": as_dicts(weight_diff(load_model(run_a), load_model(run_b)))}
+        return {"from": run_a.id, "matrices": as_dicts(weight_diff(load_model(run_a).to(device), load_model(run_b).to(device)))}
 
     return cached(run_b, "diff", {"from": run_a.id}, compute, VERSIONS["diff"])

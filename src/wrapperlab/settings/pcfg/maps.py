@@ -39,12 +39,14 @@ def attention_maps(model: nn.Module, example: Samples, many: Samples, task: str,
     """``example``: one sample to draw; ``many``: samples to average attention masses over."""
     n_layers = len(model.blocks)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
-    tokens = torch.from_numpy(example.tokens[:1])
+    device = next(model.parameters()).device
+    tokens = torch.from_numpy(example.tokens[:1]).to(device)
     _, cache = model.run_with_cache(tokens, names_filter=names + [f"blocks.{l}.mlp.hook_post" for l in range(n_layers)])
     patterns = [cache[n][0].tolist() for n in names]
     mlp = [cache[f"blocks.{l}.mlp.hook_post"][0].tolist() for l in range(n_layers)]
 
-    _, cache = model.run_with_cache(torch.from_numpy(many.tokens), names_filter=names)
+    _, cache = model.run_with_cache(torch.from_numpy(many.tokens).to(device), names_filter=names)
+    cache = {n: cache[n].float().cpu() for n in names}
     width = many.windows.shape[1]
     query = many.answer_pos - 1
     arg = T.family(task).arg

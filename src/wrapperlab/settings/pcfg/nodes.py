@@ -156,11 +156,12 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
     if node.stage == "prune":
         ks = tuple(node.options.get("ks") or DEFAULT_KS)
         art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
-                        seed=seed, say=ctx.say, pair=pair)
+                        seed=seed, say=ctx.say, pair=pair, device=ctx.runtime.device)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "probe":
         iters = node.options.get("iters") or load_profile(ctx.profile).get("probe", {}).get("iters", 4000)
-        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair)
+        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair,
+                        device=ctx.runtime.device)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
         result = run_reft(store, parent.run_id, ctx.profile, _reft_overrides(node, ctx),
