@@ -164,6 +164,33 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_effective_thread_count_is_recorded_and_a_resume_at_another_is_said(store, monkeypatch):
+    """runtime.json holds the threads a run trained with (the flag's value, else this process's count); resumed at
+    another count, the run says so in one line and keeps what the first attempt ran with."""
+    import wrapperlab.training.loop as loop
+    from wrapperlab.cli.main import main
+
+    args = ["pretrain", *TEST, "--set", "train.checkpoint_every=10", "--runs", store]
+    threads = torch.get_num_threads()
+    real = loop.save_checkpoint
+
+    def save_then_die(directory, step, *rest, **kw):
+        real(directory, step, *rest, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    assert main([*args, "--threads", "1"]) == 130
+    torch.set_num_threads(threads)
+    (run,) = runs(store)
+    assert json.loads((run / "runtime.json").read_text())["threads"] == 1
+    r = run_cli(*args, "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "resumed with 2 threads" in line]
+    assert len(said) == 1 and "begun with 1" in said[0]
+    recorded = json.loads((run / "runtime.json").read_text())
+    assert recorded["threads"] == 2 and [e["threads"] for e in recorded["earlier"]] == [1]
+
+
 # --- resumable after any fault -----------------------------------------------------------------------------------
 
 def test_a_torn_metrics_line_is_tolerated(pretrained, store):

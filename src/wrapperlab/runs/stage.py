@@ -100,7 +100,7 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
                 say(f"reusing finished run {run.path}")
                 results[i] = StageResult(run, run.result(), reused=True)
                 continue
-            run.write_json("runtime.json", runtime.model_dump())
+            record_runtime(run, runtime, say)
             run.note_compute()
             gen = compute(run)
             if isinstance(gen, dict):
@@ -122,6 +122,29 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
             run.finish(result)
             results[i] = StageResult(run, result, reused=False)
     return [results[i] for i in range(len(items))]
+
+
+def record_runtime(run: Run, runtime: Runtime, say: Say) -> None:
+    """Write ``runtime.json``: the runtime and the torch thread count the run trains with (``threads``; the
+    default is this process's), since the weights' last bits depend on it and on the device though the run's id
+    does not. A run resumed with another thread count or device says so in one line and keeps what each earlier
+    attempt ran with (``earlier``): its weights can then differ in their last bits from an uninterrupted run's."""
+    import torch
+
+    now = {**runtime.model_dump(), "threads": runtime.threads or torch.get_num_threads()}
+    path = run.path / "runtime.json"
+    try:
+        before = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        before = None
+    earlier = []
+    if isinstance(before, dict):
+        earlier = [*before.pop("earlier", []), before]
+        was = {k: before.get(k) for k in ("threads", "device")}
+        if was != {k: now[k] for k in was}:
+            say(f"{run.id}: resumed with {now['threads']} threads on {now['device']}, begun with {was['threads']} on "
+                f"{was['device']}: its weights' last bits may differ from an uninterrupted run's")
+    run.write_json("runtime.json", {**now, "earlier": earlier} if earlier else now)
 
 
 def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evaluate, loss_fn=None) -> TrainState:
