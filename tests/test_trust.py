@@ -428,3 +428,15 @@ def test_a_stories_spec_is_checked_whole_before_anything_runs(tmp_path, store, s
                     "axes: {protocol: [filter], lr: [M]}\nanalyses: {reft: {baselines: true, corpora: [twist]}}\n")
     one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), setting.split(":")[0])
     assert runs(store) == []
+
+
+@pytest.mark.parametrize("stage, setting", [("reft", "train.iters: true"), ("finetune", "noise_std: -1"),
+                                            ("finetune", "data.max_len: 99")])
+def test_a_tracr_spec_is_checked_whole_before_anything_compiles(tmp_path, store, stage, setting):
+    """A bad value in a Tracr spec's fine-tuning or reFT is one line before the compilation (it used to surface only
+    after JAX had compiled the program and the fine-tunings had run)."""
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(f"name: bad\nkind: tracr\nprogram: counter\nbase:\n  {stage}: {{{setting}}}\n"
+                    "axes: {lr: [M], c_tr: [1.0]}\nanalyses: {reft: {}}\n")
+    one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), setting.split(":")[0])
+    assert runs(store) == []

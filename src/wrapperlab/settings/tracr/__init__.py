@@ -13,6 +13,7 @@ SETTING = Setting(
     analyses=nodes.ANALYSES,
     expand=nodes.expand,
     run_node=nodes.run_node,
+    check=nodes.check_nodes,
     load_model=nodes.load_model,
     versions=stages.VERSIONS,
     report_section="wrapperlab.report.sections.tracr:tracr_section",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from wrapperlab.errors import ConfigError
+from wrapperlab.models.tracr.programs import program
 from wrapperlab.runs.store import Run
 from wrapperlab.settings.base import Node, NodeContext, Outcome, expand_tree
 from wrapperlab.settings.tracr.stages import (
@@ -15,6 +17,8 @@ from wrapperlab.settings.tracr.stages import (
     compile_config,
     compile_stage,
     compiled_of,
+    finetune_config_for,
+    reft_config_for,
     tracr_finetune,
     tracr_finetune_config,
     tracr_reft_config,
@@ -28,6 +32,27 @@ FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr", "noise_
 
 def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
     return expand_tree(spec, profile, seeds, AXES, "compile", (), lambda seed, shared: {"program": spec.program})
+
+
+#: the parent id a spec's check builds configs with (no run exists yet; only the values are checked)
+PLACEHOLDER_PARENT = "tracr-compile-check"
+
+
+def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
+    """Build every config the nodes will build (compilation, fine-tuning, reFT) before the first node runs, so a bad
+    value anywhere in a Tracr spec is one ConfigError before JAX compiles anything. ``data.max_len`` is held to the
+    length the spec's program compiles to, as loading the compiled model will."""
+    max_len = compile_config(ctx.spec.program).max_seq_len or program(ctx.spec.program).max_seq_len
+    for node in nodes:
+        if node.stage not in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
+            continue
+        ft = finetune_config_for(PLACEHOLDER_PARENT, ctx.spec.program, ctx.profile,
+                                 ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+        if ft.data.max_len > max_len:
+            raise ConfigError("finetune: data.max_len", ft.data.max_len, f"at most {ctx.spec.program}'s compiled "
+                                                                         f"length {max_len}")
+        if node.stage == "reft":
+            reft_config_for(PLACEHOLDER_PARENT, ft, ctx.profile, overrides=ctx.base("reft"))
 
 
 def run_node(node: Node, ctx: NodeContext) -> Outcome:

@@ -87,17 +87,34 @@ def tracr_finetune_config(
     parent: Run, profile_name: str = "quick", overrides: dict[str, Any] | None = None, stage: str = "finetune"
 ) -> TracrFinetuneConfig:
     """Profile section + overrides (``train.lr`` may be a name: L, M, S, VS) -> a validated config."""
+    return finetune_config_for(parent.id, parent.config()["program"], profile_name, overrides, stage)
+
+
+def finetune_config_for(parent_id: str, program_name: str, profile_name: str = "quick",
+                        overrides: dict[str, Any] | None = None, stage: str = "finetune") -> TracrFinetuneConfig:
+    """:func:`tracr_finetune_config` from the parent's id and program alone — what a spec's check builds before the
+    compiled parent exists."""
     section = _section(profile_name)
-    program = parent.config()["program"]
-    if program not in section.get("data", {}):
-        raise ConfigError("program", program, f"one with fine-tuning data in the profile ({sorted(section['data'])})")
+    if program_name not in section.get("data", {}):
+        raise ConfigError("program", program_name, f"one with fine-tuning data in the profile ({sorted(section['data'])})")
     raw = apply_overrides(
-        {"parent": parent.id, "data": {"task": program, **section["data"][program]}, "train": section[stage],
+        {"parent": parent_id, "data": {"task": program_name, **section["data"][program_name]}, "train": section[stage],
          "noise_std": section["noise_std"], "eval": section["eval"], "seed": 0},
         overrides or {},
     )
     raw["train"]["lr"] = tracr_lr(raw["train"].get("lr", "M"))
     return validated(TracrFinetuneConfig, raw)
+
+
+def reft_config_for(ft_id: str, ft_cfg: TracrFinetuneConfig, profile_name: str = "quick", lr: str | float | None = None,
+                    overrides: dict[str, Any] | None = None) -> TracrFinetuneConfig:
+    """:func:`tracr_reft_config` from the fine-tuning's id and config (no stored run needed)."""
+    lr = ft_cfg.train.lr * load_profiles()["reft_lr_factor"] if lr is None else tracr_lr(lr)
+    data = ft_cfg.data.model_dump()
+    data.update(ask="pt", c_tr=0.0)
+    return finetune_config_for(ft_id, ft_cfg.data.task, profile_name, {"parent": ft_id, "data": data, "train.lr": lr,
+                                                                         "seed": ft_cfg.seed, **(overrides or {})},
+                               stage="reft")
 
 
 # -- stages --------------------------------------------------------------------------------------------
@@ -215,13 +232,8 @@ def tracr_reft_config(ft: Run, profile_name: str = "quick", lr: str | float | No
                       overrides: dict[str, Any] | None = None) -> TracrFinetuneConfig:
     """reFT of a tracr fine-tune: the pretraining answer asked on uncorrelated inputs, at ``lr``
     (default: the profile's ``reft_lr_factor`` x the fine-tuning lr); ``overrides`` (dotted) come last."""
-    ft_cfg = validated(TracrFinetuneConfig, ft.config())
-    lr = ft_cfg.train.lr * load_profiles()["reft_lr_factor"] if lr is None else tracr_lr(lr)
-    data = ft_cfg.data.model_dump()
-    data.update(ask="pt", c_tr=0.0)
-    root = compiled_root(ft)
-    return tracr_finetune_config(root, profile_name, {"parent": ft.id, "data": data, "train.lr": lr,
-                                                      "seed": ft_cfg.seed, **(overrides or {})}, stage="reft")
+    compiled_root(ft)  # a tracr lineage, or a clear error
+    return reft_config_for(ft.id, validated(TracrFinetuneConfig, ft.config()), profile_name, lr, overrides)
 
 
 # -- analyses of tracr runs (stored beside the run, cached by config) ------------------------------------
