@@ -197,20 +197,63 @@ def test_ray_executor_on_a_local_cluster(tmp_path):
     assert again.computed == 0
 
 
-def test_ray_missing_is_one_clear_line(monkeypatch, tmp_path, capsys):
+def test_submitit_executor_through_its_local_executor(tmp_path):
+    """`--executor submitit --cluster local`: every ready node a submitit job (local processes, as Slurm would run
+    them), at most --workers in flight; each run computed once, and a later local call computes nothing."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("submitit")
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "wrapperlab", "reproduce", "pcfg-counter", "--profile", "test", "--out", str(runs),
+           "--quiet", "--executor", "submitit", "--cluster", "local", "--workers", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "10 nodes, 10 computed" in done.stdout
+    made = [r for r in RunStore(runs).runs() if r.done]
+    assert len(made) == 6 and all(len(r.computed_by()) == 1 for r in made)
+    jobs = {p.parent.name for p in (runs / "submitit").glob("*/*_result.pkl")}
+    assert len(jobs) == 10  # one job per node, its logs in the store
+    again = reproduce(load_spec("pcfg-counter"), "test", RunStore(runs), runtime=Runtime(progress=False),
+                      say=lambda _: None)
+    assert again.computed == 0
+
+
+def test_a_submitit_job_that_fails_on_bad_input_is_one_line(tmp_path):
+    """An error the user can act on, raised inside a job (here: training diverges at a huge lr), reaches the
+    driver whole: one line naming it, exit 2."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("submitit")
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nkind: pcfg\nbase:\n  pretrain: {train.lr: 1000000.0}\n"
+                    "axes: {prior: [low], lr: [L], c_tr: [1.0]}\nanalyses: {}\n")
+    r = subprocess.run([sys.executable, "-m", "wrapperlab", "reproduce", str(spec), "--profile", "test", "--out",
+                        str(tmp_path / "runs"), "--quiet", "--executor", "submitit", "--cluster", "local"],
+                       capture_output=True, text=True, timeout=600)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("wrapperlab: error")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "diverged at step" in errors[0] and len(list((tmp_path / "runs" / "submitit").glob("*/*_result.pkl"))) == 1
+
+
+@pytest.mark.parametrize("module, extra", [("ray", "ray"), ("submitit", "slurm")])
+def test_a_missing_executor_is_one_clear_line(monkeypatch, tmp_path, capsys, module, extra):
     import builtins
 
     real_import = builtins.__import__
 
-    def no_ray(name, *args, **kwargs):
-        if name == "ray":
-            raise ImportError("no ray here")
+    def without(name, *args, **kwargs):
+        if name == module:
+            raise ImportError(f"no {module} here")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_ray)
-    assert main(["reproduce", "pcfg-counter", "--profile", "test", "--executor", "ray", "--out", str(tmp_path)]) == 2
+    monkeypatch.setattr(builtins, "__import__", without)
+    argv = ["reproduce", "pcfg-counter", "--profile", "test", "--executor", module, "--out", str(tmp_path / "runs")]
+    assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "wrapperlab[ray]" in err[0]
+    assert len(err) == 1 and f"wrapperlab[{extra}]" in err[0]
+    assert not (tmp_path / "runs").exists()  # refused before the store is touched
 
 
 def test_reft_runs_at_the_named_lrs_not_above_the_finetuning_lr():

@@ -18,9 +18,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--seeds", type=int, help="number of seeds (default: the spec's for this profile)")
     p.add_argument("--out", help="run store directory (default: --runs)")
     p.add_argument("--workers", type=int, default=1, help="local processes running ready nodes in parallel (default 1)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local (this process or --workers processes) or ray (one task per run; pip install 'wrapperlab[ray]')")
+    p.add_argument("--executor", default="local", choices=["local", "ray", "submitit"],
+                   help="local (this process or --workers processes), ray (one task per run; pip install "
+                        "'wrapperlab[ray]') or submitit (one Slurm job per ready run, --workers in flight; pip install "
+                        "'wrapperlab[slurm]')")
     p.add_argument("--address", help="ray: a running cluster HOST:PORT (default: start a local Ray on 127.0.0.1)")
+    p.add_argument("--cluster", default="auto", choices=["auto", "slurm", "local"],
+                   help="submitit: slurm, local processes, or auto (Slurm where sbatch exists)")
+    p.add_argument("--partition", help="submitit: the Slurm partition (default: the cluster's)")
+    p.add_argument("--timeout-min", type=int, default=240, help="submitit: each job's time limit in minutes")
     p.add_argument("--stack", type=int, default=1,
                    help="local executor: train up to N ready fine-tunings as one stack (vmap over their stacked "
                         "weights; each run stored as if trained alone; docs/performance.md: no gain on CPU). "
@@ -37,7 +43,8 @@ def add_parsers(sub) -> None:
         "wrapperlab reproduce pcfg-counter --workers 2             # the demo (make demo)",
         "wrapperlab reproduce pcfg-table5 --profile quick --workers 2 --profile-time",
         "wrapperlab reproduce tracr-counter stories-twist --profile test --runs /tmp/runs",
-        "wrapperlab reproduce my-spec.yaml --profile paper --device cuda --executor ray"]})
+        "wrapperlab reproduce my-spec.yaml --profile paper --device cuda --executor ray",
+        "wrapperlab reproduce pcfg-table5 --executor submitit --partition gpu --workers 64 --device cuda --runs /shared/runs"]})
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
     p.add_argument("dir", help="the run store `reproduce` used")
@@ -64,12 +71,18 @@ def cmd_reproduce(args) -> int:
         from wrapperlab.orchestration.executors.ray import import_ray
 
         import_ray()  # and the executor, before the store is touched
+    if args.executor == "submitit":
+        from wrapperlab.orchestration.executors.submitit import import_submitit
+
+        import_submitit()
+        positive("timeout-min", args.timeout_min)
     store = RunStore(args.out or args.runs)
     for spec in specs:
         run_time = runtime(args).model_copy(update={"stack": getattr(args, "stack", 1)})
         result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, workers=args.workers,
-                           executor=args.executor, address=args.address,
-                           yes=getattr(args, "yes", False))
+                           executor=args.executor, address=args.address, yes=getattr(args, "yes", False),
+                           cluster={"cluster": args.cluster, "partition": args.partition,
+                                    "timeout_min": args.timeout_min} if args.executor == "submitit" else None)
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
         if getattr(args, "profile_time", False):

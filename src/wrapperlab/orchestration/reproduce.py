@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from wrapperlab import timing
 from wrapperlab.errors import ConfigError
@@ -92,7 +92,7 @@ def _worker(group: list[Node], spec: Spec, profile: str, root: str, done: dict[s
     return run_group(group, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "submitit")
 
 #: runs (grid points × seeds) above which ``reproduce`` asks for ``--yes``: a typo in an axis can mean weeks of compute
 GRID_CAP = 2000
@@ -147,7 +147,7 @@ def check_size(spec: Spec, profile: str, store: RunStore, seeds: int | None, wor
 
 def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = None, runtime: Runtime = Runtime(),
               say: Say = print, workers: int = 1, executor: str = "local", address: str | None = None,
-              yes: bool = False) -> Reproduction:
+              yes: bool = False, cluster: dict[str, Any] | None = None) -> Reproduction:
     """Run every node of ``spec`` once its parents are done, with one progress line per node started and
     finished (nodes done / total, the node, elapsed, an ETA from the nodes computed so far).
 
@@ -155,6 +155,9 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
     with ``cores // workers`` torch threads so that together they do not oversubscribe the machine.
     ``executor="ray"``: one Ray task per node (:mod:`wrapperlab.orchestration.executors.ray`), on the
     cluster at ``address`` or a local Ray, each task asking for ``runtime.threads`` CPUs (default 1).
+    ``executor="submitit"``: one Slurm job per ready node (or group), at most ``workers`` in flight
+    (:mod:`wrapperlab.orchestration.executors.submitit`; ``cluster``: its options — ``cluster`` auto/slurm/local,
+    ``partition``, ``timeout_min``).
 
     A grid of more than :data:`GRID_CAP` runs is refused (its size and estimated time in the message) unless ``yes``.
     """
@@ -195,6 +198,10 @@ def reproduce(spec: Spec, profile: str, store: RunStore, seeds: int | None = Non
         from wrapperlab.orchestration.executors.ray import run_ray
 
         run_ray(nodes, spec, profile, store, runtime, report, address=address)
+    elif executor == "submitit":
+        from wrapperlab.orchestration.executors.submitit import run_submitit
+
+        run_submitit(nodes, spec, profile, store, done, runtime, workers, starting, report, **(cluster or {}))
     elif workers <= 1 and runtime.stack <= 1:
         for node in nodes:
             starting(node)
@@ -271,22 +278,39 @@ def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, rep
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
-    # which ready node a free worker takes first: the setting's ranks (roots, then what unblocks others, then
-    # long nodes, then short analyses); unranked stages last; stackable ready nodes as one group (runtime.stack)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
+        schedule(nodes, spec, done, runtime, workers, starting, report,
+                 submit=lambda group, parents: pool.submit(_worker, group, spec, profile, str(store.root), parents,
+                                                           worker_runtime),
+                 wait_any=lambda handles: wait(handles, return_when=FIRST_COMPLETED)[0],
+                 result=lambda future: future.result())
+
+
+def schedule(nodes: list[Node], spec: Spec, done: dict[str, Outcome], runtime: Runtime, slots: int,
+             starting: Callable[[Node], None], report: Callable[[Node, Outcome], None],
+             submit: Callable[[list[Node], dict[str, Outcome]], Any], wait_any: Callable[[list[Any]], Any],
+             result: Callable[[Any], list[Outcome]]) -> None:
+    """Hand ready nodes to an executor, at most ``slots`` jobs at a time, until every node is done (the local pool
+    and the submitit executor share it; Ray instead takes the whole graph with its dependencies).
+
+    Which ready node a free slot takes first: the setting's ranks (roots, then what unblocks others, then long
+    nodes, then short analyses; unranked stages last), stackable ready nodes as one group (``runtime.stack``).
+    ``submit(group, parents)`` starts a job and returns its handle, ``wait_any(handles)`` the finished ones,
+    ``result(handle)`` the group's outcomes (raising what the job raised)."""
     pending = list(nodes)
     running: dict[Any, list[Node]] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
-        while pending or running:
-            ready = [n for n in pending if all(p in done for p in n.parents)]
-            for group in next_groups(ready, spec, runtime):
-                if len(running) >= workers:
-                    break
-                parents = {p: done[p] for node in group for p in node.parents}
-                for node in group:
-                    pending.remove(node)
-                    starting(node)
-                running[pool.submit(_worker, group, spec, profile, str(store.root), parents, worker_runtime)] = group
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in finished:
-                for node, outcome in zip(running.pop(future), future.result()):
-                    report(node, outcome)
+    while pending or running:
+        ready = [n for n in pending if all(p in done for p in n.parents)]
+        for group in next_groups(ready, spec, runtime):
+            if len(running) >= slots:
+                break
+            parents = {p: done[p] for node in group for p in node.parents}
+            for node in group:
+                pending.remove(node)
+                starting(node)
+            running[submit(group, parents)] = group
+        if not running:
+            raise RuntimeError(f"no node is ready, none is running and {len(pending)} wait: the graph is not a DAG")
+        for handle in wait_any(list(running)):
+            for node, outcome in zip(running.pop(handle), result(handle)):
+                report(node, outcome)
