@@ -89,6 +89,9 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's). The summation order, so a weight's last bits, depend on "
                         "it (and on --device): a bit-identical rerun needs the same")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--tensorboard", metavar="DIR",
+                   help="also mirror each computed run's metrics to TensorBoard event files in DIR/<run id> "
+                        "(`tensorboard --logdir DIR`; pip install 'wrapperlab[tensorboard]')")
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
@@ -149,7 +152,18 @@ def runtime(args):
     if args.threads is not None and args.threads <= 0:
         raise ConfigError("threads", args.threads, "a positive integer")
     check_device(args.device)
-    return Runtime(device=args.device, compile=args.compile, threads=args.threads, progress=not args.quiet)
+    board = getattr(args, "tensorboard", None)
+    if board:
+        from pathlib import Path
+
+        from wrapperlab.runs.mirror import check_tensorboard
+
+        check_tensorboard()
+        if Path(board).exists() and not Path(board).is_dir():
+            raise ConfigError("tensorboard", board, "a directory (this is a file)")
+        board = str(Path(board).resolve())  # workers of any executor write to the same place
+    return Runtime(device=args.device, compile=args.compile, threads=args.threads, progress=not args.quiet,
+                   tensorboard=board)
 
 
 def int_list(name: str, text: str) -> list[int]:

@@ -86,9 +86,10 @@ class Reproduction:
     seconds: float
 
 
-def _worker(group: list[Node], spec: Spec, profile: str, root: str, done: dict[str, Outcome],
+def run_job(group: list[Node], spec: Spec, profile: str, root: str, done: dict[str, Outcome],
             runtime: Runtime) -> list[Outcome]:
-    """Process-pool entry point (top level, so it pickles): one node, or a group trained as one stack."""
+    """A job of the process pool or of submitit (top level, so it pickles): one node, or a group trained as one
+    stack."""
     return run_group(group, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
 
 
@@ -278,9 +279,10 @@ def _run_pool(nodes, spec, profile, store, done, runtime, workers, starting, rep
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     worker_runtime = runtime.model_copy(update={"threads": runtime.threads or threads, "progress": False})
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
         schedule(nodes, spec, done, runtime, workers, starting, report,
-                 submit=lambda group, parents: pool.submit(_worker, group, spec, profile, str(store.root), parents,
+                 submit=lambda group, parents: pool.submit(run_job, group, spec, profile, str(store.root), parents,
                                                            worker_runtime),
                  wait_any=lambda handles: wait(handles, return_when=FIRST_COMPLETED)[0],
                  result=lambda future: future.result())

@@ -17,6 +17,7 @@ from torch import nn
 
 from wrapperlab.errors import ConfigError, IntegrityError
 from wrapperlab.files import atomic_write_text, load_weights
+from wrapperlab.runs.mirror import mirrored
 from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.timing import section
 from wrapperlab.training.config import Runtime
@@ -101,6 +102,7 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
                 results[i] = StageResult(run, run.result(), reused=True)
                 continue
             record_runtime(run, runtime, say)
+            held.enter_context(mirrored(run, runtime.tensorboard))
             run.note_compute()
             gen = compute(run)
             if isinstance(gen, dict):

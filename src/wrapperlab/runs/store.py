@@ -28,6 +28,7 @@ import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -64,9 +65,11 @@ def versioned(config: dict[str, Any], version: int) -> dict[str, Any]:
 
 @dataclass
 class Run:
-    """Handle on one run directory."""
+    """Handle on one run directory. ``mirror``: where this process also sends the run's metrics while it computes
+    it (runs/mirror.py; runtime, not part of the run)."""
 
     path: Path
+    mirror: Any = dataclass_field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -123,10 +126,14 @@ class Run:
     def log_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+        if self.mirror is not None:
+            self.mirror.log(record)
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records written after ``step`` (they came from the part of a killed run being redone; a run that
         starts from scratch passes -1: nothing of an earlier attempt is kept)."""
+        if self.mirror is not None:
+            self.mirror.restart(step)
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return

@@ -68,3 +68,5 @@ class Runtime(Config):
     threads: int | None = Field(None, gt=0)
     stack: int = Field(1, ge=1, le=64, description="train up to this many ready runs of one stage as one stack "
                        "(training/stacked.py; 1 = every run alone)")
+    tensorboard: str | None = Field(None, description="mirror each computed run's metrics to TensorBoard event "
+                                    "files under this directory (runs/mirror.py)")

@@ -39,10 +39,10 @@ def _job(group: list[Node], spec: Spec, profile: str, root: str, parents: dict[s
     """One job: a node, or a group trained as one stack. An error the user can act on (bad input, a damaged file,
     a diverged run, a full disk) comes back as a value, so the driver raises it whole — submitit would turn it
     into a traceback's text."""
-    from wrapperlab.orchestration.reproduce import _worker
+    from wrapperlab.orchestration.reproduce import run_job
 
     try:
-        return "ok", _worker(group, spec, profile, root, parents, runtime)
+        return "ok", run_job(group, spec, profile, root, parents, runtime)
     except (UserError, OSError) as e:
         return "error", e
 
