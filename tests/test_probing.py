@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from wrapperlab.analysis.probing import ProbeConfig, layer_names, residuals_at, train_probes
+from wrapperlab.analysis.probing import ProbeConfig, layer_names, residuals_at, train_probe_sets, train_probes
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.models.gpt import GPT, GPTConfig
 
@@ -29,6 +29,21 @@ def test_linear_code_is_read_perfectly_and_shuffled_labels_are_not():
     shuffled = np.random.default_rng(1).permutation(y)
     acc = train_probes(layers[:, :600], shuffled[:600], layers[:, 600:], shuffled[600:], CFG)
     assert acc[0] < chance + 0.08
+
+
+def test_problems_trained_as_one_batch_equal_each_trained_alone():
+    """Probe problems with different class counts and layer counts, trained as one batch, give each problem the
+    accuracies it gets alone (masked extra classes, per-problem loss means): equal up to float summation order."""
+    problems = []
+    for seed, (classes, n_layers) in enumerate([(8, 2), (3, 3), (12, 1)]):
+        x, y = synthetic(900, classes=classes, seed=seed)
+        layers = torch.stack([x + 0.3 * torch.randn_like(x) * i for i in range(n_layers)])
+        problems.append((layers[:, :600], y[:600], layers[:, 600:], y[600:]))
+    together = train_probe_sets(problems, CFG, seed=3)
+    alone = [train_probe_sets([p], CFG, seed=3)[0] for p in problems]
+    assert [len(a) for a in together] == [2, 3, 1]
+    for a, b in zip(together, alone):
+        assert np.allclose(a, b, atol=1 / 300 + 1e-9)  # at most one test sample of 300 flips
 
 
 def test_residuals_are_read_at_the_answer_predicting_position():

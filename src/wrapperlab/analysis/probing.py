@@ -69,29 +69,62 @@ def train_probes(
     x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, y_test: np.ndarray, cfg: ProbeConfig, seed: int = 0
 ) -> list[float]:
     """One linear probe per layer (``x``: ``(layers, n, d)``); returns test accuracy per layer."""
+    return train_probe_sets([(x_train, y_train, x_test, y_test)], cfg, seed)[0]
+
+
+def train_probe_sets(problems: list[tuple[torch.Tensor, np.ndarray, torch.Tensor, np.ndarray]], cfg: ProbeConfig,
+                     seed: int = 0) -> list[list[float]]:
+    """:func:`train_probes` for several problems at once (each ``(x_train, y_train, x_test, y_test)``, the same
+    number of training samples and width): every layer of every problem one slice of one batched linear map.
+
+    Why: a probe step is a few tiny matrix products, so four problems trained one after another (two targets, the
+    model and its random-init twin) cost four times the per-step overhead for no more arithmetic. Each problem
+    trains exactly as alone — the same minibatch indices (one generator seeded by ``seed``, as each alone would
+    draw), its own standardisation, its loss a mean over its own layers and samples (the summed loss gives each
+    its own gradient; AdamW is elementwise), and classes beyond its own masked out of its softmax — so the
+    accuracies equal separate training up to float summation order."""
     gen = torch.Generator().manual_seed(seed)
-    n_classes = int(max(y_train.max(), y_test.max())) + 1
-    mean = x_train.mean(1, keepdim=True)
-    std = x_train.std(1, keepdim=True) + 1e-6  # standardise per feature: one lr suits every layer
-    xtr, xte = (x_train - mean) / std, (x_test - mean) / std
-    ytr, yte = torch.from_numpy(y_train).long(), torch.from_numpy(y_test).long()
-    layers, n, d = xtr.shape
-    weight = torch.zeros(layers, d, n_classes, requires_grad=True)
-    bias = torch.zeros(layers, 1, n_classes, requires_grad=True)
+    xs_train, xs_test, ys_train, ys_test, classes, layers = [], [], [], [], [], []
+    for x_train, y_train, x_test, y_test in problems:
+        mean = x_train.mean(1, keepdim=True)
+        std = x_train.std(1, keepdim=True) + 1e-6  # standardise per feature: one lr suits every layer
+        xs_train.append((x_train - mean) / std)
+        xs_test.append((x_test - mean) / std)
+        n_layers = x_train.shape[0]
+        ys_train.append(torch.from_numpy(y_train).long().expand(n_layers, -1))
+        ys_test.append(torch.from_numpy(y_test).long().expand(n_layers, -1))
+        classes.append(int(max(y_train.max(), y_test.max())) + 1)
+        layers.append(n_layers)
+    xtr, xte, ytr, yte = torch.cat(xs_train), torch.cat(xs_test), torch.cat(ys_train), torch.cat(ys_test)
+    rows, n, d = xtr.shape
+    width = max(classes)
+    mask = torch.zeros(rows, 1, width)
+    row_weight = torch.empty(rows)
+    start = 0
+    for n_layers, n_classes in zip(layers, classes):
+        mask[start : start + n_layers, :, n_classes:] = float("-inf")
+        row_weight[start : start + n_layers] = 1.0 / n_layers
+        start += n_layers
+    weight = torch.zeros(rows, d, width, requires_grad=True)
+    bias = torch.zeros(rows, 1, width, requires_grad=True)
     opt = torch.optim.AdamW([weight, bias], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = [int(m * cfg.iters) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, steps, gamma=0.1)
     for _ in range(cfg.iters):
         idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=gen)
-        logits = torch.baddbmm(bias, xtr[:, idx], weight)  # (layers, batch, classes)
-        loss = F.cross_entropy(logits.flatten(0, 1), ytr[idx].repeat(layers))
+        # index_select, not xtr[:, idx]: the same gather, 5x faster on CPU (a third of a step before)
+        logits = torch.baddbmm(bias, xtr.index_select(1, idx), weight) + mask  # (rows, batch, classes)
+        per_sample = F.cross_entropy(logits.flatten(0, 1), ytr.index_select(1, idx).flatten(), reduction="none")
+        loss = (per_sample.view(rows, -1).mean(1) * row_weight).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     with torch.no_grad():
-        pred = torch.baddbmm(bias, xte, weight).argmax(-1)
-        return (pred == yte[None]).float().mean(1).tolist()
+        hits = (torch.baddbmm(bias, xte, weight) + mask).argmax(-1) == yte
+        per_row = hits.float().mean(1).tolist()
+    bounds = np.cumsum([0, *layers])
+    return [per_row[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass
@@ -116,11 +149,11 @@ def probe(
 ) -> ProbeResult:
     """Probe ``model`` and a random-init ``control`` for each target (train labels, test labels)."""
     acts = {name: (residuals_at(m, train), residuals_at(m, test)) for name, m in (("model", model), ("random_init", control))}
-    accuracy: dict[str, dict[str, list[float]]] = {}
-    majority = {}
-    for target, (y_train, y_test) in targets.items():
-        accuracy[target] = {
-            name: train_probes(xtr, y_train, xte, y_test, cfg, seed) for name, (xtr, xte) in acts.items()
-        }
-        majority[target] = float(np.bincount(y_test).max() / len(y_test))
+    cells = [(target, name) for target in targets for name in acts]  # every probe problem, trained as one batch
+    results = train_probe_sets([(acts[name][0], targets[target][0], acts[name][1], targets[target][1])
+                                for target, name in cells], cfg, seed)
+    accuracy: dict[str, dict[str, list[float]]] = {target: {} for target in targets}
+    for (target, name), values in zip(cells, results):
+        accuracy[target][name] = values
+    majority = {target: float(np.bincount(y_test).max() / len(y_test)) for target, (_, y_test) in targets.items()}
     return ProbeResult(layer_names(len(model.blocks)), accuracy, majority, cfg.model_dump(mode="json"))
