@@ -94,3 +94,40 @@ def test_bad_task_or_operand(task, operand, field):
 def test_window_shorter_than_arg():
     with pytest.raises(ConfigError, match="window"):
         T.labels("count", "a", np.zeros((1, 30), dtype=np.uint8))
+
+
+def test_answer_spans_are_what_the_labels_read():
+    """The attention-mass span: the last O' = 40 terminals for counting, the whole window for indexing (O' = 6 is an
+    occurrence number, not a width), the single terminal at index 40 for token_at."""
+    from wrapperlab.data.tasks import answer_span
+
+    assert answer_span("count", 64) == answer_span("count_composite", 64) == (24, 64)
+    assert answer_span("index", 64) == answer_span("index_composite", 64) == (0, 64)
+    assert answer_span("token_at", 64) == (24, 25)
+
+
+def test_the_indexer_attention_mass_covers_the_whole_window():
+    """Under uniform causal attention (queries and keys zeroed) the mass ART puts on O_PT tokens is their count in the
+    answer's span over the positions it sees. For the indexer that span is the window: an a in the window's first
+    positions — where the 6th a from the end often is — counts (the old span, the last 6 positions, missed it)."""
+    import torch
+
+    from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+    from wrapperlab.models.gpt import GPT, GPTConfig
+    from wrapperlab.settings.pcfg.maps import attention_maps
+
+    data = PCFGData(PCFGDataConfig(window=64, tasks=("index",)))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            d = block.attn.qkv.weight.shape[0] // 3
+            block.attn.qkv.weight[: 2 * d] = 0  # q and k rows: every score equal, attention uniform
+            if block.attn.qkv.bias is not None:
+                block.attn.qkv.bias[: 2 * d] = 0
+    many = data.sample(50, np.random.default_rng(0), task="index", operand="a")
+    maps = attention_maps(model, many, many, "index", "a", "b", data.vocab)
+    query = many.answer_pos - 1
+    window = many.tokens[:, 5 : 5 + 64]
+    expected = np.mean((window == data.vocab.id("a")).sum(1) / (query + 1))
+    assert np.allclose(maps.mass_pt, expected, atol=1e-5)

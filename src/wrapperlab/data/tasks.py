@@ -171,6 +171,21 @@ def labels(task: str, operand: str, windows: np.ndarray) -> np.ndarray:
     return np.where(reached, first, 0).astype(np.int64)
 
 
+def answer_span(task: str, width: int) -> tuple[int, int]:
+    """The window positions ``[start, stop)`` (0 = first terminal) that the answer of ``task`` depends on: the last
+    ``O'`` terminals for the count families, the whole window for the index families (the ``O'``-th occurrence from
+    the end may sit anywhere; ``O'`` is an occurrence number, not a width), the one terminal at index ``O'`` for
+    ``token_at``. What the attention-mass measure sums over."""
+    fam = family(task)
+    if width < fam.arg:
+        raise ConfigError("window", width, f">= O' = {fam.arg} for task {task!r}")
+    if fam.name.startswith("count"):
+        return width - fam.arg, width
+    if fam.name == "token_at":
+        return width - fam.arg, width - fam.arg + 1
+    return 0, width
+
+
 def answer_tokens(task: str, answers: np.ndarray, vocab: Vocab) -> np.ndarray:
     offset = vocab.terminal_offset if family(task).answer_is_terminal else vocab.number_offset
     return answers + offset

@@ -27,7 +27,7 @@ from wrapperlab.settings.pcfg.maps import attention_maps
 from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 
 #: code version per analysis: bump one when what it computes changes meaning (runs/stage.py)
-VERSIONS = {"prune": 1, "probe": 1, "attention": 1, "diff": 1}
+VERSIONS = {"prune": 1, "probe": 1, "attention": 2, "diff": 1}  # attention 2: the index families' span
 
 
 def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tuple[Run, FinetuneDataConfig, FinetuneData]:

@@ -3,7 +3,8 @@
 The paper reads attention maps to see *which* tokens a counting model counts (Tracr Counter: does
 block 1 still attend to ``a`` after fine-tuning to count ``b``?). For PCFG models the same question is
 asked quantitatively: the mean attention mass that the answer-predicting position (``ART``) puts on
-tokens equal to O_PT versus O_FT inside the counted window, per block and head.
+tokens equal to O_PT versus O_FT inside the span the answer depends on (``data.tasks.answer_span``: the last 40
+terminals for counting, the whole window for indexing), per block and head.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Maps:
     tokens: list[str]  # the example input, decoded
     patterns: list  # (layers, heads, query, key) for the example
     mlp: list  # (layers, positions, hidden) for the example
-    mass_pt: list  # (layers, heads): mean attention from ART onto O_PT tokens in the counted window
+    mass_pt: list  # (layers, heads): mean attention from ART onto O_PT tokens in the answer's span
     mass_ft: list  # (layers, heads): same onto O_FT tokens
     n_mass: int  # samples averaged for the masses
     operands: dict[str, str]  # {"pt": ..., "ft": ...}
@@ -49,10 +50,10 @@ def attention_maps(model: nn.Module, example: Samples, many: Samples, task: str,
     cache = {n: cache[n].float().cpu() for n in names}
     width = many.windows.shape[1]
     query = many.answer_pos - 1
-    arg = T.family(task).arg
+    start, stop = T.answer_span(task, width)
     text_start = 5  # SOS T O O' SOT
     counted = np.zeros(many.tokens.shape, dtype=bool)
-    counted[:, text_start + width - arg : text_start + width] = True
+    counted[:, text_start + start : text_start + stop] = True
     masses = {}
     for key, letter in (("pt", pt), ("ft", ft)):
         keys = torch.from_numpy(counted & (many.tokens == vocab.id(letter))).float()  # (n, positions)
