@@ -9,3 +9,23 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def runs_dir(tmp_path):
     return tmp_path / "runs"
+
+
+@pytest.fixture
+def kill_at_checkpoint(monkeypatch):
+    """``kill_at_checkpoint(step)`` makes training stop as Ctrl-C would right after it saves its checkpoint at ``step``
+    (None: its first), so the run is left to resume; ``kill_at_checkpoint.disarm()`` restores saving."""
+    import wrapperlab.training.loop as loop
+
+    real = loop.save_checkpoint
+
+    def arm(step: int | None = None) -> None:
+        def save_then_die(directory, at, *rest, **kw):
+            real(directory, at, *rest, **kw)
+            if step is None or at == step:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+
+    arm.disarm = lambda: monkeypatch.setattr(loop, "save_checkpoint", real)
+    return arm

@@ -73,7 +73,7 @@ def test_every_spec_and_run_kind_finds_its_setting():
             assert kind not in owners, f"{kind} owned by {owners[kind]} and {setting.name}"
             owners[kind] = setting.name
             assert registry.for_run_kind(kind) is setting
-        assert set(setting.stage_rank) <= {*setting.analyses, "pretrain", "finetune", "baseline", "scrft", "compile",
+        assert set(setting.stage_rank) <= {*setting.analyses, "pretrain", "finetune", "baseline", "scrft", "scratch", "compile",
                                            "control"}
         assert registry.cli_module(setting.name).analyse
     for name in shipped_specs():

@@ -101,3 +101,25 @@ def test_the_claims_block_gives_each_claim_its_outcome_and_effect():
     rows = pcfg_claims({"claims": claims}).splitlines()
     assert rows[2] == "| T1: a claim | η_M | **shown** | +0.93 (+0.66 to +1.20, n = 3) vs 0.3 |"
     assert rows[3] == "| T5: all of them | every analysed cell | **not shown** | 2 shown, 2 not shown of 4 |"
+
+
+def test_the_tracr_reft_block_is_the_table_4_replica_with_its_verdicts():
+    from wrapperlab.report.docs import tracr_reft
+
+    steps = {"mean": 500.0, "ci95": 0.0, "n": 3, "missing": 0}
+    never = {"mean": None, "ci95": None, "n": 0, "missing": 3}
+    end = {"mean": 0.99, "ci95": 0.01, "n": 3, "missing": 0}
+    verdict = V.revival_speed([500, 500, 500], [None, None, None], [2000] * 3,
+                              claim="reFT (FT η_M, C_Tr=1, reFT η_S) revives count(O_PT) faster than Scr.+FT learns it")
+    text = tracr_reft({"reft": [
+        {"who": "FT η_M, C_Tr=1", "reft_lr": "S", "steps_to_0.9": steps, "end": end, "reached": 3, "seeds": 3},
+        {"who": "Scr.+FT (compiled for O_FT)", "reft_lr": "S", "steps_to_0.9": never, "end": end, "reached": 0,
+         "seeds": 3},
+        {"who": "FT η_M, C_Tr=1", "reft_lr": "VS", "steps_to_0.9": never, "end": end, "reached": 0, "seeds": 3}],
+        "reft_verdicts": [verdict.as_dict()]})
+    lines = text.splitlines()
+    assert lines[0] == ("| reverse fine-tuned model | reFT η_S: steps to 90 % (reached; end %) | reFT η_VS: steps to 90 % "
+                        "(reached; end %) |")
+    assert lines[2].startswith("| FT η_M, C_Tr=1 | 500") and "(3/3;" in lines[2] and "(0/3;" in lines[2]
+    assert lines[3].startswith("| Scr.+FT (compiled for O_FT) |") and lines[3].endswith("| – |")
+    assert f"**{verdict.outcome}**" in lines[-1] and "Scr.+FT learns it" in lines[-1]

@@ -43,24 +43,16 @@ def test_the_mirror_draws_what_metrics_jsonl_holds_and_changes_no_id(tmp_path):
         assert values == pytest.approx({r["step"]: r[key] for r in metrics if key in r}, rel=1e-6)
 
 
-def test_a_resumed_run_draws_each_redone_step_once(tmp_path, monkeypatch):
+def test_a_resumed_run_draws_each_redone_step_once(tmp_path, kill_at_checkpoint):
     """Killed after its step-20 checkpoint, which is then damaged: the resume redoes steps 11-20; TensorBoard draws
     steps 15 and 20 once, with the values metrics.jsonl keeps."""
-    import wrapperlab.training.loop as loop
 
     pytest.importorskip("tensorboard")
     board, store = tmp_path / "board", tmp_path / "runs"
     args = ["pretrain", *TEST, "--runs", str(store), "--tensorboard", str(board)]
-    real = loop.save_checkpoint
-
-    def save_then_die(directory, step, *rest, **kw):
-        real(directory, step, *rest, **kw)
-        if step == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_at_checkpoint(20)
     assert main(args) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    kill_at_checkpoint.disarm()
     (run,) = store.iterdir()
     assert steps_drawn(board / run.name, "loss") == [5, 10, 15, 20]
     weights = run / "checkpoint" / "model-00000020.safetensors"

@@ -39,7 +39,9 @@ def test_shipped_specs_expand_parents_first():
     paper = expand(load_spec("pcfg-counter"), "paper")
     assert sum(n.stage == "finetune" for n in paper) == 3 * 3 * 3 * 4  # seeds x priors x lrs x C_Tr
     tracr = expand(load_spec("tracr-counter"), "quick")
-    assert sum(n.stage == "compile" for n in tracr) == 1  # one compiled program for every seed
+    # one compiled program for every seed, and one compiled for the fine-tuning target (the Scr.+FT baseline's)
+    assert [n.point for n in tracr if n.stage == "compile"] == [{"program": "counter"},
+                                                                 {"program": "counter", "target": "ft"}]
 
 
 @pytest.mark.parametrize("text, key", [

@@ -76,6 +76,54 @@ def test_counter_and_max_identifier_compute_the_papers_tasks():
     assert [out[1] for out in maxid.run(inputs)] == [sorted(x)[4] for x in inputs]
 
 
+def test_programs_compiled_for_the_fine_tuning_target_compute_it_exactly():
+    """The Tracr Scr.+FT baseline's model: counter-b counts b (never a), max-identifier-6 finds the 6th largest; the
+    same architecture as the program it stands beside (so its reFT is comparable step for step)."""
+    counter_b, _ = compile_program("counter-b")
+    inputs = random_inputs("counter", 200, seed=2)
+    assert [out[1] for out in counter_b.run(inputs)] == [x.count("b") for x in inputs]
+    counter_a, _ = compile_program("counter")
+    assert counter_b.gpt == counter_a.gpt and program("counter-b").task == "counter"
+    sixth, _ = compile_program("max-identifier-6")
+    inputs = [x for x in random_inputs("max-identifier", 200, seed=2) if len(x) >= 6]
+    assert [out[1] for out in sixth.run(inputs)] == [sorted(x)[5] for x in inputs]
+    with pytest.raises(ConfigError, match="counter-<letter>"):
+        program("counter-z")
+
+
+def test_the_counter_spec_reverse_fine_tunes_each_ft_lr_at_the_same_reft_lrs_beside_baselines():
+    """Table 4 without the confound: the fine-tunings at η_M and η_L each get reFT at η_M, η_S and η_VS; per
+    (seed, reFT lr) one Scr.+FT (from the program compiled for b) and one Scr. run, listed before the reFTs that
+    wait for them; baselines without named reFT lrs are refused before anything runs."""
+    from wrapperlab.orchestration.spec import load_spec
+    from wrapperlab.settings.tracr.nodes import expand
+
+    nodes = expand(load_spec("tracr-counter"), "quick")
+    refts = [n for n in nodes if n.stage == "reft"]
+    assert sorted((n.point["lr"], n.point["reft_lr"]) for n in refts if n.point["seed"] == 0) == sorted(
+        (ft, r) for ft in ("M", "L") for r in ("M", "S", "VS"))
+    assert len([n for n in nodes if n.stage == "scrft"]) == len([n for n in nodes if n.stage == "scratch"]) == 9
+    compiles = [n for n in nodes if n.stage == "compile"]
+    assert [c.point for c in compiles] == [{"program": "counter"}, {"program": "counter", "target": "ft"}]
+    seen = set()
+    for node in nodes:  # dependency order: every executor relies on it
+        assert all(p in seen for p in node.parents), node.key
+        seen.add(node.key)
+    for node in refts:
+        stages = {p.split(" ")[0] for p in node.parents}
+        assert stages == {"finetune", "scrft", "scratch"}
+
+
+def test_tracr_baselines_without_reft_lrs_are_refused_before_anything_runs(tmp_path):
+    from wrapperlab.cli.main import main
+
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nkind: tracr\nprogram: counter\naxes: {lr: [M], c_tr: [1.0]}\n"
+                    "analyses: {reft: {baselines: true}}\n")
+    assert main(["reproduce", str(spec), "--profile", "test", "--out", str(tmp_path / "runs"), "--quiet"]) == 2
+    assert not list((tmp_path / "runs").glob("tracr-*"))
+
+
 def test_unembedding_is_the_output_projection_not_an_identity():
     counter, _ = compile_program("counter")
     unembed = counter.state["unembed.weight"]

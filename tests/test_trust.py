@@ -132,10 +132,9 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(store):
     assert RunStore(store).runs() == []
 
 
-def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(store, tmp_path, monkeypatch):
+def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(store, tmp_path, kill_at_checkpoint):
     """Killed after its step-20 checkpoint, which is then damaged: the same command resumes from step 10 and ends
     with exactly the weights of an uninterrupted run."""
-    import wrapperlab.training.loop as loop
     from wrapperlab.cli.main import main
 
     # one thread in every part (in this process and in the subprocess): the thread count changes a run's bits, and
@@ -143,16 +142,9 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     args = ["pretrain", *TEST, "--set", "train.checkpoint_every=10", "--threads", "1"]
     threads = torch.get_num_threads()  # restored below: --threads in this process outlives the call
     assert main([*args, "--runs", tmp_path / "clean"]) == 0
-    real = loop.save_checkpoint
-
-    def save_then_die(directory, step, *rest, **kw):
-        real(directory, step, *rest, **kw)
-        if step == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_at_checkpoint(20)
     assert main([*args, "--runs", store]) == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    kill_at_checkpoint.disarm()
     (run,) = runs(store)
     flip_bytes(run / "checkpoint" / "model-00000020.safetensors")
     r = run_cli(*args, "--runs", store)
@@ -164,21 +156,14 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_effective_thread_count_is_recorded_and_a_resume_at_another_is_said(store, monkeypatch):
+def test_the_effective_thread_count_is_recorded_and_a_resume_at_another_is_said(store, kill_at_checkpoint):
     """runtime.json holds the threads a run trained with (the flag's value, else this process's count); resumed at
     another count, the run says so in one line and keeps what the first attempt ran with."""
-    import wrapperlab.training.loop as loop
     from wrapperlab.cli.main import main
 
     args = ["pretrain", *TEST, "--set", "train.checkpoint_every=10", "--runs", store]
     threads = torch.get_num_threads()
-    real = loop.save_checkpoint
-
-    def save_then_die(directory, step, *rest, **kw):
-        real(directory, step, *rest, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_at_checkpoint()
     assert main([*args, "--threads", "1"]) == 130
     torch.set_num_threads(threads)
     (run,) = runs(store)

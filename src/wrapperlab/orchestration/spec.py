@@ -38,7 +38,7 @@ class AnalysisSpec(Config):
     baselines: bool | list[Literal["scr+ft", "scr"]] = Field(
         False, description="reft: also the baselines (true: Scr.+FT and Scr.; or a list of them)")
     lrs: list[str | float] | None = Field(
-        None, description="pcfg reft: reFT (and baseline) learning rates, names or numbers; each fine-tuning gets "
+        None, description="pcfg and tracr reft: reFT (and baseline) learning rates, names or numbers; each fine-tuning gets "
         "those not above its own lr (the paper's reFT lr is below the fine-tuning one). Default: the profile's "
         "reft_lr_factor x the fine-tuning lr")
     ks: list[int] | None = Field(None, description="pcfg prune: numbers of units pruned (default 0..50)")

@@ -134,8 +134,28 @@ def time_split(numbers: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def tracr_reft(numbers: dict[str, Any]) -> str:
+    """The Tracr Table 4 replica: steps to 90 % per reverse fine-tuned model (rows) and reFT lr (columns), mean ±
+    95 % CI over the seeds that reached it, how many did, the end accuracy; then each reFT verdict and its reason."""
+    entries = numbers.get("reft", [])
+    lrs = list(dict.fromkeys(e["reft_lr"] for e in entries))
+    whos = list(dict.fromkeys(e["who"] for e in entries))
+    cell = {(e["who"], e["reft_lr"]): e for e in entries}
+    rows = ["| reverse fine-tuned model | " + " | ".join(f"reFT η_{lr}: steps to 90 % (reached; end %)" for lr in lrs)
+            + " |", "|---|" + "---|" * len(lrs)]
+    for who in whos:
+        texts = []
+        for lr in lrs:
+            e = cell.get((who, lr))
+            texts.append("–" if e is None else f"{ci_text(e['steps_to_0.9'], pct=False)} ({e['reached']}/{e['seeds']}; "
+                                               f"{ci_text(e['end'])})")
+        rows.append(f"| {who} | " + " | ".join(texts) + " |")
+    lines = [f"- **{v['claim']}** — **{v['outcome']}**: {v['reason']}" for v in numbers.get("reft_verdicts", [])]
+    return "\n".join(rows) + "\n" + ("\n" + "\n".join(lines) + "\n" if lines else "")
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "time-split": time_split,
+    "time-split": time_split, "tracr-reft": tracr_reft,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
     "pcfg-localisation": pcfg_localisation, "pcfg-claims": pcfg_claims,
 }

@@ -144,3 +144,19 @@ def expand_tree(spec: Spec, profile: str, seeds: int | None, axis_order: tuple[s
                         nodes.append(Node(node_key(name, point), name, point, [ft.key, *extra], analysis.model_dump()))
     return nodes
 
+
+def per_reft_lr(nodes: list[Node], lr_value: Callable[[Any], float]) -> list[Node]:
+    """A reFT node whose analysis names ``lrs`` becomes one node per reFT lr not above its fine-tuning lr (point
+    ``reft_lr``; ``lr_value`` turns a setting's lr names into numbers); a fine-tuning below every listed lr gets
+    none (the paper never reverse fine-tunes faster than it fine-tuned)."""
+    out: list[Node] = []
+    for node in nodes:
+        lrs = node.options.get("lrs") if node.stage == "reft" else None
+        if not lrs:
+            out.append(node)
+            continue
+        for lr in lrs:
+            if lr_value(lr) <= lr_value(node.point["lr"]) * (1 + 1e-9):
+                point = {**node.point, "reft_lr": lr}
+                out.append(Node(node_key("reft", point), "reft", point, node.parents, node.options))
+    return out

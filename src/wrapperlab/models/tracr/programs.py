@@ -5,6 +5,7 @@ Every RASP import happens inside a function, so this module imports without the 
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -42,6 +43,11 @@ class Program:
     distinct: bool = False  # inputs without repeated tokens (sort_unique, Max-identifier)
     min_len: int = 1
     description: str = ""
+    family: str = ""  # the task its data asks (a variant compiled for another target shares its base's); "" = name
+
+    @property
+    def task(self) -> str:
+        return self.family or self.name
 
 
 def counter(operand: str = "a"):
@@ -104,7 +110,29 @@ PROGRAMS: dict[str, Program] = {
 }
 
 
+#: programs with a variant compiled for another target: ``counter-b`` counts b, ``max-identifier-6`` finds the 6th
+#: largest — a model that computes the fine-tuning target exactly and never computed the pretraining one (the
+#: Tracr Scr.+FT baseline, reverse fine-tuned to the pretraining target like a fine-tuned model)
+TARGETED = {"counter": lambda target: counter(target), "max-identifier": lambda target: max_identifier(int(target))}
+
+
+def target_variant(name: str, target: str) -> str:
+    """The name of ``name`` compiled for ``target`` (see :data:`TARGETED`)."""
+    if name not in TARGETED:
+        raise ConfigError("program", name, f"one with a compiled never-had-it variant ({sorted(TARGETED)})")
+    variant = f"{name}-{target}"
+    program(variant)
+    return variant
+
+
 def program(name: str) -> Program:
-    if name not in PROGRAMS:
-        raise ConfigError("program", name, f"one of {sorted(PROGRAMS)}")
-    return PROGRAMS[name]
+    if name in PROGRAMS:
+        return PROGRAMS[name]
+    base, _, target = name.rpartition("-")
+    if base in TARGETED and target:
+        spec = PROGRAMS[base]
+        valid = target in spec.vocab if base == "counter" else target.isdigit() and 1 <= int(target) <= spec.max_seq_len
+        if valid:
+            return dataclasses.replace(spec, name=name, build=lambda: TARGETED[base](target), family=base,
+                                       description=f"{spec.description}, compiled for {target}")
+    raise ConfigError("program", name, f"one of {sorted(PROGRAMS)}, or counter-<letter> / max-identifier-<rank>")

@@ -15,7 +15,7 @@ from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.pruning import PruneConfig
 from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
-from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key
+from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key, per_reft_lr
 from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
 from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config, reft_config
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
@@ -49,8 +49,8 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
         return [_baseline(nodes, root).key] if name == "reft" and wants else []
 
     roots = tuple(a for a in ROOT_AXES if a in spec.axes_for(profile))  # one pretraining per value
-    nodes = _with_scrft(_per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", roots,
-                                                 lambda seed, shared: {"seed": seed, **shared}, reft_baseline)))
+    nodes = _with_scrft(per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", roots,
+                                                 lambda seed, shared: {"seed": seed, **shared}, reft_baseline), pcfg_lr))
     controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
     for root in [n for n in nodes if n.stage == "pretrain"] if controls else []:
         baseline = _baseline(nodes, root)
@@ -61,22 +61,6 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
             point = {**root.point, "model": PRETRAINED}
             nodes.append(Node(node_key("probe", point), "probe", point, [root.key], controls["probe"].model_dump()))
     return nodes
-
-
-def _per_reft_lr(nodes: list[Node]) -> list[Node]:
-    """A reFT node whose analysis names ``lrs`` becomes one node per reFT lr not above its fine-tuning lr (point
-    ``reft_lr``); a fine-tuning below every listed lr gets none (the paper never reverse fine-tunes faster)."""
-    out: list[Node] = []
-    for node in nodes:
-        lrs = node.options.get("lrs") if node.stage == "reft" else None
-        if not lrs:
-            out.append(node)
-            continue
-        for lr in lrs:
-            if pcfg_lr(lr) <= pcfg_lr(node.point["lr"]) * (1 + 1e-9):
-                point = {**node.point, "reft_lr": lr}
-                out.append(Node(node_key("reft", point), "reft", point, node.parents, node.options))
-    return out
 
 
 def _with_scrft(nodes: list[Node]) -> list[Node]:

@@ -17,6 +17,6 @@ SETTING = Setting(
     load_model=nodes.load_model,
     versions=stages.VERSIONS,
     report_section="wrapperlab.report.sections.tracr:tracr_section",
-    stage_rank={"compile": 0, "finetune": 1, "reft": 3, "prune": 4, "attention": 4},
+    stage_rank={"compile": 0, "finetune": 1, "scrft": 2, "scratch": 2, "reft": 3, "prune": 4, "attention": 4},
     spec_fields=("program",),
 )

@@ -32,10 +32,10 @@ from wrapperlab.training.loop import position_loss
 
 #: The paper's learning rates for compiled models (App. C.1); VS appears only in reFT.
 TRACR_LRS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
-TUNED_KINDS = ("tracr-finetune", "tracr-reft", "tracr-scratch")
+TUNED_KINDS = ("tracr-finetune", "tracr-reft", "tracr-scratch", "tracr-scrft")
 #: code version per run kind and analysis: bump one when what it computes changes meaning (runs/stage.py)
-VERSIONS = {"tracr-compile": 1, "tracr-finetune": 1, "tracr-reft": 1, "tracr-scratch": 1, "tracr-attention": 1,
-            "tracr-wsearch": 1}
+VERSIONS = {"tracr-compile": 1, "tracr-finetune": 1, "tracr-reft": 1, "tracr-scratch": 1, "tracr-scrft": 1,
+            "tracr-attention": 1, "tracr-wsearch": 1}
 
 
 class TracrCompileConfig(Config):
@@ -87,7 +87,7 @@ def tracr_finetune_config(
     parent: Run, profile_name: str = "quick", overrides: dict[str, Any] | None = None, stage: str = "finetune"
 ) -> TracrFinetuneConfig:
     """Profile section + overrides (``train.lr`` may be a name: L, M, S, VS) -> a validated config."""
-    return finetune_config_for(parent.id, parent.config()["program"], profile_name, overrides, stage)
+    return finetune_config_for(parent.id, program(parent.config()["program"]).task, profile_name, overrides, stage)
 
 
 def finetune_config_for(parent_id: str, program_name: str, profile_name: str = "quick",
@@ -160,8 +160,8 @@ def compiled_root(run: Run, field: str = "run") -> Run:
 def data_for(compiled: CompiledModel, cfg: TracrDataConfig) -> TracrData:
     if cfg.max_len > compiled.max_seq_len:
         raise ConfigError("data.max_len", cfg.max_len, f"at most the compiled max_seq_len={compiled.max_seq_len}")
-    if cfg.task != compiled.program:
-        raise ConfigError("data.task", cfg.task, f"the compiled program ({compiled.program})")
+    if cfg.task != program(compiled.program).task:
+        raise ConfigError("data.task", cfg.task, f"the compiled program's task ({program(compiled.program).task})")
     return TracrData(cfg, compiled.input_vocab, compiled.output_values or [], compiled.bos, compiled.pad)
 
 
@@ -178,9 +178,13 @@ def add_noise(model: GPT, std: float, seed: int) -> None:
 
 def tracr_finetune(
     cfg: TracrFinetuneConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print,
-    kind: Literal["tracr-finetune", "tracr-reft", "tracr-scratch"] = "tracr-finetune",
+    kind: Literal["tracr-finetune", "tracr-reft", "tracr-scratch", "tracr-scrft"] = "tracr-finetune",
 ) -> StageResult:
     """Fine-tune a compiled (or fine-tuned) model; reFT is the same with the pretraining question asked.
+
+    ``tracr-scrft`` is the Scr.+FT baseline: a program compiled for the fine-tuning target (``counter-b``: it never
+    counted a; :func:`~wrapperlab.models.tracr.programs.target_variant`), noised like any compiled model and trained
+    on the pretraining question exactly like the reFT it is compared with.
 
     ``tracr-scratch`` is the never-had-it control: the same architecture and read-out projection with
     freshly initialised weights, trained exactly like the reFT it is compared with (the run kind, not the
