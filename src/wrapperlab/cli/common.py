@@ -94,6 +94,12 @@ def runtime_args(p: argparse.ArgumentParser) -> None:
                         "(`tensorboard --logdir DIR`; pip install 'wrapperlab[tensorboard]')")
 
 
+def analysis_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device`` for a verb that runs a stored model without training it (checked by :func:`check_device`)."""
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
+                   "(not part of the stored result's key)")
+
+
 def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", help=PROFILE_HELP)
     p.add_argument("--seed", type=seed)

@@ -10,6 +10,7 @@ from wrapperlab.cli.common import (
     Parser,
     add_examples,
     add_shortcut_args,
+    analysis_device_arg,
     check_device,
     emit,
     int_list,
@@ -73,8 +74,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=int, default=1000, help="test samples per accuracy")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
-                   "(not part of the stored result's key)")
+    analysis_device_arg(p)
 
     p = sub.add_parser("probe", help="linear probes for the counts of O_PT and O_FT after every block")
     p.add_argument("run", help="run id, prefix or directory")
@@ -84,8 +84,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
-                   "(not part of the stored result's key)")
+    analysis_device_arg(p)
 
     p = sub.add_parser("attention", help="attention and MLP maps of a run beside another (default: its pretrained root)")
     p.add_argument("run", help="run id, prefix or directory")
@@ -95,15 +94,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--text", help="your own window of a/b/c terminals (exactly the run's window length)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
-                   "(not part of the stored result's key)")
+    analysis_device_arg(p)
 
     p = sub.add_parser("diff", help="per-matrix weight change from RUN_A to RUN_B (relative size, effective rank)")
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--runs", default="runs")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu | cuda | cuda:N | mps "
-                   "(not part of the stored result's key)")
+    analysis_device_arg(p)
 
     p = sub.add_parser("reft", help="reverse fine-tuning: train a fine-tuned run back on the pretraining question")
     p.add_argument("run", help="a fine-tuned run (id, prefix or directory)")

@@ -151,15 +151,13 @@ def labels(task: str, operand: str, windows: np.ndarray) -> np.ndarray:
     """
     fam = family(task)
     check_operand(task, operand)
-    n, width = windows.shape
-    if width < fam.arg:
-        raise ConfigError("window", width, f">= O' = {fam.arg} for task {task!r}")
+    start, stop = answer_span(task, windows.shape[1])
     if fam.name == "token_at":
-        return windows[:, width - fam.arg].astype(np.int64)
+        return windows[:, start].astype(np.int64)
     letter = TERMINALS.index(operand[0])
     hit = _occurrence_hits(windows, letter, fam.composite)
     if fam.name.startswith("count"):
-        span = hit[:, width - fam.arg :]
+        span = hit[:, start:stop]
         if fam.composite:  # both terminals inside the span: the first span position cannot end a bigram
             span = span[:, 1:]
         return span.sum(axis=1).astype(np.int64)
@@ -175,7 +173,7 @@ def answer_span(task: str, width: int) -> tuple[int, int]:
     """The window positions ``[start, stop)`` (0 = first terminal) that the answer of ``task`` depends on: the last
     ``O'`` terminals for the count families, the whole window for the index families (the ``O'``-th occurrence from
     the end may sit anywhere; ``O'`` is an occurrence number, not a width), the one terminal at index ``O'`` for
-    ``token_at``. What the attention-mass measure sums over."""
+    ``token_at``. What :func:`labels` reads and the attention-mass measure sums over."""
     fam = family(task)
     if width < fam.arg:
         raise ConfigError("window", width, f">= O' = {fam.arg} for task {task!r}")

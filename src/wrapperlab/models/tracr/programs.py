@@ -113,7 +113,7 @@ PROGRAMS: dict[str, Program] = {
 #: programs with a variant compiled for another target: ``counter-b`` counts b, ``max-identifier-6`` finds the 6th
 #: largest — a model that computes the fine-tuning target exactly and never computed the pretraining one (the
 #: Tracr Scr.+FT baseline, reverse fine-tuned to the pretraining target like a fine-tuned model)
-TARGETED = {"counter": lambda target: counter(target), "max-identifier": lambda target: max_identifier(int(target))}
+TARGETED = {"counter": counter, "max-identifier": lambda target: max_identifier(int(target))}
 
 
 def target_variant(name: str, target: str) -> str:

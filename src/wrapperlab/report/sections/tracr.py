@@ -102,9 +102,6 @@ def _reft_section(sec: Section, nodes: list[dict], store, figures: Path, name: s
     def reft_lr(n: dict) -> str:
         return str(n["point"].get("reft_lr", "the profile's"))
 
-    def caps(group: list[dict]) -> dict[int, int]:
-        return {n["point"]["seed"]: store.resolve(n["run_id"]).config()["train"]["iters"] for n in group}
-
     refts = [n for n in nodes if n["stage"] == "reft"]
     lrs = list(dict.fromkeys(reft_lr(n) for n in refts))
     rows, out, verdicts = [], [], []
@@ -148,29 +145,30 @@ def _reft_section(sec: Section, nodes: list[dict], store, figures: Path, name: s
                     for n in group]
         sec.figure(seeds_figure(curves, figures / f"{name}-reft-{lr}.png", "reFT step", "Acc O_PT, C_Te=0 (%)",
                                 f"reFT at η_{lr} (Fig. 27 panel)", logx=True, threshold=0.9), f"reFT at η_{lr}")
+    iters: dict[str, int] = {}  # run id -> its step budget (read once per run)
+
+    def speed(faster: dict[int, dict], slower: dict[int, dict], **claim) -> None:
+        """The speed rule on the seeds both sides have, each censored at its own run's budget."""
+        for n in (*faster.values(), *slower.values()):
+            iters.setdefault(n["run_id"], store.resolve(n["run_id"]).config()["train"]["iters"])
+        seeds = sorted(set(faster) & set(slower))
+        verdict = V.revival_speed([_steps(faster[s]) for s in seeds], [_steps(slower[s]) for s in seeds],
+                                  [iters[faster[s]["run_id"]] for s in seeds],
+                                  [iters[slower[s]["run_id"]] for s in seeds], **claim)
+        sec.rule(verdict.claim, verdict.outcome, verdict.reason)
+        verdicts.append(verdict.as_dict())
+
+    finetuned = [c for c in cells if isinstance(c, tuple)]
+    top_c_tr = max((c[1] for c in finetuned), default=None)
     for lr in lrs:
         control = by_seed.get(("scrft", lr), {})
-        for who in [c for c in cells if isinstance(c, tuple)]:
+        for who in finetuned:
             treated = by_seed.get((who, lr), {})
-            if not treated or not control:
-                continue
-            seeds = sorted(set(treated) & set(control))
-            cell = f"FT η_{lr_name('tracr', who[0])}, C_Tr={who[1]:g}, reFT η_{lr}"
-            verdict = V.revival_speed([_steps(treated[s]) for s in seeds], [_steps(control[s]) for s in seeds],
-                                      [caps(list(treated.values()))[s] for s in seeds],
-                                      [caps(list(control.values()))[s] for s in seeds],
-                                      claim=f"reFT ({cell}) revives count(O_PT) faster than Scr.+FT learns it")
-            sec.rule(verdict.claim, verdict.outcome, verdict.reason)
-            verdicts.append(verdict.as_dict())
-        by_lr = {who[0]: by_seed[(who, lr)] for who in cells if isinstance(who, tuple) and (who, lr) in by_seed
-                 and who[1] == max(c[1] for c in cells if isinstance(c, tuple))}
+            if treated and control:
+                cell = f"FT η_{lr_name('tracr', who[0])}, C_Tr={who[1]:g}, reFT η_{lr}"
+                speed(treated, control, claim=f"reFT ({cell}) revives count(O_PT) faster than Scr.+FT learns it")
+        by_lr = {who[0]: by_seed[(who, lr)] for who in finetuned if who[1] == top_c_tr and (who, lr) in by_seed}
         if "M" in by_lr and "L" in by_lr:
-            seeds = sorted(set(by_lr["M"]) & set(by_lr["L"]))
-            verdict = V.revival_speed([_steps(by_lr["M"][s]) for s in seeds], [_steps(by_lr["L"][s]) for s in seeds],
-                                      [caps(list(by_lr["M"].values()))[s] for s in seeds],
-                                      [caps(list(by_lr["L"].values()))[s] for s in seeds],
-                                      claim=f"a fine-tuning at η_M is revived faster than one at η_L (reFT η_{lr})",
-                                      what="log2 steps to 90 %, FT η_L minus FT η_M")
-            sec.rule(verdict.claim, verdict.outcome, verdict.reason)
-            verdicts.append(verdict.as_dict())
+            speed(by_lr["M"], by_lr["L"], claim=f"a fine-tuning at η_M is revived faster than one at η_L (reFT η_{lr})",
+                  what="log2 steps to 90 %, FT η_L minus FT η_M")
     return out, verdicts
