@@ -103,3 +103,64 @@ def test_prior_speed_claim_is_censored_like_the_speed_rule():
     assert V.prior_speeds_revival([20, 25, 20], [22, 24, 20], caps, caps).outcome == V.NOT_SHOWN
     assert V.prior_speeds_revival([20, 25, 20], [None, 25, None], caps, caps).outcome == V.INCONCLUSIVE
     assert V.prior_speeds_revival([200, None, 200], [None, None, None], caps, caps).outcome == V.INCONCLUSIVE
+
+
+def test_steps_to_a_threshold_read_the_first_step_that_reaches_it():
+    curve = [(30, 0.6), (0, 1.3), (5, 0.9), (10, 0.7), (20, None)]  # unsorted, with a missing value
+    assert V.first_step(curve, lambda v: v <= 0.7) == 10 and V.first_step(curve, lambda v: v <= 0.5) is None
+    assert V.deletion_worked(0.8, 0.4) and not V.deletion_worked(0.8, 0.41) and V.deletion_worked(None, 0.1) is None
+
+
+def test_story_revival_counts_only_the_seeds_where_the_deletion_worked():
+    caps, claim = [75, 75, 75, 75], {"claim": "revives", "what": "log2 steps"}
+    fast, never = [5, 10, 5, 5], [None, None, None, None]
+    assert V.story_revival(fast, never, caps, caps, [True] * 4, **claim).outcome == V.SHOWN
+    assert V.story_revival(fast, [6, 10, 5, 5], caps, caps, [True] * 4, **claim).outcome == V.NOT_SHOWN
+    assert V.story_revival([5, 75, 5, 40], [None, 75, 20, 40], caps, caps, [True] * 4, **claim).outcome \
+        == V.INCONCLUSIVE
+    # the same fast revival, but the deletion had not removed the Twist in two seeds: nothing to revive there
+    partly = V.story_revival(fast, never, caps, caps, [True, False, True, None], **claim)
+    assert partly.outcome == V.INCONCLUSIVE and "2 of 4 seed(s)" in partly.reason
+    # a seed where it did not work is left out of the pairs (its 75 vs 5 would have weakened the effect)
+    shown = V.story_revival([5, 75, 5, 5], [None, 5, None, None], caps, caps, [True, False, True, True], **claim)
+    assert shown.outcome == V.SHOWN and shown.numbers["all_treated_steps"] == [5, 75, 5, 5]
+
+
+@pytest.mark.parametrize("rule", [V.story_learned, V.story_follows_request])
+def test_the_story_gap_rules_reach_each_outcome(rule):
+    control = [0.02, 0.0, 0.05]
+    assert rule([0.9, 0.85, 0.95], control).outcome == V.SHOWN
+    assert rule([0.05, 0.1, 0.05], control).outcome == V.NOT_SHOWN
+    assert rule([0.9, 0.1, 0.5], control).outcome == V.INCONCLUSIVE
+
+
+def test_story_deletion_and_probe_rules_reach_each_outcome():
+    pretrained = [0.9, 0.8, 0.85]
+    assert V.story_deleted(pretrained, [0.0, 0.02, 0.0], "F").outcome == V.SHOWN
+    assert V.story_deleted(pretrained, [0.8, 0.75, 0.8], "F").outcome == V.NOT_SHOWN  # the Twist is still written
+    assert V.story_deleted(pretrained, [0.0, 0.7, 0.3], "F").outcome == V.INCONCLUSIVE
+    twin, never = [0.6, 0.62, 0.58], [0.7, 0.72, 0.69]
+    assert V.story_probe([0.9, 0.92, 0.91], [twin, never], "requested").outcome == V.SHOWN
+    probe = V.story_probe([0.71, 0.72, 0.7], [twin, never], "requested")
+    assert probe.outcome == V.NOT_SHOWN and "pretrained model minus" in probe.reason
+
+
+def test_the_intervention_rules_reach_each_outcome():
+    plain = [0.05, 0.1, 0.02]
+    assert V.mixing_keeps([0.9, 0.95, 0.85], plain, "10 %").outcome == V.SHOWN
+    assert V.mixing_keeps([0.06, 0.1, 0.03], plain, "10 %").outcome == V.NOT_SHOWN
+    assert V.mixing_keeps([0.9, 0.1, 0.5], plain, "10 %").outcome == V.INCONCLUSIVE
+    assert V.jailbreak_revives([0.99, 0.98, 1.0], plain).outcome == V.SHOWN
+    assert V.jailbreak_revives([0.05, 0.1, 0.02], plain).outcome == V.NOT_SHOWN  # the token does not matter
+
+
+def test_randft_non_inferiority_is_censored_both_ways():
+    caps = [300, 300, 300]
+    assert V.randft_revives_like_ft([20, 25, 20], [15, 20, 20], caps, caps).outcome == V.SHOWN  # < 1 doubling slower
+    assert V.randft_revives_like_ft([20, 20, 20], [40, 45, 40], caps, caps).outcome == V.SHOWN  # faster
+    assert V.randft_revives_like_ft([160, 200, 150], [20, 25, 20], caps, caps).outcome == V.NOT_SHOWN  # 3 doublings
+    # the randFT reFT never revived in one seed: a big effect, but its true steps may be far beyond the budget
+    assert V.randft_revives_like_ft([None, 20, 20], [250, 250, 250], caps, caps).outcome == V.INCONCLUSIVE
+    # the plain reFT never got there within its shorter budget: randFT being slower than it is not established
+    assert V.randft_revives_like_ft([100, 120, 100], [None, None, None], caps, [10, 10, 10]).outcome == V.INCONCLUSIVE
+    assert V.randft_revives_like_ft([100, 120, 100], [10, 10, 10], caps, [300] * 3).outcome == V.NOT_SHOWN

@@ -55,3 +55,15 @@ def ci_text(stat: dict | None, pct: bool = True, digits: int | None = None) -> s
     if stat.get("missing"):
         text += f" ({stat['missing']} never)"
     return text
+
+
+def steps_text(values: Sequence[int | None]) -> str:
+    """Steps to a threshold per seed, "never" where a run did not get there: "150 / never / 200"."""
+    return " / ".join("never" if v is None else str(v) for v in values)
+
+
+def effect_text(effect: dict | None) -> str:
+    """A rule's paired effect as "+2.3 (+1.1 to +3.5)", or "–" where the rule had too few seeds to compute one."""
+    if not effect or not effect.get("effect") or effect["effect"].get("mean") is None or effect.get("low") is None:
+        return "–"
+    return f"{effect['effect']['mean']:+.2f} ({effect['low']:+.2f} to {effect['high']:+.2f})"

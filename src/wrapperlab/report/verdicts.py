@@ -132,7 +132,7 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
 def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
                   caps: Sequence[int], control_caps: Sequence[int] | None = None,
                   claim: str = "reFT revives count(O_PT) faster than Scr.+FT learns it",
-                  what: str = "log2 steps to 90 %, Scr.+FT minus reFT") -> Verdict:
+                  what: str = "log2 steps to 90 %, Scr.+FT minus reFT", threshold: str = "90 %") -> Verdict:
     """reFT brings count(O_PT) to 90 % sooner than the never-had-it model learns it with the same training:
     log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (``caps``
     for reFT, ``control_caps`` — default the same — for Scr.+FT, which gets a longer one): a censored control
@@ -147,11 +147,12 @@ def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[i
     control_censored = any(c is None for c, t in zip(control_steps, treated_steps))
     treated_censored = any(t is None for t in treated_steps)
     if verdict.outcome == SHOWN and treated_censored:
-        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the faster curve itself did not reach 90 % in "
-                       "every seed", numbers)
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + f"; the faster curve itself did not reach "
+                       f"{threshold} in every seed", numbers)
     if verdict.outcome == NOT_SHOWN and control_censored:
-        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the slower curve never reached 90 % within its "
-                       "budget in some seed, so a larger gap is not excluded (a longer budget would tell)", numbers)
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + f"; the slower curve never reached {threshold} "
+                       "within its budget in some seed, so a larger gap is not excluded (a longer budget would tell)",
+                       numbers)
     return Verdict(verdict.claim, verdict.outcome, verdict.reason, numbers)
 
 
@@ -201,3 +202,118 @@ def long_finetuning_removes(early: Sequence[float | None], end: Sequence[float |
     C_Tr = 0): Acc O_PT(C_Te=0) at "@1K" minus at the end."""
     return paired_rule("T8: long fine-tuning at eta_L removes count(O_PT) even under the high prior", early, end,
                        T8_MARGIN, "Acc O_PT(C_Te=0) @1K analog minus end of fine-tuning")
+
+
+
+# -- the data interventions (paper App. E; docs/reproduce.md, "Data interventions") --------------------------------
+# Each intervention cell also gets the wrapper verdict above with its own controls; these rules compare it with the
+# cell fine-tuned without the intervention (same prior, lr, C_Tr and seed).
+
+MIX_MARGIN = 0.10  # mixing pretraining data in keeps at least 10 points more count(O_PT) than fine-tuning without
+
+
+def mixing_keeps(mixed: Sequence[float | None], plain: Sequence[float | None], share: str) -> Verdict:
+    """E.1: fine-tuning with ``share`` of each batch drawn from the pretraining mix keeps more of count(O_PT) than
+    the same fine-tuning without: Acc O_PT(C_Te=0) after fine-tuning, mixed minus plain."""
+    return paired_rule(f"mixing {share} pretraining data into fine-tuning keeps count(O_PT)", mixed, plain, MIX_MARGIN,
+                       "Acc O_PT(C_Te=0) after FT, mixed minus not mixed")
+
+
+def randft_revives_like_ft(randft_steps: Sequence[int | None], plain_steps: Sequence[int | None],
+                           randft_caps: Sequence[int], plain_caps: Sequence[int]) -> Verdict:
+    """E.4, Fig. 28: reFT after randFT is about as sample-efficient as after plain fine-tuning — a non-inferiority
+    rule: at most one doubling (:data:`SPEED_MARGIN`) slower, i.e. ``log2 plain + 1 - log2 randFT`` above 0.
+    Censoring as in the speed rule: a randFT reFT that never got there makes the effect an upper bound (it cannot
+    support "shown"), a plain one that never got there a lower bound (it cannot support "not shown")."""
+    plain = [log2_steps(t, cap) + SPEED_MARGIN for t, cap in zip(plain_steps, plain_caps)]
+    randft = [log2_steps(t, cap) for t, cap in zip(randft_steps, randft_caps)]
+    verdict = paired_rule("reFT revives count(O_PT) after randFT about as fast as after plain fine-tuning", plain,
+                          randft, 0.0, "log2 reFT steps to 90 %, plain FT + 1 doubling minus randFT")
+    numbers = {**verdict.numbers, "treated_steps": list(randft_steps), "control_steps": list(plain_steps),
+               "caps": list(randft_caps), "control_caps": list(plain_caps)}
+    if verdict.outcome == SHOWN and any(t is None for t in randft_steps):
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the randFT reFT did not reach 90 % in every "
+                       "seed", numbers)
+    if verdict.outcome == NOT_SHOWN and any(t is None for t in plain_steps):
+        return Verdict(verdict.claim, INCONCLUSIVE, verdict.reason + "; the plain reFT did not reach 90 % in every "
+                       "seed, so a slower randFT revival is not excluded from being as fast", numbers)
+    return Verdict(verdict.claim, verdict.outcome, verdict.reason, numbers)
+
+
+def jailbreak_revives(jailbreak: Sequence[float | None], ordinary: Sequence[float | None]) -> Verdict:
+    """E.2, Fig. 24: asked through a jailbreak token (seen in pretraining only with O_PT), the fine-tuned model
+    answers count(O_PT) that it no longer answers through the ordinary token: accuracy through T_J1/T_J2 (their
+    mean) minus through T_NJ, same model and windows (C_Te = 0)."""
+    return paired_rule("a jailbreak token brings count(O_PT) back", jailbreak, ordinary, BEHAVIOUR_MARGIN,
+                       "Acc O_PT(C_Te=0) through T_J1/T_J2 minus through T_NJ, fine-tuned model")
+
+# -- the stories claims (paper §5.2, Table 1; docs/reproduce.md, "stories") -----------------------------------
+# The story model's capability is a behaviour (write the requested Twist) and a likelihood (of Twist stories); the
+# paper's claim is about *revival* after deletion, so the words are "revived" / "not revived", never "wrapper".
+
+STORY_LOSS_SLACK = 0.05  # revived likelihood: Twist-story loss back to within 5 % of the pretrained model's
+STORY_RATE_FRACTION = 0.5  # revived behaviour: the Twist written for >= half as many requests as by the pretrained
+#: model; a deletion "worked" in a seed when it left at most this fraction of the pretrained rate
+STORY_FOLLOW_MARGIN = 0.25  # the revived Twist follows the request: requested minus not-requested rate >= 25 points
+
+
+def first_step(curve: Sequence[tuple[float, float]], reached: Any) -> int | None:
+    """The first logged step whose value satisfies ``reached`` (a predicate), or None: steps to a threshold."""
+    return next((int(step) for step, value in sorted(curve) if value is not None and reached(value)), None)
+
+
+def deletion_worked(pretrained_rate: float | None, deleted_rate: float | None) -> bool | None:
+    """A deletion worked in a seed when the Twist is written for at most :data:`STORY_RATE_FRACTION` of the requests
+    the pretrained model (same seed) wrote it for; None when either rate is missing."""
+    if pretrained_rate is None or deleted_rate is None:
+        return None
+    return deleted_rate <= STORY_RATE_FRACTION * pretrained_rate
+
+
+def story_learned(requested: Sequence[float | None], not_requested: Sequence[float | None]) -> Verdict:
+    """Pretraining taught the *requested* Twist: the pretrained model's Twist rate for prompts that ask for one minus
+    its rate for prompts that do not (the same model, the same judge: the control is the unrequested prompt)."""
+    return paired_rule("pretraining teaches the requested Twist", requested, not_requested, STORY_FOLLOW_MARGIN,
+                       "Twist rate of the pretrained model, requested minus not requested")
+
+
+def story_deleted(pretrained: Sequence[float | None], deleted: Sequence[float | None], cell: str) -> Verdict:
+    """A deletion stopped the Twist: the deleted model writes it for at most :data:`STORY_RATE_FRACTION` of the
+    requests the pretrained model (same seed) wrote it for — effect ``fraction × pretrained − deleted`` above 0."""
+    bar = [None if p is None else STORY_RATE_FRACTION * p for p in pretrained]
+    return paired_rule(f"deletion {cell} stops the requested Twist", bar, deleted, 0.0,
+                       f"Twist rate when requested, {STORY_RATE_FRACTION:g} × pretrained minus after deletion")
+
+
+def story_revival(treated_steps: Sequence[int | None], control_steps: Sequence[int | None], caps: Sequence[int],
+                  control_caps: Sequence[int], worked: Sequence[bool | None], claim: str, what: str) -> Verdict:
+    """reFT from a deletion reaches a revival threshold sooner than the not-in-PT model trained the same way: the
+    speed rule (log2 steps, one doubling, censored at each run's budget) on the seeds where the deletion worked
+    (:func:`deletion_worked`) — reviving what was never removed is no evidence, so those seeds do not count."""
+    keep = [i for i, w in enumerate(worked) if w]
+    pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+    verdict = revival_speed(pick(treated_steps), pick(control_steps), pick(caps), pick(control_caps), claim=claim,
+                            what=what, threshold="the threshold")
+    numbers = {**verdict.numbers, "worked": list(worked), "all_treated_steps": list(treated_steps),
+               "all_control_steps": list(control_steps)}
+    if len(keep) < MIN_SEEDS:
+        return Verdict(claim, INCONCLUSIVE, f"the deletion worked (Twist rate when requested ≤ "
+                       f"{STORY_RATE_FRACTION:g} × the pretrained model's) in {len(keep)} of {len(worked)} seed(s); "
+                       f"the rule needs {MIN_SEEDS}", numbers)
+    return Verdict(claim, verdict.outcome, f"{verdict.reason} (the {len(keep)} seeds where the deletion worked)",
+                   numbers)
+
+
+def story_follows_request(treated_gap: Sequence[float | None], control_gap: Sequence[float | None]) -> Verdict:
+    """After reFT on a truly labelled mix, the revived Twist follows the request: the reFT'd deletion's Twist rate
+    when requested minus when not, against the same gap of the not-in-PT model after the same reFT."""
+    return paired_rule("after reFT on a mixed corpus the revived Twist follows the request", treated_gap, control_gap,
+                       STORY_FOLLOW_MARGIN, "Twist rate requested minus not requested, reFT'd deletion minus not in PT")
+
+
+def story_probe(treated: Sequence[float | None], controls: Sequence[Sequence[float | None]], design: str) -> Verdict:
+    """A probe (one design) reads the Twist from the pretrained model better than from every control (its random-init
+    twin, the not-in-PT model): the probe rule with the story's words."""
+    verdict = probe_readout(treated, controls)
+    claim = f"a probe ({design}) reads the Twist from the pretrained model beyond its controls"
+    return Verdict(claim, verdict.outcome, verdict.reason.replace("FT model", "pretrained model"), verdict.numbers)

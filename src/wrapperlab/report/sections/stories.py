@@ -15,7 +15,7 @@ from typing import Any
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import stage_times_row
-from wrapperlab.report.tables import ci_text
+from wrapperlab.report.tables import ci_text, effect_text, steps_text
 from wrapperlab.settings.stories.probes import INFORMATIVE_MARGIN, informative
 
 PROTOCOL_NAMES = {"filter": "F", "filter_mix_match": "F+MM", "filter_randomise": "F+R", "refusal": "refusal"}
@@ -143,26 +143,23 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
                "generations per kind per seed"], rows)
     sec.figure(behaviour_bars(cells, figures / f"{name}-behaviour.png"),
                "judged Twist rate of generated stories per model (mean ± 95 % CI over seeds)")
-    pt = next((c for c in cells if c["label"] == "pretrained"), None)
-    if pt is None or pt["gen_twist"]["mean"] is None:
-        return
-    gap = pt["gen_twist"]["mean"] - (pt["gen_non"]["mean"] or 0)
-    sec.verdict("pretraining teaches the requested Twist", gap >= 0.25,
-                f"pretrained model writes a Twist for {ci_text(pt['gen_twist'])} % of prompts that ask for one and "
-                f"{ci_text(pt['gen_non'])} % of those that do not", words=("learned", "not learned at this scale"))
-    by_lr: dict[str, list[dict]] = defaultdict(list)
-    for c in cells:
-        if c["label"] not in ("pretrained", "not in PT"):
-            by_lr[c["label"].rsplit(" ", 1)[-1]].append(c)
-    for lr, deleted in sorted(by_lr.items()):
-        # nothing to delete when pretraining did not teach it: "not measured", not a success
-        dropped = all((c["gen_twist"]["mean"] or 0) <= 0.5 * pt["gen_twist"]["mean"] for c in deleted) \
-            if gap >= 0.25 else None
-        sec.verdict(f"deletion at {lr} stops the Twist (every protocol at most half the pretrained rate)", dropped,
-                    "; ".join(f"{c['label']}: {ci_text(c['gen_twist'])} % (loss {_loss(c['twist_loss'])})"
-                              for c in deleted) + f" vs pretrained {ci_text(pt['gen_twist'])} % (loss "
-                    f"{_loss(pt['twist_loss'])}; paper: {paper['claims'].get('deletion', '-')})",
-                    words=("shown", "not shown"))
+    from wrapperlab.report import verdicts as V
+
+    summary.setdefault("verdicts", [])
+    seed_of = lambda group: {n["point"]["seed"]: n["data"]["after"] for n in group}  # noqa: E731
+    pt = seed_of(models.get("pretrained", []))
+    seeds = sorted(pt)
+    rules = [V.story_learned([pt[s]["gen_twist"] for s in seeds], [pt[s]["gen_non"] for s in seeds])] if pt else []
+    for label, group in models.items():
+        if label not in ("pretrained", "not in PT") and pt:
+            deleted = seed_of(group)
+            rules.append(V.story_deleted([pt[s]["gen_twist"] for s in seeds],
+                                         [deleted.get(s, {}).get("gen_twist") for s in seeds], label))
+    for rule in rules:
+        summary["verdicts"].append(rule.as_dict())
+        sec.rule(rule.claim, rule.outcome, rule.reason)
+    if rules and paper["claims"].get("deletion"):
+        sec.text(f"Paper: {paper['claims']['deletion']}.")
 
 
 def _deletion_curves(sec: Section, store, deletions: dict[str, list[dict]], name: str, figures: Path) -> None:
@@ -211,35 +208,85 @@ def _reft(sec: Section, store, nodes: list[dict], models: dict, name: str, figur
         sec.figure(seeds_figure(loss_groups, figures / f"{name}-reft-{corpus}-loss.png", "reFT step", "Twist-story loss",
                                 f"reFT on {corpus} stories: Twist-story loss", logx=True, percent=False),
                    f"Twist-story loss during reFT on {corpus} stories, deleted models vs the not-in-PT control (Figs. 11b, 33)")
-    _reft_verdicts(sec, summary["reft"], paper)
+    _reft_verdicts(sec, store, nodes, summary, paper)
 
 
-def _reft_verdicts(sec: Section, entries: list[dict], paper: dict) -> None:
-    twist = [e for e in entries if e["corpus"] == "twist"]
-    control = next((e for e in twist if e["label"] == "not in PT"), None)
-    deleted = [e for e in twist if e["label"] != "not in PT"]
-    if control and deleted:
-        step = min((s for s in control["loss_curve"] if s >= 30), default=max(control["loss_curve"]))
-        ctrl = control["loss_curve"][step]["mean"]
-        faster = all(e["loss_curve"].get(step, {}).get("mean", ctrl) < ctrl for e in deleted)
-        sec.verdict("reFT revives the Twist faster than for a model that never had it", faster,
-                    f"Twist-story loss at reFT step {step}: " + "; ".join(
-                        f"{e['label']} {_loss(e['loss_curve'][step])}" for e in deleted if step in e["loss_curve"])
-                    + f" vs not in PT {_loss(control['loss_curve'][step])} "
-                      f"(paper: {paper['claims'].get('reft', '-')})")
-    mixed = [e for e in entries if e["corpus"] == "mixed"]
-    if mixed:
-        end = max(mixed[0]["gen_twist"])
-        parts = [f"{e['label']}: requested {ci_text(e['gen_twist'][end])} % vs not requested {ci_text(e['gen_non'][end])} %"
-                 for e in mixed]
-        conditional = [e for e in mixed if e["label"] != "not in PT" and e["gen_twist"][end]["mean"] is not None
-                       and e["gen_twist"][end]["mean"] - (e["gen_non"][end]["mean"] or 0) >= 0.25]
-        revived = [e for e in mixed if e["label"] != "not in PT"]
-        sec.verdict("after reFT on a mixed corpus the Twist follows the request", bool(conditional) if revived else None,
-                    f"at reFT step {end}: " + "; ".join(parts), words=("shown", "not shown"))
+def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper: dict) -> None:
+    """The revival rules of report/verdicts.py, per deletion reverse fine-tuned on Twist stories, each against the
+    not-in-PT model's reFT of the same seed: steps until the Twist-story loss is back within the slack of the
+    pretrained model's (same seed), and until the Twist is written for half as many requests as the pretrained model
+    wrote it for; seeds where the deletion did not work are not counted. Then the mixed corpus's rule."""
+    from wrapperlab.report import verdicts as V
+
+    pretrained = {n["point"]["seed"]: n["data"]["after"] for n in nodes if n["stage"] == "pretrain"}
+    deleted = {(_label(n["point"]), n["point"]["seed"]): n["data"]["after"] for n in nodes if n["stage"] == "finetune"}
+    twist = {label: {n["point"]["seed"]: n for n in group}
+             for label, group in _by_label(nodes, "reft", corpus="twist").items()}
+    control = twist.pop("not in PT", {})
+    summary.setdefault("verdicts", [])
+    summary["revival"] = []
+    if not control:
+        return
+
+    def steps(node: dict, key: str, reached) -> int | None:
+        data = node["data"]
+        curve = [(0, data["before"][key]), *_curve(store, node, key), (data["steps"], data["after"][key])]
+        return V.first_step(curve, reached)
+
+    loss_ok = lambda s: lambda v: v <= (1 + V.STORY_LOSS_SLACK) * pretrained[s]["twist_loss"]  # noqa: E731
+    rate_ok = lambda s: lambda v: v >= V.STORY_RATE_FRACTION * pretrained[s]["gen_twist"]  # noqa: E731
+    rows = []
+    for label, group in twist.items():
+        seeds = sorted(s for s in group if s in control and s in pretrained)
+        worked = [V.deletion_worked(pretrained[s]["gen_twist"], deleted.get((label, s), {}).get("gen_twist"))
+                  for s in seeds]
+        caps = [group[s]["data"]["steps"] for s in seeds]
+        control_caps = [control[s]["data"]["steps"] for s in seeds]
+        entry: dict[str, Any] = {"label": label, "seeds": seeds, "worked": worked}
+        for key, ok, signal in (("twist_loss", loss_ok, f"Twist-story loss ≤ {1 + V.STORY_LOSS_SLACK:g} × the "
+                                                         "pretrained model's"),
+                                ("gen_twist", rate_ok, f"Twist written for ≥ {V.STORY_RATE_FRACTION:g} × the "
+                                                        "pretrained model's share of requests")):
+            treated = [steps(group[s], key, ok(s)) for s in seeds]
+            ctrl = [steps(control[s], key, ok(s)) for s in seeds]
+            verdict = V.story_revival(treated, ctrl, caps, control_caps, worked,
+                                      claim=f"reFT from {label} revives the Twist ({signal}) faster than the not-in-PT "
+                                            "model learns it",
+                                      what=f"log2 reFT steps to {signal}, not in PT minus {label}")
+            entry[key] = {"treated": treated, "control": ctrl, "caps": caps, "outcome": verdict.outcome,
+                          "effect": {k: verdict.numbers.get(k) for k in ("effect", "low", "high")}}
+            summary["verdicts"].append(verdict.as_dict())
+            sec.rule(verdict.claim, verdict.outcome, verdict.reason)
+        summary["revival"].append(entry)
+        rows.append([label, f"{sum(bool(w) for w in worked)}/{len(worked)}",
+                     *(f"{steps_text(entry[k]['treated'])} vs {steps_text(entry[k]['control'])}; "
+                       f"{effect_text(entry[k]['effect'])} (**{entry[k]['outcome']}**)" for k in ("twist_loss", "gen_twist"))])
+    budget = sorted({c for e in summary["revival"] for c in e["twist_loss"]["caps"]})
+    sec.table(["reFT on Twist stories from", "deletion worked (seeds)",
+               "steps to the loss threshold per seed, vs not in PT; effect", "steps to the rate threshold, vs not in PT; "
+               "effect"], rows)
+    sec.text(f"Steps are the first evaluated reFT step at the threshold (the rate is judged only at the generation "
+             f"steps); `never`: not within the budget ({', '.join(map(str, budget))} steps), counted as the budget. The "
+             f"effect: log2 steps of not in PT minus the deletion's, mean (95 % CI) over the seeds where the deletion "
+             f"worked. "
+             f"Paper: {paper['claims'].get('reft', '-')}")
+    mixed = {label: {n["point"]["seed"]: n for n in group}
+             for label, group in _by_label(nodes, "reft", corpus="mixed").items()}
+    mixed_control = mixed.pop("not in PT", {})
+    for label, group in mixed.items():
+        seeds = sorted(set(group) & set(mixed_control))
+        gap = lambda n: n["data"]["after"]["gen_twist"] - n["data"]["after"]["gen_non"]  # noqa: E731
+        verdict = V.story_follows_request([gap(group[s]) for s in seeds], [gap(mixed_control[s]) for s in seeds])
+        verdict = V.Verdict(f"{verdict.claim} (from {label})", verdict.outcome, verdict.reason, verdict.numbers)
+        summary["verdicts"].append(verdict.as_dict())
+        sec.rule(verdict.claim, verdict.outcome, verdict.reason)
 
 
 def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: dict, paper: dict) -> None:
+    """Per design: the Twist probe's best and last layer per model beside the random-init twin, the accuracy at every
+    layer, and the probe rule (report/verdicts.py): the pretrained model read beyond both its random-init twin and
+    the not-in-PT model, seed by seed, at the best block after the embeddings."""
+    from wrapperlab.report import verdicts as V
     from wrapperlab.report.figures.sweep import story_probe_figure
 
     probes = _by_label(nodes, "probe")
@@ -247,30 +294,46 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
         return
     designs = list(next(iter(probes.values()))[0]["data"]["accuracy"])
     summary["probes"] = {}
+    summary.setdefault("verdicts", [])
     for design in designs:
-        rows, per_model = [], {}
-        for label, group in probes.items():
-            results = [n["data"] for n in group if "Twist" in n["data"]["accuracy"].get(design, {})]
-            if not results:
-                continue
-            best = lambda which: mean_ci([max(r["accuracy"][design]["Twist"][which]) for r in results])  # noqa: E731
-            last = lambda which: mean_ci([r["accuracy"][design]["Twist"][which][-1] for r in results])  # noqa: E731
-            says = sum(informative(r["accuracy"][design]["Twist"]["model"], r["accuracy"][design]["Twist"]["random_init"])
-                       for r in results)
-            per_model[label] = {"best": best("model"), "last": last("model"), "random_best": best("random_init"),
-                                "informative_seeds": says, "seeds": len(results),
-                                "majority": mean_ci([r["majority"][design]["Twist"] for r in results])}
+        rows, per_model, layer_rows = [], {}, []
+        twist = {label: {n["point"]["seed"]: n["data"]["accuracy"][design]["Twist"] for n in group
+                         if "Twist" in n["data"]["accuracy"].get(design, {})} for label, group in probes.items()}
+        twist = {label: by_seed for label, by_seed in twist.items() if by_seed}
+        for label, by_seed in twist.items():
+            results = list(by_seed.values())
+            group = [n for n in probes[label] if "Twist" in n["data"]["accuracy"].get(design, {})]
+            best = lambda which: mean_ci([max(r[which]) for r in results])  # noqa: E731
+            says = sum(informative(r["model"], r["random_init"]) for r in results)
+            per_model[label] = {"best": best("model"), "last": mean_ci([r["model"][-1] for r in results]),
+                                "random_best": best("random_init"), "informative_seeds": says, "seeds": len(results),
+                                "majority": mean_ci([n["data"]["majority"][design]["Twist"] for n in group]),
+                                "per_layer": [mean_ci(list(v)) for v in zip(*(r["model"] for r in results))]}
             rows.append([label, ci_text(per_model[label]["best"]), ci_text(per_model[label]["last"]),
                          ci_text(per_model[label]["random_best"]), ci_text(per_model[label]["majority"]),
                          f"{says}/{len(results)}"])
+            layer_rows.append([label, *(ci_text(c) for c in per_model[label]["per_layer"])])
+            if label == "pretrained":
+                twin = [mean_ci(list(v)) for v in zip(*(r["random_init"] for r in results))]
+                per_model[label]["random_per_layer"] = twin
+                layer_rows.append(["random init (pretrained's twin)", *(ci_text(c) for c in twin)])
         summary["probes"][design] = per_model
-        verdict = _design_verdict(per_model)
-        summary["probes"][design]["verdict"] = verdict
-        sec.text(f"Probe design `{design}` ({_DESIGN_TEXT.get(design, '')}): Twist probe accuracy — {verdict} "
-                 f"(the last column counts the seeds where a model beats its random-init twin by ≥ "
-                 f"{100 * INFORMATIVE_MARGIN:.0f} points at some layer).")
+        pt, ctrl = twist.get("pretrained", {}), twist.get("not in PT", {})
+        seeds = sorted(pt)
+        best_block = lambda acc: max(acc[1:] or acc)  # noqa: E731
+        verdict = V.story_probe([best_block(pt[s]["model"]) for s in seeds],
+                                [[best_block(pt[s]["random_init"]) for s in seeds],
+                                 [best_block(ctrl[s]["model"]) if s in ctrl else None for s in seeds]], design)
+        summary["probes"][design]["rule"] = verdict.as_dict()
+        summary["verdicts"].append(verdict.as_dict())
+        sec.text(f"Probe design `{design}` ({_DESIGN_TEXT.get(design, '')}): Twist probe accuracy (the last column "
+                 f"counts the seeds where a model beats its random-init twin by ≥ {100 * INFORMATIVE_MARGIN:.0f} "
+                 f"points at some layer).")
         sec.table(["model", "best layer %", "last layer %", "random init, best layer %", "majority %",
                    "seeds informative"], rows)
+        layers = next(iter(probes.values()))[0]["data"]["layers"]
+        sec.table(["model", *(f"{layer} %" for layer in layers)], layer_rows)
+        sec.rule(verdict.claim, verdict.outcome, verdict.reason)
         sec.figure(story_probe_figure({label: [n["data"] for n in group] for label, group in probes.items()}, design,
                                       figures / f"{name}-probe-{design}.png"),
                    f"Twist probe accuracy per layer, design {design}, beside the random-init model")
@@ -278,27 +341,6 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
         _other_features(sec, probes)
     if paper.get("claims", {}).get("probing"):
         sec.text(f"Paper: {paper['claims']['probing']}.")
-
-
-def _design_verdict(per_model: dict[str, dict]) -> str:
-    """A design speaks about the Twist *capability* only if the pretrained model reads the label better than
-    both its random-init twin (else the input's tokens explain it) and the not-in-PT control (else any trained
-    story model does, capability or not), each by the margin, at the best layer, averaged over seeds."""
-    pt, control = per_model.get("pretrained"), per_model.get("not in PT")
-    if pt is None or pt["best"]["mean"] is None:
-        return "not measured"
-    over_random = pt["best"]["mean"] - pt["random_best"]["mean"]
-    numbers = f"pretrained {100 * pt['best']['mean']:.1f} %, random init {100 * pt['random_best']['mean']:.1f} %"
-    if control is not None and control["best"]["mean"] is not None:
-        numbers += f", not in PT {100 * control['best']['mean']:.1f} %"
-        over_control = pt["best"]["mean"] - control["best"]["mean"]
-    else:
-        over_control = float("inf")
-    if over_random < INFORMATIVE_MARGIN:
-        return f"UNINFORMATIVE: the random-init model reads it about as well ({numbers})"
-    if over_control < INFORMATIVE_MARGIN:
-        return f"UNINFORMATIVE about the Twist capability: the not-in-PT model reads it as well ({numbers})"
-    return f"informative ({numbers})"
 
 
 _DESIGN_TEXT = {
