@@ -7,7 +7,7 @@ PYTHON ?= python3
 TORCH_INDEX ?=
 TORCH_PIP = $(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 
-.PHONY: install install-all demo reproduce-all table5 stories test test-fast bench clean
+.PHONY: install install-all demo reproduce-all table5 stories stories-deep test test-fast bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,14 @@ install-all: $(VENV)/.installed-all
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 
-# all four shipped experiments on the quick profile into the same store and report (estimated 45-60 min on 2 cores;
-# the Tracr pair took 18 min measured beside other work, the Indexer has not yet been timed end to end)
+# the paper's experiments on the quick profile into the same store and report: the Counter and Indexer, the data
+# interventions (randFT, PT mixing, jailbreak tokens; they reuse the Counter's plain cell), the Tracr pair and both
+# story specs — about 4 h on 2 cores, summed from their separate runs (docs/reproduce.md, docs/stories.md; not
+# yet timed end to end in one call);
+# pcfg-table5, pcfg-depth and pcfg-pretraining have their own targets or commands
 reproduce-all: install-all
-	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer tracr-counter tracr-max --profile quick --workers 2
+	$(VENV)/bin/wrapperlab reproduce pcfg-counter pcfg-indexer pcfg-randft pcfg-mixing pcfg-jailbreak tracr-counter \
+	  tracr-max stories-twist stories-deep --profile quick --workers 2
 
 # the paper's Table 5 grid (3 priors x 4 C_Tr x 3 lrs, 3 seeds, analyses on C_Tr = 0 and 1 of every prior and lr;
 # the claims it tests are in docs/reproduce.md): 2 h 7 min on 2 cores, measured 2026-12-02 over two sittings
@@ -44,6 +48,10 @@ table5: install
 # the TinyStories-style Twist experiment (issue 6) on the quick profile, 3 seeds, into the same store and report
 stories: install
 	$(VENV)/bin/wrapperlab reproduce stories-twist --profile quick --workers 2
+
+# the 6-block story model: Twist probes per layer beside the random-init twin, one deletion and its reFT (~47 min)
+stories-deep: install
+	$(VENV)/bin/wrapperlab reproduce stories-deep --profile quick --workers 2
 
 test: install-all
 	$(PY) -m pytest -q --durations=10

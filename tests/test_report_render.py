@@ -11,12 +11,13 @@ import pytest
 
 from wrapperlab.orchestration.reproduce import reproduce
 from wrapperlab.orchestration.spec import load_spec
+from wrapperlab.report.docs import update_docs
 from wrapperlab.report.render import write_report
 from wrapperlab.runs.store import RunStore
 from wrapperlab.training.config import Runtime
 
 SPECS = ("pcfg-counter", "pcfg-indexer", "tracr-counter", "tracr-max", "stories-twist", "pcfg-table5", "pcfg-depth",
-         "pcfg-pretraining")
+         "pcfg-pretraining", "stories-deep", "pcfg-mixing", "pcfg-randft", "pcfg-jailbreak")
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +65,39 @@ def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
     wheres = [c["where"] for c in summary["pcfg-pretraining/test"]["claims"]]
     assert {w.rsplit("; ", 1)[-1] for w in wheres} == {"pretrained 10 steps", "pretrained 40 steps"}
     assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
+    for cell in summary["pcfg-indexer/test"]["analysed"]:  # the rules speak of the Indexer's task, not of counting
+        assert all("index(O_PT)" in claim for claim in cell["signatures"])
     moved = summary["tracr-max/test"]["finetune"][0]["attention_change"]
     assert len(moved) >= 2 and all(0.0 <= m["mean"] <= 1.0 for m in moved)
+    # the deeper story model: probes at every one of its 6 blocks beside the random-init twin, the revival rules
+    # (one seed: inconclusive, saying how many seeds the deletion worked in), all generated into docs blocks
+    deep = summary["stories-deep/test"]
+    assert len(deep["probes"]["requested_matched"]["pretrained"]["per_layer"]) == 7
+    assert [e["label"] for e in deep["revival"]] == ["F η_M"] and len(deep["revival"][0]["worked"]) == 1
+    assert {v["outcome"] for v in deep["verdicts"]} == {"inconclusive"} and len(deep["verdicts"]) == 2 + 2 + 3
+    doc = paths["markdown"].parent / "stories-doc.md"
+    doc.write_text("".join(f"<!-- wrapperlab:{kind} stories-deep/test -->\n<!-- /wrapperlab -->\n"
+                           for kind in ("stories-behaviour", "stories-revival", "stories-probes"))
+                   + "<!-- wrapperlab:pcfg-jailbreak pcfg-jailbreak/test -->\n<!-- /wrapperlab -->\n")
+    update_docs(summary, [doc])
+    text = doc.read_text()
+    assert "| pretrained | 1 |" in text and "| random init (pretrained's twin) |" in text and "| B6 |" in text
+    assert "**reFT from F η_M revives the Twist" in text and "of 1 seed(s); the rule needs 3" in text
+    assert "| low, η_L, C_Tr=1 |" in text and "| fine-tuned T_J1 % |" in text  # the jailbreak table, per cell
+    # the data interventions, each beside the same fine-tuning without it (whose runs the specs share)
+    claims = {c["claim"]: c for name in ("pcfg-mixing", "pcfg-randft", "pcfg-jailbreak")
+              for c in summary[f"{name}/test"]["claims"]}
+    for claim in ("mixing 50 % pretraining data into fine-tuning keeps count(O_PT)",
+                  "reFT revives count(O_PT) after randFT about as fast as after plain fine-tuning",
+                  "a jailbreak token brings count(O_PT) back"):
+        assert claims[claim]["outcome"] == "inconclusive", claim  # one seed
+    assert "| low, randFT, η_L, C_Tr=1, reFT η L |" in markdown and "| low, PT mix 50 %, η_L, C_Tr=1, reFT η L |" in markdown
+    assert "| cell | pretrained T_NJ % | pretrained T_J1 % | pretrained T_J2 % | fine-tuned T_NJ % |" in markdown
+    store = RunStore(shipped_specs_store)
+    randft = [r for r in store.runs() if r.kind == "randft"]
+    assert len(randft) == 1 and {k: randft[0].config()["data"][k] for k in ("ask", "answer")} == {"ask": "pt", "answer": "ft"}
+    assert sorted(r.config()["data"]["mix_pt"] for r in store.runs() if r.kind == "finetune"
+                  and r.config()["data"]["mix_pt"]) == [0.5]
     links = re.findall(r"\]\((figures/[^)]+)\)", markdown)
     assert len(links) == len(set(links))  # one figure per cell: no cell's figure overwrites another's
     for link in links:

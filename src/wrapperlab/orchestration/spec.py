@@ -42,7 +42,7 @@ class AnalysisSpec(Config):
         "those not above its own lr (the paper's reFT lr is below the fine-tuning one). Default: the profile's "
         "reft_lr_factor x the fine-tuning lr")
     ks: list[int] | None = Field(None, description="pcfg prune: numbers of units pruned (default 0..50)")
-    n_eval: int | None = Field(None, gt=0, description="pcfg prune: test samples per accuracy (default 1000)")
+    n_eval: int | None = Field(None, gt=0, description="pcfg prune and jailbreak: test samples per accuracy (default 1000)")
     iters: int | None = Field(None, gt=0, description="pcfg probe: training steps (default: the profile's)")
     corpora: list[Literal["twist", "mixed"]] = Field(
         ["twist"], description="stories reft: Twist-only stories (the paper) and/or a truly labelled Twist-rich mix")

@@ -19,29 +19,23 @@ from typing import Any, Callable
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
-from wrapperlab.report.sections.common import root_label
-from wrapperlab.report.tables import ci_text
+from wrapperlab.report.sections.common import protocol_label, root_label
+from wrapperlab.report.tables import ci_text, effect_text, steps_text
 from wrapperlab.report.verdicts import outcome_counts
 
 _BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
                     re.S)
-_PARTS = ("fine-tuning hides count(O_PT)", "pruning revives count(O_PT)", "a probe reads count(O_PT)",
-          "reFT revives count(O_PT) faster than Scr.+FT learns it")
 
 
 def _pct(values: list[float | None]) -> str:
     return " / ".join("never" if v is None else f"{100 * v:.1f}" for v in values)
 
 
-def _steps(values: list[int | None]) -> str:
-    return " / ".join("never" if v is None else str(v) for v in values)
-
-
 def _budgets(speed: dict[str, Any]) -> str:
     """The step budgets of reFT and Scr.+FT ("200" when they had the same, "200 / 2000" when not)."""
     caps = sorted(set(speed["caps"]))
     control = sorted(set(speed.get("control_caps", speed["caps"])))
-    return _steps(caps) if caps == control else f"{_steps(caps)} / {_steps(control)}"
+    return steps_text(caps) if caps == control else f"{steps_text(caps)} / {steps_text(control)}"
 
 
 def pcfg_verdicts(numbers: dict[str, Any]) -> str:
@@ -50,13 +44,13 @@ def pcfg_verdicts(numbers: dict[str, Any]) -> str:
             "| best-block probe %, FT vs strongest control | reFT vs Scr.+FT steps to 90 % (budgets) | verdict |",
             "|---|---|---|---|---|---|---|"]
     for cell in numbers.get("analysed", []):
-        parts = [cell["signatures"][name] for name in _PARTS]
+        parts = list(cell["signatures"].values())  # behaviour, pruning, probe, speed (the claim words name the task)
         b, p, q, s = (part["numbers"] for part in parts)
         texts = [f"{_pct(b['treated'])} → {_pct(b['control'])}", f"{_pct(p['treated'])} vs {_pct(p['control'])}",
                  f"{_pct(q['treated'])} vs {_pct(q['control'])}",
-                 f"{_steps(s['treated_steps'])} vs {_steps(s['control_steps'])} ({_budgets(s)})"]
-        label = f"{cell.get('prior', '-')}, η {cell['lr']}, C_Tr = {cell['c_tr']:g}" \
-            + (f", reFT η {cell['reft_lr']}" if "reft_lr" in cell else "")
+                 f"{steps_text(s['treated_steps'])} vs {steps_text(s['control_steps'])} ({_budgets(s)})"]
+        label = ", ".join([str(cell.get("prior", "-")), *filter(None, [protocol_label(cell)]), f"η {cell['lr']}",
+                           f"C_Tr = {cell['c_tr']:g}"]) + (f", reFT η {cell['reft_lr']}" if "reft_lr" in cell else "")
         rows.append(f"| {label} | {', '.join(map(str, cell['seeds']))} | "
                     + " | ".join(f"{t} (**{part['outcome']}**)" for t, part in zip(texts, parts))
                     + f" | **{cell['verdict']}** |")
@@ -90,7 +84,8 @@ def pcfg_localisation(numbers: dict[str, Any]) -> str:
     rows = ["| cell | top-15 pruned units per block, % | in the latter half, % | probe gain over random init per "
             "block, points |", "|---|---|---|---|"]
     for cell in numbers.get("localisation", []):
-        label = ", ".join([root_label(cell) or "-", f"η {cell['lr']}", f"C_Tr = {cell['c_tr']:g}"])
+        label = ", ".join([root_label(cell) or "-", *filter(None, [protocol_label(cell)]), f"η {cell['lr']}",
+                           f"C_Tr = {cell['c_tr']:g}"])
         rows.append(f"| {label} | {per_block(cell['pruned_share'])} | {ci_text(cell['latter_half'])} | "
                     f"{per_block(cell['probe_gain'])} |")
     return "\n".join(rows) + "\n"
@@ -154,10 +149,73 @@ def tracr_reft(numbers: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n" + ("\n" + "\n".join(lines) + "\n" if lines else "")
 
 
+def _rule_lines(verdicts: list[dict[str, Any]]) -> str:
+    return "".join(f"- **{v['claim']}** — **{v['outcome']}**: {v['reason']}\n" for v in verdicts)
+
+
+def stories_behaviour(numbers: dict[str, Any]) -> str:
+    """Every story model's Twist-story loss and judged Twist rates (mean ± 95 % CI over seeds)."""
+    rows = ["| model | seeds | Twist-story loss | Twist written, requested % | Twist written, not requested % |",
+            "|---|---|---|---|---|"]
+    for c in numbers.get("models", []):
+        rows.append(f"| {c['label']} | {c['seeds']} | {ci_text(c['twist_loss'], pct=False, digits=3)} | "
+                    f"{ci_text(c['gen_twist'])} | {ci_text(c['gen_non'])} |")
+    return "\n".join(rows) + "\n"
+
+
+def stories_revival(numbers: dict[str, Any]) -> str:
+    """reFT on Twist stories from each deletion vs the not-in-PT model: per seed, whether the deletion worked and the
+    steps to each revival threshold, the rule's effect (log2 steps, not in PT minus reFT: mean and 95 % CI over the
+    seeds where the deletion worked); then every stories rule's outcome and reason but the probes' (their block's)."""
+    rows = ["| reFT from | deletion worked, per seed | steps to the loss threshold: reFT vs not in PT; effect | steps to "
+            "the rate threshold: reFT vs not in PT; effect | budget |", "|---|---|---|---|---|"]
+    for e in numbers.get("revival", []):
+        texts = [f"{steps_text(r['treated'])} vs {steps_text(r['control'])}; {effect_text(r.get('effect'))} "
+                 f"(**{r['outcome']}**)" for r in (e["twist_loss"], e["gen_twist"])]
+        rows.append(f"| {e['label']} | {' / '.join('yes' if w else 'no' for w in e['worked'])} | {texts[0]} | "
+                    f"{texts[1]} | {steps_text(sorted(set(e['twist_loss']['caps'])))} |")
+    probes = [m["rule"] for m in numbers.get("probes", {}).values() if "rule" in m]
+    return "\n".join(rows) + "\n\n" + _rule_lines([v for v in numbers.get("verdicts", []) if v not in probes])
+
+
+def stories_probes(numbers: dict[str, Any]) -> str:
+    """The Twist probe per layer, per design: every probed model and the pretrained model's random-init twin."""
+    out = []
+    for design, models in numbers.get("probes", {}).items():
+        pt = models.get("pretrained", {})
+        width = len(pt.get("per_layer", []))
+        lines = [f"`{design}` | " + " | ".join(["B0 (embeddings)"] + [f"B{i}" for i in range(1, width)]) + " |",
+                 "|---|" + "---|" * width]
+        for label, m in models.items():
+            if isinstance(m, dict) and "per_layer" in m:
+                lines.append(f"| {label} | " + " | ".join(ci_text(c) for c in m["per_layer"]) + " |")
+                if "random_per_layer" in m:
+                    lines.append("| random init (pretrained's twin) | "
+                                 + " | ".join(ci_text(c) for c in m["random_per_layer"]) + " |")
+        lines[0] = "| " + lines[0]
+        rule = models.get("rule")
+        out.append("\n".join(lines) + "\n\n" + (_rule_lines([rule]) if rule else ""))
+    return "\n".join(out)
+
+
+def pcfg_jailbreak(numbers: dict[str, Any]) -> str:
+    """The jailbreak table (Fig. 24): count(O_PT) through each counting token, pretrained and fine-tuned model."""
+    cells = numbers.get("jailbreak", [])
+    tokens = list(cells[0]["pretrained"]) if cells else []
+    rows = ["| cell | " + " | ".join(f"pretrained {t} %" for t in tokens) + " | "
+            + " | ".join(f"fine-tuned {t} %" for t in tokens) + " | jailbreak revives |",
+            "|---|" + "---|" * (2 * len(tokens) + 1)]
+    for c in cells:
+        rows.append(f"| {c['label']} | " + " | ".join(ci_text(c[w][t]) for w in ("pretrained", "finetuned")
+                                                       for t in tokens) + f" | **{c['outcome']}** |")
+    return "\n".join(rows) + "\n"
+
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "time-split": time_split, "tracr-reft": tracr_reft,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
     "pcfg-localisation": pcfg_localisation, "pcfg-claims": pcfg_claims,
+    "pcfg-jailbreak": pcfg_jailbreak, "stories-behaviour": stories_behaviour, "stories-revival": stories_revival, "stories-probes": stories_probes,
 }
 
 

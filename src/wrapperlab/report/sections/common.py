@@ -73,9 +73,17 @@ def root_label(point: dict) -> str:
     return ", ".join(parts)
 
 
+def protocol_label(point: dict) -> str:
+    """How a cell was fine-tuned, where a spec varies it (the paper's App. E data interventions): the share of
+    pretraining data mixed in, randFT or plain fine-tuning."""
+    parts = [f"PT mix {100 * point['mix_pt']:g} %"] if "mix_pt" in point else []
+    parts += ["randFT" if point["randft"] else "plain FT"] if "randft" in point else []
+    return ", ".join(parts)
+
+
 def cell_label(point: dict, kind: str) -> str:
-    root = root_label(point)
-    return f"{root + ', ' if root else ''}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
+    head = ", ".join(p for p in (root_label(point), protocol_label(point)) if p)
+    return f"{head + ', ' if head else ''}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
 
 
 def setup_table(sec: Section, rep: dict, store, kind: str, head: list[list[str]]) -> None:
@@ -156,3 +164,10 @@ def ft_curves(store, group: list[dict]) -> dict[str, list]:
             if curve:
                 out[key].append(curve)
     return out
+
+
+def reft_budget(curve: dict | None) -> int:
+    """The steps a PCFG reFT or baseline curve was allowed (older results: its last evaluated step)."""
+    if curve is None:
+        return 0
+    return curve.get("budget") or max((step for step, _ in curve["curve"]), default=0)

@@ -21,11 +21,18 @@ from wrapperlab.report.sections.common import (
     paper_length,
     paper_row,
     paper_text,
+    protocol_label,
+    reft_budget,
     root_label,
     setup_table,
 )
+from wrapperlab.report.sections.interventions import intervention_claims
 from wrapperlab.report.tables import ci_text
-from wrapperlab.settings.pcfg.nodes import NEVER, PRETRAINED, ROOT_AXES
+from wrapperlab.settings.pcfg.nodes import NEVER, PRETRAINED, PROTOCOL_AXES, ROOT_AXES
+
+#: the axes besides the prior that a claim is read within (never pooled across): depth, pretraining length, and
+#: the fine-tuning protocol (PT data mixed in, randFT)
+GROUP_AXES = (*ROOT_AXES[1:], *PROTOCOL_AXES)
 
 
 def _head_rows(nodes: list[dict], store) -> list[list[str]]:
@@ -79,7 +86,8 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
         early = {m: [early_by_cell[key].get(n["point"]["seed"], {}).get(m) for n in group] for m in ACC_METRICS} \
             if early_by_cell[key] else None
         cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS, early)
-        extra = root_label({k: v for k, v in point.items() if k != "prior" and k in ROOT_AXES})
+        extra = ", ".join(t for t in (root_label({k: v for k, v in point.items() if k != "prior" and k in ROOT_AXES}),
+                                      protocol_label(point)) if t)
         prior = str(point.get("prior", "-")) + (f" ({extra})" if extra else "")
         rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
@@ -99,6 +107,9 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
                "accuracy vs fine-tuning step (Figs. 5, 68–75)")
     parts = _pcfg_analyses(sec, rep, paper, figures, summary)
     _table5_claims(sec, nodes, early_by_cell, parts, summary)
+    interventions = intervention_claims(sec, nodes, summary)
+    if interventions:
+        summary.setdefault("claims", []).extend({"where": where, **v.as_dict()} for where, v in interventions)
     return sec, summary
 
 
@@ -190,17 +201,19 @@ def _cell_verdicts(seeds: list[int], data: dict[str, Any]) -> tuple[V.Verdict, l
     speed = V.revival_speed([get(reft, s, lambda d: d["reft"]["steps_to_0.9"]) for s in seeds],
                             [get(reft, s, lambda d: d["scr+ft"]["steps_to_0.9"] if "scr+ft" in d else None)
                              for s in seeds],
-                            [_budget(reft.get(s, {}).get("reft")) for s in seeds],
-                            [_budget(reft.get(s, {}).get("scr+ft")) for s in seeds])
-    parts = [behaviour, pruning, probing, speed]
-    return V.pcfg_wrapper(*parts), parts
+                            [reft_budget(reft.get(s, {}).get("reft")) for s in seeds],
+                            [reft_budget(reft.get(s, {}).get("scr+ft")) for s in seeds])
+    parts = [_worded(v, data["pair"]) for v in (behaviour, pruning, probing, speed)]
+    return _worded(V.pcfg_wrapper(behaviour, pruning, probing, speed), data["pair"]), parts
 
 
-def _budget(curve: dict | None) -> int:
-    """The steps a reFT or baseline curve was allowed (older results: its last evaluated step)."""
-    if curve is None:
-        return 0
-    return curve.get("budget") or max((step for step, _ in curve["curve"]), default=0)
+def _worded(verdict: V.Verdict, pair: str) -> V.Verdict:
+    """A rule's words for the cell's pretraining task: the rules speak of count(O_PT); the Indexer's is index(O_PT)."""
+    task = pair.split("/")[0]
+    if task == "count":
+        return verdict
+    say = lambda text: text.replace("count(O_PT)", f"{task}(O_PT)")  # noqa: E731
+    return V.Verdict(say(verdict.claim), verdict.outcome, say(verdict.reason), verdict.numbers)
 
 
 def _analysed_cells(prunes: dict, probes: dict, refts: dict) -> list[tuple[tuple, Any]]:
@@ -265,7 +278,8 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
                                                    "signatures": {p.claim: p.as_dict() for p in parts}})
         lines.append((label, wrapper, parts))
         by_cell[(_extra(point), prior, point["lr"], point["c_tr"], reft_lr)] = parts
-        tag = "-".join([name, *(f"{prefix}{point[a]}" for a, prefix in (("prior", ""), ("blocks", "b"), ("pt_iters", "pt"))
+        tag = "-".join([name, *(f"{prefix}{point[a]}" for a, prefix in (("prior", ""), ("blocks", "b"), ("pt_iters", "pt"),
+                                                                        ("mix_pt", "mix"), ("randft", "randft"))
                                  if a in point), lr_name("pcfg", point["lr"]), f"ctr{point['c_tr']:g}"])  # one per cell
         drawn = key in drawn_cells  # a cell reverse fine-tuned at several lrs: its pruning and probe figures once
         drawn_cells.add(key)
@@ -322,8 +336,9 @@ def _pcfg_analyses(sec: Section, rep: dict, paper: dict, figures: Path, summary:
 
 
 def _extra(point: dict) -> tuple:
-    """The root axes besides the prior (depth, pretraining length): the claims are read within one value of them."""
-    return tuple(point.get(a) for a in ROOT_AXES if a != "prior")
+    """The axes besides the prior (depth, pretraining length, fine-tuning protocol): the claims are read within one
+    value of them."""
+    return tuple(point.get(a) for a in GROUP_AXES)
 
 
 def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[str, float]]],
@@ -333,7 +348,8 @@ def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, d
     and pretraining length a spec varies (the paper makes the same claims of its 50K-iteration Table 6)."""
     verdicts: list[tuple[str, V.Verdict]] = []
     for extra in sorted({_extra(n["point"]) for n in nodes if n["stage"] == "finetune"}, key=str):
-        label = root_label({a: v for a, v in zip(ROOT_AXES[1:], extra) if v is not None})
+        values = {a: v for a, v in zip(GROUP_AXES, extra) if v is not None}
+        label = ", ".join(t for t in (root_label(values), protocol_label(values)) if t)
         mine = [n for n in nodes if _extra(n["point"]) == extra]
         found = _claims_within(mine, early_by_cell, {k[1:]: v for k, v in parts.items() if k[0] == extra})
         verdicts += [(f"{where}{'; ' + label if label else ''}", verdict) for where, verdict in found]
@@ -353,7 +369,7 @@ def _claims_within(nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[
     seeds = sorted({n["point"]["seed"] for n in nodes if n["stage"] == "finetune"})
     lrs = sorted({n["point"]["lr"] for n in nodes if n["stage"] == "finetune"}, key=str)
     priors = {n["point"]["prior"] for n in nodes if n["stage"] == "finetune"}
-    fixed = {a: v for n in nodes if n["stage"] == "finetune" for a, v in n["point"].items() if a in ROOT_AXES[1:]}
+    fixed = {a: v for n in nodes if n["stage"] == "finetune" for a, v in n["point"].items() if a in GROUP_AXES}
 
     def key(prior: str, lr: Any, c_tr: float) -> tuple:
         return tuple(sorted({**fixed, "prior": prior, "lr": lr, "c_tr": c_tr}.items()))
@@ -380,7 +396,7 @@ def _claims_within(nodes: list[dict], early_by_cell: dict[tuple, dict[int, dict[
             return None
         by_seed = {n["point"]["seed"]: n["data"]["reft"] for n in rows}
         return ([by_seed[s]["steps_to_0.9"] if s in by_seed else None for s in seeds],
-                [_budget(by_seed.get(s)) for s in seeds])
+                [reft_budget(by_seed.get(s)) for s in seeds])
 
     verdicts: list[tuple[str, V.Verdict]] = []
     for lr in lrs:

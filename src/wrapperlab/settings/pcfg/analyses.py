@@ -16,18 +16,18 @@ from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
 from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, stream_rng
-from wrapperlab.data.tasks import TERMINALS, labels
+from wrapperlab.data.tasks import JAILBREAK_FAMILIES, TERMINALS, labels
 from wrapperlab.errors import ConfigError
 from wrapperlab.runs.profiles import validated
 from wrapperlab.runs.stage import Artifact, Say, cached
-from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig
-from wrapperlab.settings.pcfg.evaluate import finetune_accuracies, finetune_test_sets
+from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets
 from wrapperlab.settings.pcfg.maps import attention_maps
 from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 
 #: code version per analysis: bump one when what it computes changes meaning (runs/stage.py)
-VERSIONS = {"prune": 1, "probe": 1, "attention": 2, "diff": 1}  # attention 2: the index families' span
+VERSIONS = {"prune": 1, "probe": 1, "attention": 2, "diff": 1, "jailbreak": 1}  # attention 2: the index families' span
 
 
 def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tuple[Run, FinetuneDataConfig, FinetuneData]:
@@ -98,6 +98,35 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
         return probe(model, control, sets[0], sets[1], targets, cfg, seed).as_dict()
 
     return cached(run, "probe", key, compute, VERSIONS["probe"])
+
+
+def jailbreak_run(store: RunStore, ref: str, n_eval: int = 1000, seed: int = 0, say: Say = print,
+                  device: str = "cpu") -> Artifact:
+    """The synthetic jailbreak (App. E.2): a fine-tuned run's accuracy on its pretraining question (count O_PT)
+    asked through every counting token its pretraining knew — the ordinary one the fine-tuning used (``count``,
+    T_NJ) and the jailbreak tokens seen in pretraining only with O_PT (``count_j1``, ``count_j2``) — on the same
+    C_Te = 0 and C_Te = 1 test windows, for the run and for the pretrained model it descends from. The ordinary
+    token is each jailbreak token's control: same model, same windows, same answer; only the "prompt" differs."""
+    run, ft, data = _pair_data(store, ref, None)
+    tokens = ["count", *(t for t in data.data.config.tasks if t in JAILBREAK_FAMILIES)]
+    if ft.task != "count" or ft.pt_operand not in JAILBREAK_FAMILIES["count_j1"].operands or len(tokens) == 1:
+        raise ConfigError("run", ref, "a counting fine-tuning of O_PT = a whose pretraining had the jailbreak tasks "
+                                      "(data.tasks with count_j1 / count_j2)")
+    pretrained = lineage_root(run, "pretrain")
+    key = {"n_eval": n_eval, "seed": seed, "tokens": tokens}
+
+    def compute() -> dict[str, Any]:
+        say(f"jailbreak tokens on {run.id}: {', '.join(tokens)}")
+        sets = finetune_test_sets(data, n_eval, seed)
+        out: dict[str, Any] = {"tokens": tokens}
+        for which, source in (("finetuned", run), ("pretrained", pretrained)):
+            model = load_model(source).to(device)
+            out[which] = {f"cte{c:g}": {t: accuracy(model, data.data.build([t] * len(s), [ft.pt_operand] * len(s),
+                                                                          s.windows, s.correlated))
+                                       for t in tokens} for c, s in sets.items()}
+        return out
+
+    return cached(run, "jailbreak", key, compute, VERSIONS["jailbreak"])
 
 
 def attention_run(

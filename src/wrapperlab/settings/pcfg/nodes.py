@@ -1,7 +1,9 @@
 """How a PCFG spec becomes a run graph, and how each of its nodes runs.
 
-Per seed and prior one pretraining; under it one fine-tuning per (lr, C_Tr); after a fine-tuning the selected
-analyses (prune, probe, reft). The never-had-it model — the Scr.+FT pretraining: the root's recipe with the whole
+Per seed and prior one pretraining; under it one fine-tuning per (lr, C_Tr) — and, where a spec varies the
+fine-tuning protocol (the paper's App. E data interventions), per fraction of pretraining data mixed in
+(``mix_pt``) and per randFT or not (``randft``); after a fine-tuning the selected analyses (prune, probe, reft,
+jailbreak). The never-had-it model — the Scr.+FT pretraining: the root's recipe with the whole
 operand prior on O_FT — is a node of its own (``baseline``), so it trains while the fine-tunings do; it is the
 negative control of every signature: reFT's Scr.+FT baseline starts from it, and wherever the spec prunes or
 probes, it is pruned and probed the same way (nodes with ``model=never``), for the spec's (task, O_PT, O_FT).
@@ -13,24 +15,32 @@ from typing import Any
 
 from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.pruning import PruneConfig
+from wrapperlab.data.tasks import JAILBREAK_FAMILIES
+from wrapperlab.errors import ConfigError
 from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
 from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key, per_reft_lr
-from wrapperlab.settings.pcfg.analyses import probe_run, prune_run
+from wrapperlab.settings.pcfg.analyses import jailbreak_run, probe_run, prune_run
 from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config, reft_config
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, finetune_many, pretrain
 
-AXES = ("prior", "blocks", "pt_iters", "lr", "c_tr")
+AXES = ("prior", "blocks", "pt_iters", "lr", "c_tr", "mix_pt", "randft")
 #: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths,
-#: ``pt_iters`` (the pretraining's length, train.iters) for the paper's 50K- vs 200K-iteration tables (6 and 8)
-OPTIONAL_AXES = ("blocks", "pt_iters")
+#: ``pt_iters`` (the pretraining's length, train.iters) for the paper's 50K- vs 200K-iteration tables (6 and 8),
+#: and the fine-tuning protocol's data interventions (App. E): ``mix_pt`` (the fraction of each fine-tuning batch
+#: drawn from the pretraining mix, E.1) and ``randft`` (true: ask for O_PT, label with O_FT's answer, E.4)
+OPTIONAL_AXES = ("blocks", "pt_iters", "mix_pt", "randft")
+#: the fine-tuning protocol's axes: a cell's reFT baselines (Scr.+FT) do not depend on them
+PROTOCOL_AXES = ("mix_pt", "randft")
 #: the axes that make a pretraining: one root (and one never-had-it twin) per combination of their values
 ROOT_AXES = ("prior", "blocks", "pt_iters")
-ANALYSES = ("prune", "probe", "reft")
+ANALYSES = ("prune", "probe", "reft", "jailbreak")
 #: the grid point's axes under their config names, per stage
 PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior", "blocks": "model.n_layers", "pt_iters": "train.iters"}
-FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr"}
+FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr", "mix_pt": "data.mix_pt"}
+#: what ``randft: true`` sets: questions about O_PT labelled with O_FT's answer (the capability trained "away")
+RANDFT_DATA = {"data.ask": "pt", "data.answer": "ft"}
 DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
 #: the ``model`` of a node analysing the never-had-it model (the Scr.+FT pretraining)
 NEVER = "never"
@@ -71,7 +81,8 @@ def _with_scrft(nodes: list[Node]) -> list[Node]:
     for node in nodes:
         baseline = next((p for p in node.parents if p.startswith("baseline ")), None) if node.stage == "reft" else None
         if baseline is not None:
-            point = {k: v for k, v in node.point.items() if k != "c_tr" and (k != "lr" or "reft_lr" not in node.point)}
+            point = {k: v for k, v in node.point.items()
+                     if k not in ("c_tr", *PROTOCOL_AXES) and (k != "lr" or "reft_lr" not in node.point)}
             scrft = add_once(out, Node(node_key("scrft", point), "scrft", point, [baseline], node.options))
             node = Node(node.key, node.stage, node.point, [*node.parents, scrft.key], node.options)
         out.append(node)
@@ -80,6 +91,15 @@ def _with_scrft(nodes: list[Node]) -> list[Node]:
 
 def _stage_outcome(stage) -> Outcome:
     return Outcome(stage.run.id, stage.reused, stage.result)
+
+
+def _finetune_overrides(node: Node, ctx: NodeContext) -> dict[str, Any]:
+    """The fine-tuning config's overrides at a grid point (a reFT-like node's point holds its fine-tuning's)."""
+    return {**ctx.overrides("finetune", node.point, FINETUNE_NAMES), **(RANDFT_DATA if node.point.get("randft") else {})}
+
+
+def _finetune_kind(node: Node) -> str:
+    return "randft" if node.point.get("randft") else "finetune"
 
 
 def _reft_overrides(node: Node, ctx: NodeContext) -> dict[str, Any] | None:
@@ -96,10 +116,14 @@ def run_group(group: list[Node], ctxs: list[NodeContext]) -> list[Outcome]:
     """Fine-tuning nodes computed together (training/stacked.py), each outcome as :func:`run_node` gives it."""
     if any(node.stage not in STACK_STAGES for node in group):
         raise ValueError(f"only {STACK_STAGES} nodes run as a group")
-    ctx = ctxs[0]
-    cfgs = [finetune_config(c.parent.run_id, c.profile, c.overrides("finetune", node.point, FINETUNE_NAMES))
-            for node, c in zip(group, ctxs)]
-    return [_stage_outcome(stage) for stage in finetune_many(cfgs, ctx.store, ctx.runtime, ctx.say)]
+    ctx, outcomes = ctxs[0], {}
+    for kind in dict.fromkeys(_finetune_kind(node) for node in group):  # one stack per run kind (randFT apart)
+        mine = [i for i, node in enumerate(group) if _finetune_kind(node) == kind]
+        cfgs = [finetune_config(ctxs[i].parent.run_id, ctxs[i].profile, _finetune_overrides(group[i], ctxs[i]))
+                for i in mine]
+        stages = finetune_many(cfgs, ctx.store, ctx.runtime, ctx.say, kind=kind)
+        outcomes.update({i: _stage_outcome(stage) for i, stage in zip(mine, stages)})
+    return [outcomes[i] for i in range(len(group))]
 
 
 #: the parent id a config is checked against before its parent exists (no stage reads the parent to build one)
@@ -109,11 +133,23 @@ PLACEHOLDER_PARENT = "pretrain-000000000000"
 def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
     """Build every training config the nodes will build (pretraining, fine-tuning, reFT), with placeholder parents:
     a bad value anywhere in the spec is a ConfigError before the first node runs."""
+    jailbreak = any(node.stage == "jailbreak" for node in nodes)
     for node in nodes:
+        if not isinstance(node.point.get("randft", False), bool):  # "maybe" would count as randFT
+            raise ConfigError("axes.randft", node.point["randft"], "true or false")
         if node.stage == "pretrain":
-            pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
+            cfg = pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
+            if jailbreak and not set(JAILBREAK_FAMILIES) & set(cfg.data.tasks):
+                raise ConfigError("analyses.jailbreak", "jailbreak", "a pretraining with the jailbreak tasks "
+                                  f"(base.pretrain data.tasks with {sorted(JAILBREAK_FAMILIES)}; it has "
+                                  f"{list(cfg.data.tasks)})")
+        elif node.stage == "jailbreak":
+            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx)).data
+            if ft.task != "count" or ft.pt_operand not in JAILBREAK_FAMILIES["count_j1"].operands:
+                raise ConfigError("analyses.jailbreak", f"{ft.task} {ft.pt_operand}", "a counting fine-tuning whose "
+                                  "O_PT is a (the jailbreak tokens were pretrained with operand a only)")
         elif node.stage in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
-            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx))
             if node.stage == "reft":
                 reft_config(ft, PLACEHOLDER_PARENT, ctx.profile, _reft_overrides(node, ctx))
 
@@ -128,10 +164,10 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
         operand = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data.operand
         return _stage_outcome(pretrain(never_pt_config(root_cfg, operand), store, ctx.runtime, ctx.say))
     if node.stage == "finetune":
-        cfg = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
-        return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say))
+        cfg = finetune_config(parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
+        return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say, kind=_finetune_kind(node)))
     if node.stage == "scrft":  # the fine-tuning of this seed and lr stands in for every C_Tr cell's (see reft.py)
-        finetuned = finetune_config(parent.run_id, ctx.profile, ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+        finetuned = finetune_config(parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
         return _stage_outcome(run_scrft(store, finetuned, store.resolve(parent.run_id), ctx.profile,
                                         _reft_overrides(node, ctx), ctx.runtime, ctx.say))
     # a model that was never fine-tuned (never-had-it, pretrained) is analysed for the pair the spec fine-tunes on
@@ -146,6 +182,10 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
         iters = node.options.get("iters") or load_profile(ctx.profile).get("probe", {}).get("iters", 4000)
         art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair,
                         device=ctx.runtime.device)
+        return Outcome(parent.run_id, art.reused, art.data)
+    if node.stage == "jailbreak":
+        art = jailbreak_run(store, parent.run_id, n_eval=node.options.get("n_eval") or 1000, seed=seed, say=ctx.say,
+                            device=ctx.runtime.device)
         return Outcome(parent.run_id, art.reused, art.data)
     if node.stage == "reft":
         result = run_reft(store, parent.run_id, ctx.profile, _reft_overrides(node, ctx),
