@@ -93,10 +93,15 @@ def prune_gain(prune: dict[str, Any], k_max: int = PRUNE_K_MAX, metric: str = "a
     return max(v for k, v in zip(ks, values) if k <= k_max) - base
 
 
+def best_block(acc: Sequence[float]) -> float:
+    """The best of per-layer probe accuracies over the blocks after the embeddings (B1 ...): what the model computed,
+    not what its input embeddings already hold."""
+    return max(acc[1:] or acc)
+
+
 def probe_best(probe: dict[str, Any], which: str = "model", target: str | None = None) -> float:
     """The best probe accuracy over the blocks after the embeddings (B1 ...) for ``target`` (default: O_PT's)."""
-    acc = probe["accuracy"][target or next(iter(probe["accuracy"]))][which]
-    return max(acc[1:] or acc)
+    return best_block(probe["accuracy"][target or next(iter(probe["accuracy"]))][which])
 
 
 def log2_steps(steps: int | None, cap: int) -> float:

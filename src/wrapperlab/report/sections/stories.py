@@ -320,10 +320,9 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
         summary["probes"][design] = per_model
         pt, ctrl = twist.get("pretrained", {}), twist.get("not in PT", {})
         seeds = sorted(pt)
-        best_block = lambda acc: max(acc[1:] or acc)  # noqa: E731
-        verdict = V.story_probe([best_block(pt[s]["model"]) for s in seeds],
-                                [[best_block(pt[s]["random_init"]) for s in seeds],
-                                 [best_block(ctrl[s]["model"]) if s in ctrl else None for s in seeds]], design)
+        verdict = V.story_probe([V.best_block(pt[s]["model"]) for s in seeds],
+                                [[V.best_block(pt[s]["random_init"]) for s in seeds],
+                                 [V.best_block(ctrl[s]["model"]) if s in ctrl else None for s in seeds]], design)
         summary["probes"][design]["rule"] = verdict.as_dict()
         summary["verdicts"].append(verdict.as_dict())
         sec.text(f"Probe design `{design}` ({_DESIGN_TEXT.get(design, '')}): Twist probe accuracy (the last column "
