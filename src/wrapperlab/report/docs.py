@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
-from wrapperlab.report.sections.common import protocol_label, root_label
+from wrapperlab.report.sections.common import grid_label, protocol_label
 from wrapperlab.report.tables import ci_text, effect_text, steps_text
 from wrapperlab.report.verdicts import outcome_counts
 
@@ -84,8 +84,7 @@ def pcfg_localisation(numbers: dict[str, Any]) -> str:
     rows = ["| cell | top-15 pruned units per block, % | in the latter half, % | probe gain over random init per "
             "block, points |", "|---|---|---|---|"]
     for cell in numbers.get("localisation", []):
-        label = ", ".join([root_label(cell) or "-", *filter(None, [protocol_label(cell)]), f"η {cell['lr']}",
-                           f"C_Tr = {cell['c_tr']:g}"])
+        label = ", ".join([grid_label(cell) or "-", f"η {cell['lr']}", f"C_Tr = {cell['c_tr']:g}"])
         rows.append(f"| {label} | {per_block(cell['pruned_share'])} | {ci_text(cell['latter_half'])} | "
                     f"{per_block(cell['probe_gain'])} |")
     return "\n".join(rows) + "\n"
@@ -129,6 +128,11 @@ def time_split(numbers: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _rule_lines(verdicts: list[dict[str, Any]]) -> str:
+    """Verdicts as Markdown list lines, the way the report writes them."""
+    return "".join(f"- **{v['claim']}** — **{v['outcome']}**: {v['reason']}\n" for v in verdicts)
+
+
 def tracr_reft(numbers: dict[str, Any]) -> str:
     """The Tracr Table 4 replica: steps to 90 % per reverse fine-tuned model (rows) and reFT lr (columns), mean ±
     95 % CI over the seeds that reached it, how many did, the end accuracy; then each reFT verdict and its reason."""
@@ -145,12 +149,8 @@ def tracr_reft(numbers: dict[str, Any]) -> str:
             texts.append("–" if e is None else f"{ci_text(e['steps_to_0.9'], pct=False)} ({e['reached']}/{e['seeds']}; "
                                                f"{ci_text(e['end'])})")
         rows.append(f"| {who} | " + " | ".join(texts) + " |")
-    lines = [f"- **{v['claim']}** — **{v['outcome']}**: {v['reason']}" for v in numbers.get("reft_verdicts", [])]
-    return "\n".join(rows) + "\n" + ("\n" + "\n".join(lines) + "\n" if lines else "")
-
-
-def _rule_lines(verdicts: list[dict[str, Any]]) -> str:
-    return "".join(f"- **{v['claim']}** — **{v['outcome']}**: {v['reason']}\n" for v in verdicts)
+    lines = _rule_lines(numbers.get("reft_verdicts", []))
+    return "\n".join(rows) + "\n" + ("\n" + lines if lines else "")
 
 
 def stories_behaviour(numbers: dict[str, Any]) -> str:
@@ -215,7 +215,8 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "time-split": time_split, "tracr-reft": tracr_reft,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
     "pcfg-localisation": pcfg_localisation, "pcfg-claims": pcfg_claims,
-    "pcfg-jailbreak": pcfg_jailbreak, "stories-behaviour": stories_behaviour, "stories-revival": stories_revival, "stories-probes": stories_probes,
+    "pcfg-jailbreak": pcfg_jailbreak, "stories-behaviour": stories_behaviour, "stories-revival": stories_revival,
+    "stories-probes": stories_probes,
 }
 
 

@@ -81,8 +81,13 @@ def protocol_label(point: dict) -> str:
     return ", ".join(parts)
 
 
+def grid_label(point: dict) -> str:
+    """What a cell is besides its lr and C_Tr: its pretraining (root_label) and its fine-tuning protocol."""
+    return ", ".join(p for p in (root_label(point), protocol_label(point)) if p)
+
+
 def cell_label(point: dict, kind: str) -> str:
-    head = ", ".join(p for p in (root_label(point), protocol_label(point)) if p)
+    head = grid_label(point)
     return f"{head + ', ' if head else ''}η_{lr_name(kind, point['lr'])}, C_Tr={point['c_tr']:g}"
 
 

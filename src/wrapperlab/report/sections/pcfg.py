@@ -15,13 +15,13 @@ from wrapperlab.report.sections.common import (
     cell_label,
     finetune_cell,
     ft_curves,
+    grid_label,
     groups,
     lr_name,
     operands,
     paper_length,
     paper_row,
     paper_text,
-    protocol_label,
     reft_budget,
     root_label,
     setup_table,
@@ -86,8 +86,7 @@ def pcfg_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tup
         early = {m: [early_by_cell[key].get(n["point"]["seed"], {}).get(m) for n in group] for m in ACC_METRICS} \
             if early_by_cell[key] else None
         cell, texts = finetune_cell(point, group, kind, ref_row, ACC_METRICS, early)
-        extra = ", ".join(t for t in (root_label({k: v for k, v in point.items() if k != "prior" and k in ROOT_AXES}),
-                                      protocol_label(point)) if t)
+        extra = grid_label({k: v for k, v in point.items() if k != "prior"})
         prior = str(point.get("prior", "-")) + (f" ({extra})" if extra else "")
         rows.append([prior, lr_name(kind, point["lr"]), f"{point['c_tr']:g}", *texts])
         cells.append(cell)
@@ -348,8 +347,7 @@ def _table5_claims(sec: Section, nodes: list[dict], early_by_cell: dict[tuple, d
     and pretraining length a spec varies (the paper makes the same claims of its 50K-iteration Table 6)."""
     verdicts: list[tuple[str, V.Verdict]] = []
     for extra in sorted({_extra(n["point"]) for n in nodes if n["stage"] == "finetune"}, key=str):
-        values = {a: v for a, v in zip(GROUP_AXES, extra) if v is not None}
-        label = ", ".join(t for t in (root_label(values), protocol_label(values)) if t)
+        label = grid_label({a: v for a, v in zip(GROUP_AXES, extra) if v is not None})
         mine = [n for n in nodes if _extra(n["point"]) == extra]
         found = _claims_within(mine, early_by_cell, {k[1:]: v for k, v in parts.items() if k[0] == extra})
         verdicts += [(f"{where}{'; ' + label if label else ''}", verdict) for where, verdict in found]

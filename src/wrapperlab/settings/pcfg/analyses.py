@@ -6,7 +6,7 @@ config, so asking twice reads the stored answer instead of recomputing it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -100,6 +100,19 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
     return cached(run, "probe", key, compute, VERSIONS["probe"])
 
 
+def jailbreak_tokens(pt_tasks: Sequence[str], ft: FinetuneDataConfig, field: str, value: Any) -> list[str]:
+    """The counting tokens a jailbreak analysis asks through — the ordinary one first, then the jailbreak tokens the
+    pretraining had — or a ConfigError on ``field`` where it cannot run: the fine-tuning must count with O_PT = a
+    (the jailbreak tokens are pretrained with operand a only) and the pretraining must have had the jailbreak tasks.
+    One check for the spec (before anything runs) and the analysis itself."""
+    tokens = ["count", *(t for t in pt_tasks if t in JAILBREAK_FAMILIES)]
+    if ft.task != "count" or ft.pt_operand not in JAILBREAK_FAMILIES["count_j1"].operands or len(tokens) == 1:
+        raise ConfigError(field, value, "a counting fine-tuning of O_PT = a whose pretraining had the jailbreak tasks "
+                                        f"(data.tasks with {sorted(JAILBREAK_FAMILIES)}; it had {list(pt_tasks)}, "
+                                        f"fine-tuning task {ft.task}, O_PT {ft.pt_operand})")
+    return tokens
+
+
 def jailbreak_run(store: RunStore, ref: str, n_eval: int = 1000, seed: int = 0, say: Say = print,
                   device: str = "cpu") -> Artifact:
     """The synthetic jailbreak (App. E.2): a fine-tuned run's accuracy on its pretraining question (count O_PT)
@@ -108,10 +121,7 @@ def jailbreak_run(store: RunStore, ref: str, n_eval: int = 1000, seed: int = 0, 
     C_Te = 0 and C_Te = 1 test windows, for the run and for the pretrained model it descends from. The ordinary
     token is each jailbreak token's control: same model, same windows, same answer; only the "prompt" differs."""
     run, ft, data = _pair_data(store, ref, None)
-    tokens = ["count", *(t for t in data.data.config.tasks if t in JAILBREAK_FAMILIES)]
-    if ft.task != "count" or ft.pt_operand not in JAILBREAK_FAMILIES["count_j1"].operands or len(tokens) == 1:
-        raise ConfigError("run", ref, "a counting fine-tuning of O_PT = a whose pretraining had the jailbreak tasks "
-                                      "(data.tasks with count_j1 / count_j2)")
+    tokens = jailbreak_tokens(data.data.config.tasks, ft, "run", ref)
     pretrained = lineage_root(run, "pretrain")
     key = {"n_eval": n_eval, "seed": seed, "tokens": tokens}
 

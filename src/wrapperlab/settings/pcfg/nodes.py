@@ -15,12 +15,11 @@ from typing import Any
 
 from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.pruning import PruneConfig
-from wrapperlab.data.tasks import JAILBREAK_FAMILIES
 from wrapperlab.errors import ConfigError
 from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
 from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key, per_reft_lr
-from wrapperlab.settings.pcfg.analyses import jailbreak_run, probe_run, prune_run
+from wrapperlab.settings.pcfg.analyses import jailbreak_run, jailbreak_tokens, probe_run, prune_run
 from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config, reft_config
 from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
 from wrapperlab.settings.pcfg.stages import finetune, finetune_many, pretrain
@@ -126,6 +125,11 @@ def run_group(group: list[Node], ctxs: list[NodeContext]) -> list[Outcome]:
     return [outcomes[i] for i in range(len(group))]
 
 
+def _root_key(point: dict[str, Any]) -> tuple:
+    """The pretraining a grid point descends from: its seed and root-axis values."""
+    return (point["seed"], *(point.get(a) for a in ROOT_AXES))
+
+
 #: the parent id a config is checked against before its parent exists (no stage reads the parent to build one)
 PLACEHOLDER_PARENT = "pretrain-000000000000"
 
@@ -133,21 +137,16 @@ PLACEHOLDER_PARENT = "pretrain-000000000000"
 def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
     """Build every training config the nodes will build (pretraining, fine-tuning, reFT), with placeholder parents:
     a bad value anywhere in the spec is a ConfigError before the first node runs."""
-    jailbreak = any(node.stage == "jailbreak" for node in nodes)
+    tasks: dict[tuple, tuple[str, ...]] = {}  # a pretraining's tasks, by (seed, root axes): what a jailbreak needs
     for node in nodes:
         if not isinstance(node.point.get("randft", False), bool):  # "maybe" would count as randFT
             raise ConfigError("axes.randft", node.point["randft"], "true or false")
         if node.stage == "pretrain":
             cfg = pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
-            if jailbreak and not set(JAILBREAK_FAMILIES) & set(cfg.data.tasks):
-                raise ConfigError("analyses.jailbreak", "jailbreak", "a pretraining with the jailbreak tasks "
-                                  f"(base.pretrain data.tasks with {sorted(JAILBREAK_FAMILIES)}; it has "
-                                  f"{list(cfg.data.tasks)})")
-        elif node.stage == "jailbreak":
+            tasks[_root_key(node.point)] = cfg.data.tasks
+        elif node.stage == "jailbreak":  # expand lists a pretraining before the nodes under it
             ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx)).data
-            if ft.task != "count" or ft.pt_operand not in JAILBREAK_FAMILIES["count_j1"].operands:
-                raise ConfigError("analyses.jailbreak", f"{ft.task} {ft.pt_operand}", "a counting fine-tuning whose "
-                                  "O_PT is a (the jailbreak tokens were pretrained with operand a only)")
+            jailbreak_tokens(tasks[_root_key(node.point)], ft, "analyses.jailbreak", "jailbreak")
         elif node.stage in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
             ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx))
             if node.stage == "reft":
