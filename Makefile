@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 
 # the tests and the Tracr experiments need the extras too
 $(VENV)/.installed-all: pyproject.toml $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test,tracr,ray,slurm,tensorboard]'
+	$(PY) -m pip install -q -e '.[test,tracr,ray,slurm,tensorboard,hf,tl]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -109,6 +109,19 @@ def test_stories_model_verbs(tmp_path, capsys):
     assert "before: Twist-story loss" in out and "after : Twist-story loss" in out
     ft = out.strip().splitlines()[-1].split("/")[-1]
     assert main(["stories", "reft", ft, "--corpus", "mixed", *common]) == 0
+    # a deletion exported as a Hugging Face directory: the same model back through the importer, its root's tokenizer
+    from wrapperlab.models.hf import load_hf, load_hf_tokenizer
+    from wrapperlab.settings.stories.nodes import load_model
+
+    out = tmp_path / "hf"
+    assert main(["export", ft, str(out), "--runs", runs]) == 0
+    assert "Llama layout, with its tokenizer" in capsys.readouterr().out
+    ours, back = load_model(RunStore(runs).resolve(ft)), load_hf(out)
+    tokens = torch.tensor([load_hf_tokenizer(out).encode("Story: Once upon a time").ids])
+    with torch.no_grad():
+        assert torch.equal(ours(tokens), back(tokens))
+    assert main(["export", ft, str(out), "--runs", runs]) == 2  # never overwrites
+    assert "nothing is overwritten" in capsys.readouterr().err
     assert main(["stories", "probe", ft, "--designs", "requested", *common]) == 0
     assert "requested" in capsys.readouterr().out
     for bad in (["stories", "delete", pt, "--protocol", "forget"], ["stories", "delete", pt, "--lr", "huge"],

@@ -30,6 +30,7 @@ from torch import nn
 
 from wrapperlab.data.samples import Samples
 from wrapperlab.errors import ConfigError
+from wrapperlab.models.gpt import GPTConfig
 from wrapperlab.schema import Config
 from wrapperlab.training.loop import answer_logits
 
@@ -71,13 +72,16 @@ class Unit:
     index: int  # row (rows), hidden unit (mlp_hidden), or flat weight index (weights)
     score: float
 
-    def describe(self, d_model: int, d_head: int, n_heads: int, kind: str = "rows") -> dict:
+    def describe(self, cfg: GPTConfig, kind: str = "rows") -> dict:
         out = {"block": self.block, "matrix": self.matrix, "index": self.index, "score": self.score}
         if self.matrix == "attn.qkv":
-            row = self.index // d_model if kind == "weights" else self.index  # qkv has d_model inputs
-            which, row = divmod(row, n_heads * d_head)
-            out["qkv"] = "QKV"[which]
-            out["head"] = row // d_head
+            row = self.index // cfg.d_model if kind == "weights" else self.index  # qkv has d_model inputs
+            for part, width in zip("QKV", cfg.qkv_split):
+                if row < width:
+                    break
+                row -= width
+            out["qkv"] = part
+            out["head"] = row // cfg.d_head
         return out
 
 
@@ -244,7 +248,7 @@ def prune_sweep(
         config=cfg.model_dump(mode="json"),
         ks=list(cfg.ks),
         curves=curves,
-        top_units=[u.describe(mcfg.d_model, mcfg.d_head, mcfg.n_heads, cfg.unit) for u in units],
+        top_units=[u.describe(mcfg, cfg.unit) for u in units],
         reference=reference,
         k_to_half=k_half,
         n_units=n_units,

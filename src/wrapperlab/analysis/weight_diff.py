@@ -32,7 +32,7 @@ def _matrices(model: nn.Module) -> dict[str, torch.Tensor]:
         if p.dim() != 2:
             continue
         if name.endswith("attn.qkv.weight"):
-            for part, chunk in zip("QKV", p.chunk(3, dim=0)):
+            for part, chunk in zip("QKV", p.split(list(model.cfg.qkv_split), dim=0)):
                 out[name.replace("qkv.weight", f"W_{part}")] = chunk
         else:
             out[name.removesuffix(".weight")] = p

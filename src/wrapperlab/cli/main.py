@@ -1,7 +1,7 @@
 """``wrapperlab`` command line: parse, validate, call one function, print. No logic lives here.
 
 Each setting's verbs live in its own module (cli/pcfg.py, cli/tracr.py, cli/stories.py, named by the setting
-registry); ``reproduce`` and ``report`` in cli/reproduce.py. The verbs that take a run (eval, prune, probe,
+registry); ``reproduce`` and ``report`` in cli/reproduce.py, ``export`` in cli/export.py. The verbs that take a run (eval, prune, probe,
 attention, diff, reft, resume) are routed by the run's kind to the module of the setting owning it.
 
 Bad input, a damaged or unreadable file and a diverged run end with one line on stderr naming the field or the
@@ -28,7 +28,8 @@ def _modules() -> list:
     """The verb-group modules: every setting's command line, then the reproduction verbs."""
     from wrapperlab.settings.registry import cli_modules
 
-    return [import_module(m) for m in cli_modules().values()] + [import_module("wrapperlab.cli.reproduce")]
+    generic = ("wrapperlab.cli.reproduce", "wrapperlab.cli.export")
+    return [import_module(m) for m in (*cli_modules().values(), *generic)]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """One decoder for every model in wrapperlab (nanoGPT/minGPT shape, TransformerLens hook names).
 
 Options cover the PCFG minGPT (LayerNorm, GELU, learned positions, causal), Tracr-compiled models
-(no norm, ReLU, bidirectional or causal) and llama-style story models (RMSNorm, RoPE, SwiGLU).
+(no norm, ReLU, bidirectional or causal), llama-style story models (RMSNorm, RoPE, SwiGLU) and what imported
+Hugging Face models need besides (models/hf.py: GPT-2's tanh-GELU, grouped-query attention, norm eps, RoPE base).
 
 Weights are stored the PyTorch way (``out x in``). The unit of the paper's pruning, "a row in the
 weight matrix", is therefore one output row of ``attn.qkv`` (a Q, K or V row), ``attn.out``,
@@ -15,7 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from torch import nn
 
 from wrapperlab.errors import ConfigError
@@ -39,6 +40,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: options added after runs were stored, with the value that reproduces the older models: left out of a config's
+#: dump at that value, so the run ids hashed over older configs stay what they were
+LATER_OPTIONS: dict[str, object] = {"n_kv_heads": None, "norm_eps": None, "rope_base": 10000.0}
+
+
 class GPTConfig(Config):
 
     vocab_size: int = Field(gt=0)
@@ -46,6 +52,8 @@ class GPTConfig(Config):
     d_model: int = Field(128, gt=0)
     n_layers: int = Field(4, gt=0)
     n_heads: int = Field(4, gt=0)
+    n_kv_heads: int | None = Field(
+        None, gt=0, description="key/value heads (grouped-query attention, Llama); default n_heads")
     d_mlp: int | None = Field(None, gt=0, description="default 4 * d_model")
     head_dim: int | None = Field(None, gt=0, description="default d_model // n_heads (compiled models set their own)")
     vocab_out: int | None = Field(None, gt=0, description="output classes if not the input vocabulary (Tracr)")
@@ -53,8 +61,10 @@ class GPTConfig(Config):
         None, ge=0, description="keys holding this token are masked (Tracr pads right; PCFG never attends to padding)"
     )
     norm: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
-    act: Literal["gelu", "relu", "swiglu"] = "gelu"
+    norm_eps: float | None = Field(None, gt=0, description="default: PyTorch's (1e-5 LayerNorm, float eps RMSNorm)")
+    act: Literal["gelu", "gelu_tanh", "relu", "swiglu"] = "gelu"
     positions: Literal["learned", "rope"] = "learned"
+    rope_base: float = Field(10000.0, gt=1)
     attention: Literal["causal", "bidirectional"] = "causal"
     bias: bool = True
     tie_embeddings: bool = False
@@ -68,7 +78,27 @@ class GPTConfig(Config):
             raise ConfigError("tie_embeddings", True, "vocab_out unset (tied weights share one vocabulary)")
         if self.positions == "rope" and self.d_head % 2:
             raise ConfigError("positions", "rope", "an even head dimension")
+        if self.n_heads % self.kv_heads:
+            raise ConfigError("n_kv_heads", self.n_kv_heads, f"a divisor of n_heads={self.n_heads}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict:
+        out = handler(self)
+        for key, default in LATER_OPTIONS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        return out
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def qkv_split(self) -> tuple[int, int, int]:
+        """Rows of ``attn.qkv`` that are Q, K and V (K and V are narrower under grouped-query attention)."""
+        kv = self.kv_heads * self.d_head
+        return self.d_attn, kv, kv
 
     @property
     def d_head(self) -> int:
@@ -96,9 +126,9 @@ class GPTConfig(Config):
 
 def _norm(cfg: GPTConfig) -> nn.Module:
     if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps or 1e-5, bias=cfg.bias)
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.d_model)
+        return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
     return nn.Identity()
 
 
@@ -125,10 +155,11 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_attn, bias=cfg.bias)
+        self.qkv = nn.Linear(cfg.d_model, sum(cfg.qkv_split), bias=cfg.bias)
         self.out = nn.Linear(cfg.d_attn, cfg.d_model, bias=cfg.bias)
-        self.rotary = Rotary(cfg.d_head, cfg.n_ctx) if cfg.positions == "rope" else None
-        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (b, pos, h, d_head)
+        self.rotary = Rotary(cfg.d_head, cfg.n_ctx, cfg.rope_base) if cfg.positions == "rope" else None
+        # (b, pos, heads, d_head); keys and values have n_kv_heads heads (TransformerLens does the same)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_scores = HookPoint()  # (b, h, q, k), before softmax
         self.hook_pattern = HookPoint()  # (b, h, q, k)
         self.hook_z = HookPoint()  # (b, pos, h, d_head): per-head output before W_O
@@ -139,7 +170,10 @@ class Attention(nn.Module):
         then one new position per call, instead of the whole sequence again)."""
         b, n, _ = x.shape
         h, dh = self.cfg.n_heads, self.cfg.d_head
-        q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)
+        if self.cfg.kv_heads == h:
+            q, k, v = self.qkv(x).view(b, n, 3, h, dh).unbind(2)
+        else:
+            q, k, v = (t.view(b, n, -1, dh) for t in self.qkv(x).split(self.cfg.qkv_split, -1))
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (b, h, pos, dh)
         past = cache["k"].shape[-2] if cache and "k" in cache else 0
@@ -149,6 +183,8 @@ class Attention(nn.Module):
             if past:
                 k, v = torch.cat([cache["k"], k], -2), torch.cat([cache["v"], v], -2)
             cache["k"], cache["v"] = k, v
+        if self.cfg.kv_heads != h:  # each key/value head serves n_heads / n_kv_heads consecutive query heads
+            k, v = k.repeat_interleave(h // self.cfg.kv_heads, 1), v.repeat_interleave(h // self.cfg.kv_heads, 1)
         causal = self.cfg.attention == "causal"
         if causal and (keep is not None or past):  # query i sits at absolute position past + i
             tril = torch.ones(n, past + n, dtype=torch.bool, device=x.device).tril(past)
@@ -215,7 +251,7 @@ class MLP(nn.Module):
         elif self.act == "relu":
             post = F.relu(pre)
         else:
-            post = F.gelu(pre)
+            post = F.gelu(pre, approximate="tanh" if self.act == "gelu_tanh" else "none")
         return self.fc_out(self.hook_post(post))
 
 

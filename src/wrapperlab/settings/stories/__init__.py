@@ -15,6 +15,7 @@ SETTING = Setting(
     run_node=nodes.run_node,
     check=nodes.check_nodes,
     load_model=nodes.load_model,
+    tokenizer=nodes.tokenizer_file,
     versions=stages.VERSIONS,
     report_section="wrapperlab.report.sections.stories:stories_section",
     stage_rank={"pretrain": 0, "control": 0, "finetune": 1, "reft": 3, "probe": 4},

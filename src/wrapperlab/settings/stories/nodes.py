@@ -8,12 +8,14 @@ pretrained model, the control and the selected deletions.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from torch import nn
 
-from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.base import Node, NodeContext, Outcome, node_key, selected
 from wrapperlab.settings.stories.stages import (
+    STORY_KINDS,
     check_real_data,
     child_config,
     delete_config,
@@ -101,6 +103,14 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
         raise ValueError(f"unknown stories stage {node.stage}")
     stage = stories_stage(cfg, store, ctx.runtime, ctx.say)
     return Outcome(stage.run.id, stage.reused, stage.result)
+
+
+def tokenizer_file(run: Run) -> tuple[Path, dict[str, str]]:
+    """The tokenizer of a story run (its pretraining root's) and the special tokens a Hugging Face loader needs."""
+    from wrapperlab.data.stories.tokenizer import END, PAD
+
+    root = lineage_root(run, "stories-pretrain", via=STORY_KINDS)
+    return root.path / "tokenizer.json", {"eos_token": END, "pad_token": PAD}
 
 
 def load_model(run: Run) -> nn.Module:
