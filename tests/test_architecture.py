@@ -23,7 +23,7 @@ LAYERS = ["errors", "schema", "files", "timing", "data", "models", "training", "
           "api", "cli", "__main__"]
 #: modules that hold no setting-specific code: they find settings through the registry only
 GENERIC = ["runs", "orchestration", "report/render.py", "report/sections/common.py", "cli/main.py", "cli/common.py",
-           "cli/reproduce.py", "cli/export.py", "settings/base.py"]
+           "cli/reproduce.py", "cli/export.py", "cli/audit.py", "report/audit.py", "settings/base.py"]
 
 
 def _modules():

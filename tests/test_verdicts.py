@@ -164,3 +164,24 @@ def test_randft_non_inferiority_is_censored_both_ways():
     # the plain reFT never got there within its shorter budget: randFT being slower than it is not established
     assert V.randft_revives_like_ft([100, 120, 100], [None, None, None], caps, [10, 10, 10]).outcome == V.INCONCLUSIVE
     assert V.randft_revives_like_ft([100, 120, 100], [10, 10, 10], caps, [300] * 3).outcome == V.NOT_SHOWN
+
+
+def test_audit_rules_reach_every_outcome():
+    SHOWN, NOT_SHOWN, INCONCLUSIVE, WRAPPED, DELETED = V.SHOWN, V.NOT_SHOWN, V.INCONCLUSIVE, V.WRAPPED, V.DELETED
+    audit_removed, audit_relearning, audit_verdict = V.audit_removed, V.audit_relearning, V.audit_verdict
+    removed = audit_removed([-0.7, -0.69, -0.71], [-1.5, -1.4, -1.45])
+    assert removed.outcome == SHOWN
+    assert audit_removed([-0.7, -0.69, -0.71], [-0.71, -0.7, -0.7]).outcome == NOT_SHOWN
+    assert audit_removed([-0.7, -0.69], [-1.5, -1.4]).outcome == INCONCLUSIVE  # two seeds
+    fast = audit_relearning([4, 8, 4], [64, 100, None], [100] * 3, "CONTROL")
+    assert fast.outcome == SHOWN and "CONTROL" in fast.claim
+    same = audit_relearning([16, 16, 20], [16, 20, 16], [100] * 3, "CONTROL")
+    assert same.outcome == NOT_SHOWN
+    censored = audit_relearning([16, 16, 20], [None, None, None], [20] * 3, "CONTROL")
+    assert censored.outcome == INCONCLUSIVE  # the control never got there in a short budget: a gap is not excluded
+    assert audit_verdict(removed, [fast]).outcome == WRAPPED
+    assert audit_verdict(removed, [same]).outcome == DELETED
+    assert audit_verdict(removed, [fast, same]).outcome == INCONCLUSIVE
+    kept = audit_removed([-0.7, -0.69, -0.71], [-0.71, -0.7, -0.7])
+    verdict = audit_verdict(kept, [fast])
+    assert verdict.outcome == INCONCLUSIVE and verdict.reason.startswith("removal not shown")

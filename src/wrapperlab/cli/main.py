@@ -28,7 +28,7 @@ def _modules() -> list:
     """The verb-group modules: every setting's command line, then the reproduction verbs."""
     from wrapperlab.settings.registry import cli_modules
 
-    generic = ("wrapperlab.cli.reproduce", "wrapperlab.cli.export")
+    generic = ("wrapperlab.cli.reproduce", "wrapperlab.cli.export", "wrapperlab.cli.audit")
     return [import_module(m) for m in (*cli_modules().values(), *generic)]
 
 

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
+from pathlib import Path
 
 from wrapperlab.cli.common import PROFILE_HELP, add_examples, key_value, runtime, runtime_args, seed
 from wrapperlab.errors import ConfigError
@@ -24,6 +26,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--exclude", default="", help="comma-separated features never generated (e.g. Twist)")
+    p.add_argument("--out", help="file to write (default: stdout)")
+    p = verbs.add_parser("capability", help="a capability file for `wrapperlab audit`: held-out records that ask for "
+                                            "and have a feature, as prompt (instruction) / answer (story) lines")
+    p.add_argument("--feature", default="Twist")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--seed", type=seed, default=0, help="the corpus seed (the test split is never trained on)")
+    p.add_argument("--data", default="generated", help="'generated' or a TinyStories .txt/.json file or directory")
+    p.add_argument("--tokenizer", help="a tokenizer.json: keep only records of at most --max-tokens tokens under it")
+    p.add_argument("--max-tokens", type=int, help="with --tokenizer: the model's context (e.g. 160 for quick)")
     p.add_argument("--out", help="file to write (default: stdout)")
     p = verbs.add_parser("judge", help="train the feature judge and report held-out accuracy per feature")
     p.add_argument("--data", default="generated", help="'generated' or a TinyStories .txt/.json file or directory")
@@ -54,6 +65,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=seed, default=0)
     add_examples(verbs, {
         "generate": ["wrapperlab stories generate --n 3", "wrapperlab stories generate --n 1000 --exclude Twist --out corpus.txt"],
+        "capability": ["wrapperlab stories capability --feature Twist --n 64 --out twist.jsonl"],
         "judge": ["wrapperlab stories judge", "wrapperlab stories judge --data ~/TinyStories/TinyStoriesInstruct-valid.txt"],
         "pretrain": ["wrapperlab stories pretrain --profile quick", "wrapperlab stories pretrain --control",
                      "wrapperlab stories pretrain --set data.source=~/TinyStories/data00.json"],
@@ -63,6 +75,40 @@ def add_parsers(sub) -> None:
     })
 
 
+def _capability(args) -> int:
+    """Records of the corpus's test split that ask for the feature and have it: the instruction (ending with
+    ``Story:``) is the prompt, the story the answer — what an audit scores and relearns."""
+    import json
+
+    from wrapperlab.data.stories.corpus import StoriesDataConfig, records
+    from wrapperlab.data.stories.records import format_record, header
+
+    cfg = StoriesDataConfig(source=args.data, seed=args.seed, only=(args.feature,))  # validates the feature
+    if (args.tokenizer is None) != (args.max_tokens is None):
+        raise ConfigError("max-tokens", args.max_tokens, "given together with --tokenizer")
+    fits = lambda text: True  # noqa: E731
+    if args.tokenizer:
+        from wrapperlab.data.stories.tokenizer import load_tokenizer
+
+        source = Path(args.tokenizer)
+        tok = load_tokenizer(source / "tokenizer.json" if source.is_dir() else source)  # a file, or a model directory
+        fits = lambda text: len(tok.encode(text).ids) <= args.max_tokens  # noqa: E731
+    pairs = ((header(r).rstrip(" "), format_record(r)) for r in records(cfg, "test") if args.feature in r.features)
+    lines = [json.dumps({"prompt": prompt, "answer": full[len(prompt):]})
+             for prompt, full in itertools.islice(((p, f) for p, f in pairs if fits(f)), args.n)]
+    if len(lines) < args.n:
+        raise ConfigError("n", args.n, f"at most the {len(lines)} test records asking for {args.feature} in {args.data}")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        from wrapperlab.files import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+        print(f"{len(lines)} records -> {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_stories(args) -> int:
     from wrapperlab.data.stories.records import END_OF_TEXT, FEATURES, format_record
 
@@ -70,6 +116,8 @@ def cmd_stories(args) -> int:
         return _model_verb(args)
     if args.n <= 0:
         raise ConfigError("n", args.n, "a positive number of records")
+    if args.verb == "capability":
+        return _capability(args)
     if args.verb == "generate":
         from wrapperlab.data.stories.generator import StoryGenerator
 

@@ -59,8 +59,10 @@ INTRO = ("Written by `wrapperlab reproduce` / `wrapperlab report`. Our numbers a
          "verdict line names the claim, whether our runs show it at this scale, and the numbers it rests on.")
 
 
-def _markdown(sections: list[Section], out: Path) -> str:
-    lines = ["# wrapperlab reproduction report", "", INTRO, ""]
+def markdown_page(sections: list[Section], out: Path, title: str = "wrapperlab reproduction report",
+                  intro: str = INTRO) -> str:
+    """The sections as one Markdown page (figures linked relative to ``out``)."""
+    lines = [f"# {title}", "", intro, ""]
     for sec in sections:
         lines += [f"## {sec.title}", ""]
         for kind, value in sec.blocks:
@@ -76,13 +78,15 @@ def _markdown(sections: list[Section], out: Path) -> str:
     return "\n".join(lines)
 
 
-def _html(sections: list[Section]) -> str:
+def html_page(sections: list[Section], title: str = "wrapperlab reproduction report", intro: str = INTRO) -> str:
+    """The sections as one self-contained HTML page (figures inlined)."""
+
     def inline(text: str) -> str:
         text = html.escape(text)
         parts = text.split("**")
         return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
 
-    body = ["<h1>wrapperlab reproduction report</h1>", f"<p>{inline(INTRO)}</p>"]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p>{inline(intro)}</p>"]
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
         for kind, value in sec.blocks:
@@ -103,7 +107,7 @@ def _html(sections: list[Section]) -> str:
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #bbb;padding:3px 6px}"
              "img{max-width:100%}.verdict{background:#f4f4f4;padding:6px;border-left:4px solid #888}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>wrapperlab report</title><style>{style}</style>" \
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style>" \
            f"</head><body>{''.join(body)}</body></html>\n"
 
 
@@ -142,7 +146,7 @@ def _write_report(root: Path) -> dict[str, Path]:
                        time_split=per_stage(rep["nodes"]))
         sections.append(sec)
         summary[f"{rep['spec']}/{rep['profile']}"] = numbers
-    atomic_write_text(out / "report.md", _markdown(sections, out))
-    atomic_write_text(out / "report.html", _html(sections))
+    atomic_write_text(out / "report.md", markdown_page(sections, out))
+    atomic_write_text(out / "report.html", html_page(sections))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     return {"html": out / "report.html", "markdown": out / "report.md", "summary": out / "summary.json"}
