@@ -151,3 +151,40 @@ def test_bad_input_is_one_line(tmp_path, capsys):
         assert main(["audit", b, f, "--capability", c, "--out", tmp_path / "x", "--steps", "2"]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_a_pcfg_run_exports_and_audits_through_the_hf_path(tmp_path, capsys):
+    """A task of ours as a capability: `data sample --capability` lines, read by the exported model's word-level
+    tokenizer as the very ids the model was trained on."""
+    from wrapperlab.models.hf import load_hf, load_hf_tokenizer
+    from wrapperlab.runs.store import RunStore
+    from wrapperlab.settings.pcfg.stages import load_model
+
+    runs = tmp_path / "runs"
+    assert main(["pretrain", "--profile", "test", "--quiet", "--runs", runs, "--iters", "4"]) == 0
+    run = next(p.name for p in runs.iterdir() if p.name.startswith("pretrain-"))
+    capsys.readouterr()
+    assert main(["data", "sample", "--task", "count", "--operand", "a", "--window", "64", "--n", "12",
+                 "--capability"]) == 0
+    lines = capsys.readouterr().out
+    (tmp_path / "count_a.jsonl").write_text(lines)
+    first = json.loads(lines.splitlines()[0])
+    assert first["prompt"].startswith("<sos> <C> a") and first["prompt"].endswith("<art>") and first["answer"].isdigit()
+    assert main(["export", run, tmp_path / "hf", "--runs", runs]) == 0
+    assert "GPT-2 layout, with its tokenizer" in capsys.readouterr().out
+    tok = load_hf_tokenizer(tmp_path / "hf")
+    ours = load_model(RunStore(runs).resolve(run))
+    ids = tok.encode(first["prompt"]).ids
+    from wrapperlab.data.samples import PCFGData
+    from wrapperlab.settings.pcfg.stages import pretraining_config
+
+    vocab = PCFGData(pretraining_config(RunStore(runs).resolve(run)).data).vocab
+    assert ids == [vocab.id(t) for t in first["prompt"].split()]  # the ids the model was trained on
+    with torch.no_grad():
+        t = torch.tensor([ids])
+        assert torch.equal(load_hf(tmp_path / "hf")(t), ours(t))
+    assert main(["audit", tmp_path / "hf", tmp_path / "hf", "--capability", tmp_path / "count_a.jsonl", "--out",
+                 tmp_path / "audit", "--steps", "2", "--seeds", "3"]) == 0
+    verdict = json.loads((tmp_path / "audit" / "audit.json").read_text())["verdict"]
+    # a model audited against itself removed nothing: neither word applies
+    assert verdict["outcome"] == "inconclusive" and verdict["reason"].startswith("removal not shown")

@@ -147,6 +147,8 @@ def add_parsers(sub) -> None:
             p.add_argument("--task", help="task family (default: drawn uniformly)")
             p.add_argument("--operand", help="operand (default: drawn from the prior)")
             p.add_argument("--prior", default="low")
+            p.add_argument("--capability", action="store_true",
+                           help="write prompt/answer lines for `wrapperlab audit` (the tokens space-separated)")
         else:
             p.add_argument("--task", default="count")
             p.add_argument("--operand", default="b")
@@ -413,7 +415,8 @@ def cmd_data(args) -> int:
         cfg = validated(PCFGDataConfig, {"window": args.window, "prior": args.prior, **({"tasks": tasks} if tasks else {})})
         data = PCFGData(cfg)
         for row in data.sample(args.n, rng, task=args.task, operand=args.operand).records(data.vocab):
-            emit(row)
+            # the answer is the token before <eos>: a capability scores exactly that token
+            emit({"prompt": " ".join(row["tokens"][:-2]), "answer": row["tokens"][-2]} if args.capability else row)
         return 0
 
     from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig

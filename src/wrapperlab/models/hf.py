@@ -13,7 +13,6 @@ window, scaled RoPE, GPT-NeoX's parallel residual) is refused by name, never app
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -305,10 +304,10 @@ def _family_for(cfg: GPTConfig) -> Family:
     return LLAMA if cfg.positions == "rope" else GPT2
 
 
-def export_hf(model: GPT, out: str | Path, tokenizer: str | Path | None = None,
-              special_tokens: dict[str, str] | None = None) -> Path:
+def export_hf(model: GPT, out: str | Path, tokenizer: Any = None, special_tokens: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a Hugging Face directory (``config.json``, ``model.safetensors``, and the tokenizer's
-    ``tokenizer.json`` with a ``tokenizer_config.json`` when ``tokenizer`` is given) that ``transformers`` loads
+    ``tokenizer.json`` with a ``tokenizer_config.json`` when ``tokenizer`` — a ``tokenizers.Tokenizer`` or its JSON
+    file — is given) that ``transformers`` loads
     with ``AutoModelForCausalLM.from_pretrained``. RoPE models go out as Llama, learned-position ones as GPT-2;
     an option the family cannot hold is named. ``special_tokens``: e.g. ``{"eos_token": "<|endoftext|>"}``."""
     from safetensors.torch import save_file
@@ -329,7 +328,7 @@ def export_hf(model: GPT, out: str | Path, tokenizer: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "model.safetensors", lambda f: save_file(tensors, str(f), metadata={"format": "pt"}))
     if tokenizer is not None:
-        _export_tokenizer(Path(tokenizer), out, config, special_tokens or {})
+        _export_tokenizer(tokenizer, out, config, special_tokens or {})
     atomic_write_text(out / "config.json", json.dumps(config, indent=1, sort_keys=True))
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
         if (out / name).exists():  # temporary files are private; a model directory is for sharing
@@ -337,18 +336,19 @@ def export_hf(model: GPT, out: str | Path, tokenizer: str | Path | None = None,
     return out
 
 
-def _export_tokenizer(source: Path, out: Path, config: dict, special: dict[str, str]) -> None:
+def _export_tokenizer(tokenizer: Any, out: Path, config: dict, special: dict[str, str]) -> None:
     from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(source))
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.from_file(str(tokenizer))
     for key, token in special.items():
         token_id = tok.token_to_id(token)
         if token_id is None:
-            raise ConfigError(f"special_tokens.{key}", token, f"a token of {source}")
+            raise ConfigError(f"special_tokens.{key}", token, "a token of the tokenizer")
         config[key.replace("_token", "_token_id")] = token_id
     if tok.get_vocab_size() > config["vocab_size"]:
-        raise ConfigError("tokenizer", str(source), f"at most {config['vocab_size']} tokens (the model's vocabulary)")
-    atomic_write(out / "tokenizer.json", lambda f: shutil.copyfile(source, f))
+        raise ConfigError("tokenizer", f"{tok.get_vocab_size()} tokens", f"at most {config['vocab_size']} (the "
+                          "model's vocabulary)")
+    atomic_write(out / "tokenizer.json", lambda f: tok.save(str(f)))
     atomic_write_text(out / "tokenizer_config.json", json.dumps(
         {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.get(
             "max_position_embeddings", config.get("n_positions")), **special}, indent=1, sort_keys=True))

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:  # names for annotations only: importing this module (the registry does) loads no torch
-    from pathlib import Path
-
     from torch import nn
 
     from wrapperlab.orchestration.spec import Spec  # lives above the settings; only its shape is used here
@@ -93,9 +91,9 @@ class Setting:
     # every stage config the nodes will build, built now with placeholder parents (runner, before any node runs):
     # a bad value in a spec stops the reproduction before its first run, not after its pretrainings
     check: Callable[[list[Node], NodeContext], None] | None = None
-    # a finished run's tokenizer.json and its special tokens (CLI export to a Hugging Face directory); None: the
-    # setting's models export without a tokenizer
-    tokenizer: Callable[[Run], tuple[Path, dict[str, str]]] | None = None
+    # a finished run's tokenizer (a ``tokenizers.Tokenizer``) and its special tokens (CLI export to a Hugging Face
+    # directory); None: the setting's models export without one
+    tokenizer: Callable[[Run], tuple[Any, dict[str, str]]] | None = None
 
 
 # -- helpers for a setting's ``expand`` -------------------------------------------------------------------

@@ -15,6 +15,7 @@ SETTING = Setting(
     expand=nodes.expand,
     run_node=nodes.run_node,
     load_model=stages.load_model,
+    tokenizer=stages.tokenizer_of,
     versions={**stages.VERSIONS, **analyses.VERSIONS},
     report_section="wrapperlab.report.sections.pcfg:pcfg_section",
     stage_rank={"pretrain": 0, "baseline": 1, "scrft": 1, "finetune": 2, "reft": 3, "prune": 4, "probe": 4, "jailbreak": 4},

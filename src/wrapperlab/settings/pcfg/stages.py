@@ -68,6 +68,19 @@ def load_model(run: Run, field: str = "run") -> GPT:
     return model
 
 
+def tokenizer_of(run: Run):
+    """A word-level tokenizer over the run's vocabulary (tokens split on spaces: ``"<sos> <C> a 40 <sot> b a ..."``),
+    so an exported PCFG model reads the token strings ``wrapperlab data sample`` prints."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from wrapperlab.data.samples import PCFGData
+
+    vocab = PCFGData(pretraining_config(run).data).vocab
+    tok = Tokenizer(models.WordLevel(dict(vocab.index), unk_token="<null>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok, {"eos_token": "<eos>"}
+
+
 def pretraining_config(run: Run) -> PretrainRunConfig:
     """The pretraining config at the root of a run's lineage (fine-tunes name their parent)."""
     return validated(PretrainRunConfig, lineage_root(run, "pretrain").config())

@@ -8,7 +8,6 @@ pretrained model, the control and the selected deletions.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 from torch import nn
 
@@ -105,12 +104,12 @@ def run_node(node: Node, ctx: NodeContext) -> Outcome:
     return Outcome(stage.run.id, stage.reused, stage.result)
 
 
-def tokenizer_file(run: Run) -> tuple[Path, dict[str, str]]:
+def tokenizer_of(run: Run):
     """The tokenizer of a story run (its pretraining root's) and the special tokens a Hugging Face loader needs."""
-    from wrapperlab.data.stories.tokenizer import END, PAD
+    from wrapperlab.data.stories.tokenizer import END, PAD, load_tokenizer
 
     root = lineage_root(run, "stories-pretrain", via=STORY_KINDS)
-    return root.path / "tokenizer.json", {"eos_token": END, "pad_token": PAD}
+    return load_tokenizer(root.path / "tokenizer.json"), {"eos_token": END, "pad_token": PAD}
 
 
 def load_model(run: Run) -> nn.Module:
