@@ -107,7 +107,7 @@ def test_relearning_learns_the_attack_split(tmp_path):
 def test_audit_command_writes_the_report(tmp_path, capsys):
     base, finetuned, control = _pair(tmp_path)
     cap = _capability_file(tmp_path / "cap.jsonl")
-    out = tmp_path / "audit"
+    out = tmp_path / "audits" / "quick" / "tiny"
     args = ["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, "--steps", "4"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -119,6 +119,14 @@ def test_audit_command_writes_the_report(tmp_path, capsys):
     html = (out / "audit.html").read_text()
     assert "Verdict: deleted or wrapped" in html and "data:image/png;base64" in html
     assert "| B1 |" in (out / "audit.md").read_text()  # where the fine-tune wrote, per block
+    # published from the result, never typed: a docs block beside the audits lists each one
+    from wrapperlab.report.docs import update_docs
+
+    docs = tmp_path / "audit.md"
+    docs.write_text("x\n<!-- wrapperlab:audits audits/quick -->\nold\n<!-- /wrapperlab -->\n")
+    assert update_docs({}, [docs]) == {docs: 1}
+    table = docs.read_text()
+    assert "[tiny](audits/quick/tiny/audit.md)" in table and f"**{result['verdict']['outcome']}**" in table and "old" not in table
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):

@@ -162,6 +162,7 @@ def _relearning_figure(result: dict, path: Path) -> Path:
                     label=label if s["seed"] == 0 else None)
         ax.axhline(s["base"]["logprob"], color="C2", lw=0.8, label="BASE" if s["seed"] == 0 else None)
     ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
     ax.set_xlabel("relearning step (attack split; log scale past 1)")
     ax.set_ylabel("held-out answer log-prob (nats/token)")
     ax.legend(fontsize=8)

@@ -211,6 +211,33 @@ def pcfg_jailbreak(numbers: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def audits(docs_dir: Path, key: str) -> str:
+    """One row per audit stored under ``docs_dir / key`` (each ``NAME/audit.json``, written by ``wrapperlab audit
+    --out``): the pair, removal, relearning steps against each control, the verdict and its wall time."""
+    import json
+
+    files = sorted((docs_dir / key).glob("*/audit.json"))
+    if not files:
+        raise KeyError(f"audit.json under {docs_dir / key}")
+    rows = ["| audit | held-out log-prob BASE → FINETUNED (removed?) | relearning steps to 90 % of the gap per seed: "
+            "FINETUNED · never-known twin · CONTROL | verdict | wall time (2 cores) |", "|---|---|---|---|---|"]
+    for file in files:
+        r = json.loads(file.read_text())
+        seeds, v = r["seeds"], r["verdicts"]
+        mean = lambda key: sum(s[key]["logprob"] for s in seeds) / len(seeds)  # noqa: E731
+        steps = [steps_text([s.get(k) for s in seeds]) for k in ("steps_real", "steps_never_known", "steps_control")
+                 if k != "steps_control" or "control" in v]
+        outcomes = [v["never_known"]["outcome"]] + ([v["control"]["outcome"]] if "control" in v else [])
+        rows.append(f"| [{file.parent.name}]({key}/{file.parent.name}/audit.md) | {mean('base'):.3f} → {mean('finetuned'):.3f} "
+                    f"({v['removed']['outcome']}) | {' · '.join(steps)} (vs twin: {outcomes[0]}"
+                    + (f"; vs CONTROL: {outcomes[1]}" if len(outcomes) > 1 else "") + f") | **{r['verdict']['outcome']}** "
+                    f"| {r['seconds']:.0f} s |")
+    return "\n".join(rows) + "\n"
+
+
+#: blocks read from files beside the docs file (the key is a directory relative to it), not from a store's summary
+FILE_BLOCKS: dict[str, Callable[[Path, str], str]] = {"audits": audits}
+
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "time-split": time_split, "tracr-reft": tracr_reft,
     "pcfg-verdicts": pcfg_verdicts, "pcfg-behaviour": pcfg_behaviour, "wall-time": wall_time,
@@ -235,8 +262,15 @@ def update_docs(summary: dict[str, Any], paths: list[Path]) -> dict[Path, int]:
         def render(m: re.Match) -> str:
             kind, key = m.group("kind"), m.group("key")
             where = f"{path}: block wrapperlab:{kind} {key}"
+            if kind in FILE_BLOCKS:
+                try:
+                    body = FILE_BLOCKS[kind](Path(path).parent, key)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ConfigError(where, key, f"a directory of results this block shows (missing {e})") from None
+                counts[path] += 1
+                return m.group(1) + body + m.group(5)
             if kind not in BLOCKS:
-                raise ConfigError(where, kind, f"a block kind among {sorted(BLOCKS)}")
+                raise ConfigError(where, kind, f"a block kind among {sorted([*BLOCKS, *FILE_BLOCKS])}")
             if key not in summary:
                 raise ConfigError(where, key, f"a reproduction in this store's summary ({sorted(summary)})")
             try:
