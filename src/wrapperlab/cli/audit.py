@@ -3,7 +3,7 @@ directories (report/audit.py; docs/audit.md)."""
 
 from __future__ import annotations
 
-from wrapperlab.cli.common import say
+from wrapperlab.cli.common import add_examples, say
 
 
 def add_parsers(sub) -> None:
@@ -21,6 +21,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="relearning batch (default 16)")
     p.add_argument("--attack-share", type=float, default=0.5, help="share of the records relearning trains on")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    add_examples(sub, {"audit": ["wrapperlab audit base/ finetuned/ --capability forget.jsonl",
+                                 "wrapperlab audit base/ finetuned/ --capability twist.jsonl --control never/ "
+                                 "--steps 200 --out audit/"]})
 
 
 def audit(args) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wrapperlab.cli.common import add_examples
 from wrapperlab.errors import ConfigError
 
 
@@ -14,6 +15,8 @@ def add_parsers(sub) -> None:
     p.add_argument("run", help="run id or directory")
     p.add_argument("out", help="directory to write (must not exist or be empty)")
     p.add_argument("--runs", default="runs", help="run store (default: runs)")
+    add_examples(sub, {"export": ["wrapperlab export stories-finetune-81c0 exported/",
+                                  "wrapperlab export finetune-1ea5 pcfg-hf/ --runs runs/"]})
 
 
 def export(args) -> int:
