@@ -98,14 +98,20 @@ def _capability(args) -> int:
              for prompt, full in itertools.islice(((p, f) for p, f in pairs if fits(f)), args.n)]
     if len(lines) < args.n:
         raise ConfigError("n", args.n, f"at most the {len(lines)} test records asking for {args.feature} in {args.data}")
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        from wrapperlab.files import atomic_write_text
+    return _write_records("\n".join(lines) + "\n", len(lines), args.out)
 
-        atomic_write_text(Path(args.out), text)
-        print(f"{len(lines)} records -> {args.out}")
-    else:
+
+def _write_records(text: str, n: int, out: str | None) -> int:
+    """``text`` (``n`` records) to the file ``out``, written atomically, or to stdout."""
+    if not out:
         sys.stdout.write(text)
+        return 0
+    from wrapperlab.files import atomic_write_text
+
+    if Path(out).is_dir():
+        raise ConfigError("out", out, "a file to write (this is a directory)")
+    atomic_write_text(Path(out), text)
+    print(f"{n} records -> {out}")
     return 0
 
 
@@ -127,18 +133,7 @@ def cmd_stories(args) -> int:
             raise ConfigError("exclude", unknown[0], f"features among {list(FEATURES)}")
         text = "".join(format_record(r) + f"\n{END_OF_TEXT}\n"
                        for r in StoryGenerator(args.seed, exclude=exclude).records(args.n))
-        if args.out:
-            from pathlib import Path
-
-            from wrapperlab.files import atomic_write_text
-
-            if Path(args.out).is_dir():
-                raise ConfigError("out", args.out, "a file to write (this is a directory)")
-            atomic_write_text(Path(args.out), text)
-            print(f"{args.n} records -> {args.out}")
-        else:
-            sys.stdout.write(text)
-        return 0
+        return _write_records(text, args.n, args.out)
     from wrapperlab.analysis.judge import Judge
     from wrapperlab.data.stories.corpus import StoriesDataConfig, records
 

@@ -91,6 +91,12 @@ class GPTConfig(Config):
         return out
 
     @property
+    def eps(self) -> float:
+        """The norms' epsilon as a float32 model computes it (what an exported config must state): PyTorch's
+        defaults unless ``norm_eps`` is set — 1e-5 for LayerNorm, float32's machine epsilon for RMSNorm."""
+        return self.norm_eps or (1e-5 if self.norm == "layernorm" else torch.finfo(torch.float32).eps)
+
+    @property
     def kv_heads(self) -> int:
         return self.n_kv_heads or self.n_heads
 

@@ -97,7 +97,7 @@ def _gpt2_to_theirs(cfg: GPTConfig) -> dict:
         raise ConfigError("model act", cfg.act, f"one of {sorted(act)} to export as gpt2")
     return dict(vocab_size=cfg.vocab_size, n_positions=cfg.n_ctx, n_embd=cfg.d_model, n_layer=cfg.n_layers,
                 n_head=cfg.n_heads, n_inner=cfg.mlp_width, activation_function=act[cfg.act],
-                layer_norm_epsilon=cfg.norm_eps or 1e-5, tie_word_embeddings=cfg.tie_embeddings,
+                layer_norm_epsilon=cfg.eps, tie_word_embeddings=cfg.tie_embeddings,
                 resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 
 
@@ -155,8 +155,7 @@ def _llama_to_theirs(cfg: GPTConfig) -> dict:
     return dict(vocab_size=cfg.vocab_size, max_position_embeddings=cfg.n_ctx, hidden_size=cfg.d_model,
                 intermediate_size=cfg.mlp_width, num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
                 num_key_value_heads=cfg.kv_heads, head_dim=cfg.d_head, hidden_act="silu",
-                # our RMSNorm's default eps is float32's machine epsilon (nn.RMSNorm(eps=None))
-                rms_norm_eps=cfg.norm_eps or torch.finfo(torch.float32).eps,
+                rms_norm_eps=cfg.eps,
                 rope_theta=theta, rope_parameters={"rope_type": "default", "rope_theta": theta},
                 attention_bias=cfg.bias, mlp_bias=cfg.bias, tie_word_embeddings=cfg.tie_embeddings,
                 attention_dropout=0.0)

@@ -25,11 +25,10 @@ _ACTS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "swiglu": "sil
 
 def bridge_config(cfg: GPTConfig) -> dict:
     """The TransformerLens config fields of a model of ours."""
-    eps = cfg.norm_eps or (1e-5 if cfg.norm == "layernorm" else torch.finfo(torch.float32).eps)
     fields = dict(n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head, n_heads=cfg.n_heads,
                   n_key_value_heads=cfg.kv_heads if cfg.kv_heads != cfg.n_heads else None, d_mlp=cfg.mlp_width,
                   d_vocab=cfg.vocab_size, d_vocab_out=cfg.n_out, act_fn=_ACTS[cfg.act], gated_mlp=cfg.act == "swiglu",
-                  normalization_type=_NORMS[cfg.norm], eps=eps, attention_dir=cfg.attention,
+                  normalization_type=_NORMS[cfg.norm], eps=cfg.eps, attention_dir=cfg.attention,
                   positional_embedding_type="rotary" if cfg.positions == "rope" else "standard",
                   default_prepend_bos=False)
     if cfg.positions == "rope":

@@ -54,9 +54,9 @@ def load_models(base: str | Path, finetuned: str | Path, control: str | Path | N
     roles = {"BASE": base, "FINETUNED": finetuned, **({"CONTROL": control} if control is not None else {})}
     for path in roles.values():  # each is a model directory of a supported family, before anything is loaded
         hf_config_to_gpt(read_config(path), max_ctx)
-    vocab = load_hf_tokenizer(base).get_vocab()
+    tokenizer = load_hf_tokenizer(base)
     for role, path in roles.items():
-        if role != "BASE" and load_hf_tokenizer(path).get_vocab() != vocab:
+        if role != "BASE" and load_hf_tokenizer(path).get_vocab() != tokenizer.get_vocab():
             raise ConfigError(f"{role} {Path(path) / 'tokenizer.json'}", "another vocabulary",
                               f"the tokenizer of BASE ({Path(base) / 'tokenizer.json'}): the audit compares token by "
                               "token")
@@ -66,7 +66,7 @@ def load_models(base: str | Path, finetuned: str | Path, control: str | Path | N
             differs = sorted(k for k, v in models["BASE"].cfg.model_dump().items() if model.cfg.model_dump().get(k) != v)
             raise ConfigError(f"{role} {Path(roles[role]) / 'config.json'}", ", ".join(differs) + " differ",
                               "the architecture of BASE")
-    return models["BASE"], models["FINETUNED"], models.get("CONTROL"), load_hf_tokenizer(base)
+    return models["BASE"], models["FINETUNED"], models.get("CONTROL"), tokenizer
 
 
 def _steps_to(curve: list[dict], reached) -> int | None:
