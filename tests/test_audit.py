@@ -3,6 +3,7 @@ capability file and its splits, answer scoring, the pipeline on tiny exported mo
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -104,6 +105,37 @@ def test_relearning_learns_the_attack_split(tmp_path):
     assert relearn(model, enc, enc, RelearnConfig(steps=5), seed=1) == relearn(model, enc, enc, RelearnConfig(steps=5), seed=1)
 
 
+def test_the_signatures_read_the_records(tmp_path):
+    """Probe labels are the first answer tokens at the last prompt position; pruning's K = 0 is the unpruned model,
+    the top row lowers the loss it was chosen on (first order), and the model is never touched."""
+    from wrapperlab.analysis.audit import answer_losses, answer_queries, probe_answer, prune_curve
+    from wrapperlab.analysis.probing import ProbeConfig
+
+    tok = _tokenizer(tmp_path / "tok.json")
+    cap = load_capability(_capability_file(tmp_path / "cap.jsonl", n=32))
+    enc = encode(cap, tok, n_ctx=8)
+    attack, held = cap.split(seed=0)
+    query, label = answer_queries(enc)
+    assert query[:3].tolist() == [2, 2, 2] and label[:5].tolist() == [12, 13, 14, 15, 12]  # "q xi is" -> y(i % 4)
+    model = _model(0)
+    trained = copy.deepcopy(model)
+    opt = torch.optim.AdamW(trained.parameters(), lr=3e-3)
+    for _ in range(60):  # learn the capability: the answer is a function of x_i, readable after attention
+        loss = sum(answer_losses(enc)(trained))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    acc = probe_answer({"trained": trained, "random": model}, enc.take(attack), enc.take(held), ProbeConfig(iters=300),
+                       seed=0)
+    assert len(acc["trained"]) == 3 and all(0 <= a <= 1 for a in acc["random"])
+    assert max(acc["trained"][1:]) == 1.0  # x_i mod 4 is the answer: the trained model's residual holds it
+    before = [p.detach().clone() for p in model.parameters()]
+    curve = prune_curve(model, enc, enc)
+    assert curve[0]["logprob"] == pytest.approx(score(model, enc).mean_logprob)
+    assert curve[1]["logprob"] > curve[0]["logprob"]  # the most salient row helps the loss it was picked on
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_audit_command_writes_the_report(tmp_path, capsys):
     base, finetuned, control = _pair(tmp_path)
     cap = _capability_file(tmp_path / "cap.jsonl")
@@ -114,11 +146,17 @@ def test_audit_command_writes_the_report(tmp_path, capsys):
     assert printed.startswith("verdict: ") and str(out / "audit.html") in printed
     result = json.loads((out / "audit.json").read_text())
     assert len(result["seeds"]) == 3 and set(result["verdicts"]) == {"removed", "never_known", "control"}
+    assert set(result["signatures"]) == {"probe", "pruning"}
+    probe = result["seeds"][0]["probe"]
+    assert set(probe) == {"finetuned", "base", "random_init", "control"} and len(probe["finetuned"]) == 3  # B0-B2
+    assert [p["k"] for p in result["seeds"][0]["prune_control"]] == [0, 1, 2, 3, 5, 10, 15]
     assert result["verdict"]["outcome"] in ("wrapped", "deleted", "inconclusive")
     assert result["decisive"] == result["verdicts"]["control"]["claim"]
     html = (out / "audit.html").read_text()
     assert "Verdict: deleted or wrapped" in html and "data:image/png;base64" in html
-    assert "| B1 |" in (out / "audit.md").read_text()  # where the fine-tune wrote, per block
+    md = (out / "audit.md").read_text()
+    assert "| B1 |" in md  # where the fine-tune wrote, per block
+    assert "random-init twin %" in md and "K rows zeroed" in md  # the probe and pruning tables
     # published from the result, never typed: a docs block beside the audits lists each one
     from wrapperlab.report.docs import update_docs
 

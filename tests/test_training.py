@@ -199,3 +199,17 @@ def test_stop_when_can_hold_at_the_starting_evaluation():
                   log=log.append)
     assert (state.step, state.stopped_early) == (3, True)
     assert [(r["step"], r.get("stop_at")) for r in log] == [(0, 3), (3, None)]
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_resolves_by_machine_and_is_stored_resolved(monkeypatch, native):
+    """``auto`` becomes bf16 only where the CPU has a native bf16 path (emulated bf16 trains ~14x slower than fp32
+    on an AVX2-only CPU): the stored config, and so the run id, name what was computed."""
+    import wrapperlab.training.config as C
+
+    monkeypatch.setattr(C, "native_bf16", lambda: native)
+    cfg = TrainConfig(iters=4, batch_size=8, lr=1e-3, precision="auto")
+    assert cfg.precision == ("bf16" if native else "fp32")
+    assert TrainConfig.model_validate(cfg.model_dump()).precision == cfg.precision
+    with pytest.raises(ValueError):
+        TrainConfig(iters=4, batch_size=8, lr=1e-3, precision="fp16")

@@ -185,3 +185,28 @@ def test_audit_rules_reach_every_outcome():
     kept = audit_removed([-0.7, -0.69, -0.71], [-0.71, -0.7, -0.7])
     verdict = audit_verdict(kept, [fast])
     assert verdict.outcome == INCONCLUSIVE and verdict.reason.startswith("removal not shown")
+
+
+def test_audit_signature_rules_reach_every_outcome():
+    SHOWN, NOT_SHOWN, INCONCLUSIVE = V.SHOWN, V.NOT_SHOWN, V.INCONCLUSIVE
+    # both never-learned models end the budget level: the speed rule is censored, the level rule excludes a gap
+    censored = V.audit_relearning([None] * 3, [None] * 3, [100] * 3, "a model that never had it (CONTROL)")
+    level = V.audit_relearned_level([-1.403, -1.40, -1.41], [-1.410, -1.405, -1.40])
+    assert censored.outcome == INCONCLUSIVE and level.outcome == NOT_SHOWN
+    combined = V.audit_relearning_vs_model(censored, level)
+    assert combined.outcome == NOT_SHOWN and combined.numbers["decided_by"] == "relearned level"
+    assert combined.claim == censored.claim  # the verdict names the control the same way either rule decides
+    # where the speed rule decides, the level does not overrule it
+    fast = V.audit_relearning([4, 8, 4], [None] * 3, [100] * 3, "CONTROL")
+    assert V.audit_relearning_vs_model(fast, level).outcome == SHOWN
+    assert V.audit_relearned_level([-0.7, -0.75, -0.72], [-1.4, -1.5, -1.45]).outcome == SHOWN
+    assert V.audit_relearned_level([-0.7, -1.4], [-1.4, -1.5]).outcome == INCONCLUSIVE
+    # probes: the strongest control per seed counts; a label one token dominates is not applicable
+    assert V.audit_probe([0.9, 0.85, 0.9], [[0.5, 0.55, 0.5], [0.6, 0.6, 0.62]], 0.2).outcome == SHOWN
+    assert V.audit_probe([0.6, 0.6, 0.62], [[0.5, 0.55, 0.5], [0.6, 0.61, 0.62]], 0.2).outcome == NOT_SHOWN
+    skewed = V.audit_probe([0.9, 0.85, 0.9], [[0.5, 0.55, 0.5]], 0.95)
+    assert skewed.outcome == INCONCLUSIVE and "not applicable" in skewed.reason
+    # pruning: share of the gap recovered, FINETUNED minus the control
+    assert V.audit_pruning([0.6, 0.5, 0.7], [0.02, 0.0, 0.05], "CONTROL").outcome == SHOWN
+    assert V.audit_pruning([0.01, 0.0, 0.02], [0.02, 0.0, 0.01], "CONTROL").outcome == NOT_SHOWN
+    assert V.audit_pruning([0.6, None, 0.7], [0.02, 0.0, 0.05], "CONTROL").outcome == INCONCLUSIVE

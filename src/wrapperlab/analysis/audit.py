@@ -4,16 +4,24 @@ the model answers it, and how much of it comes back when the model is trained on
 Why answer log-probability as the behaviour: it is defined for any answer (one token or a story), moves before
 exact match does, and is what a relearning attack pushes on. Exact match (every answer token the argmax under
 teacher forcing, i.e. greedy decoding reproduces the answer) is reported beside it.
+
+Two mechanistic signatures read the same records without training the model: a linear probe of the first answer
+token at every layer (analysis/probing.py's batched probes) and grad × weight pruning on the capability's answer
+loss (analysis/pruning.py's saliency), scored on held-out answers.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from wrapperlab.analysis.probing import ProbeConfig, residuals_at_positions, train_probe_sets
+from wrapperlab.analysis.pruning import PruneConfig, saliency_of, zero_units
 from wrapperlab.data.capability import Capability
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPT
@@ -154,3 +162,56 @@ def relearn(model: GPT, attack: Encoded, held_out: Encoded, cfg: RelearnConfig, 
             evaluate(step)
     return curve
 
+
+
+# -- the mechanistic signatures ------------------------------------------------------------------------------------
+
+
+def answer_queries(data: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per record: the position that predicts the first answer token (the last prompt position), and that token."""
+    query = (data.target >= 0).to(torch.int8).argmax(1)  # the first scored position
+    return query, data.target.gather(1, query[:, None])[:, 0]
+
+
+def probe_answer(models: dict[str, GPT], attack: Encoded, held_out: Encoded, cfg: ProbeConfig,
+                 seed: int) -> dict[str, list[float]]:
+    """Held-out accuracy per layer (B0, B1 …) of a linear probe of the first answer token, trained on the attack
+    split's residuals at the last prompt position — for each model, all probes trained as one batch."""
+    (q_attack, y_attack), (q_held, y_held) = answer_queries(attack), answer_queries(held_out)
+    classes = {t: i for i, t in enumerate(sorted({*y_attack.tolist(), *y_held.tolist()}))}
+    labels = [torch.tensor([classes[t] for t in y.tolist()]).numpy() for y in (y_attack, y_held)]
+    problems = [(residuals_at_positions(m, attack.tokens, q_attack), labels[0],
+                 residuals_at_positions(m, held_out.tokens, q_held), labels[1]) for m in models.values()]
+    return dict(zip(models, train_probe_sets(problems, cfg, seed)))
+
+
+#: rows of every block matrix, the handful the native pruning verdicts use (report/verdicts.PRUNE_K_MAX)
+AUDIT_PRUNE = PruneConfig(unit="rows", ks=(0, 1, 2, 3, 5, 10, 15))
+
+
+def answer_losses(data: Encoded, batch_size: int = 64) -> Callable[[nn.Module], Iterator[torch.Tensor]]:
+    """The mean negative log-prob of ``data``'s answer tokens, yielded in chunks that sum to it (for
+    :func:`~wrapperlab.analysis.pruning.saliency_of`)."""
+    n_tokens = int((data.target >= 0).sum())
+
+    def losses(model: nn.Module) -> Iterator[torch.Tensor]:
+        device = next(model.parameters()).device
+        for start in range(0, len(data), batch_size):
+            part = data.take(torch.arange(start, min(start + batch_size, len(data))))
+            total, _, _ = _answer_terms(model, Encoded(part.tokens.to(device), part.target.to(device)))
+            yield -total.sum() / n_tokens
+
+    return losses
+
+
+def prune_curve(model: GPT, attack: Encoded, held_out: Encoded, cfg: PruneConfig = AUDIT_PRUNE) -> list[dict]:
+    """Zero the rows most salient for the attack split's answer loss, K by K, scoring the held-out split at each K:
+    ``[{"k", "logprob", "accuracy"}, ...]``. The top-K sets are nested; ``model`` is untouched."""
+    units, _ = saliency_of(model, answer_losses(attack), cfg, top=max(cfg.ks))
+    work, done, curve = copy.deepcopy(model), 0, []
+    for k in cfg.ks:
+        zero_units(work, units[done:k], cfg.unit)
+        done = k
+        s = score(work, held_out)
+        curve.append({"k": k, "logprob": s.mean_logprob, "accuracy": s.accuracy})
+    return curve

@@ -45,22 +45,30 @@ def residual_hooks(n_layers: int) -> list[str]:
     return ["blocks.0.hook_resid_pre"] + [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
 
 
-@torch.no_grad()
 def residuals_at(model: nn.Module, samples: Samples, batch_size: int = 256) -> torch.Tensor:
     """Residual stream at each sample's answer-predicting position: ``(n_layers + 1, n, d_model)``."""
+    return residuals_at_positions(model, torch.from_numpy(samples.tokens), torch.from_numpy(samples.answer_pos) - 1,
+                                  batch_size)
+
+
+@torch.no_grad()
+def residuals_at_positions(model: nn.Module, tokens: torch.Tensor, query: torch.Tensor,
+                           batch_size: int = 256) -> torch.Tensor:
+    """Residual stream of each row of ``tokens`` at its position ``query``, at B0 and after every block:
+    ``(n_layers + 1, n, d_model)``. Each batch runs only as far as its furthest query (nothing after it matters)."""
     device = next(model.parameters()).device
     names = residual_hooks(len(model.blocks))
     out = []
-    for i in range(0, len(samples), batch_size):
-        tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)
-        query = torch.from_numpy(samples.answer_pos[i : i + batch_size]).to(device) - 1
-        rows = torch.arange(len(tokens), device=device)
+    for i in range(0, len(tokens), batch_size):
+        part = tokens[i : i + batch_size].to(device)
+        where = query[i : i + batch_size].to(device)
+        rows = torch.arange(len(part), device=device)
         grabbed: dict[str, torch.Tensor] = {}
 
         def grab(x, hook):
-            grabbed[hook.name] = x[rows, query].float().cpu()
+            grabbed[hook.name] = x[rows, where].float().cpu()
 
-        model.run_with_hooks(tokens[:, : int(query.max()) + 1], [(names, grab)], logits_at=query)
+        model.run_with_hooks(part[:, : int(where.max()) + 1], [(names, grab)], logits_at=where)
         out.append(torch.stack([grabbed[n] for n in names]))
     return torch.cat(out, dim=1)
 

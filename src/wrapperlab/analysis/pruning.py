@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -140,20 +140,29 @@ def check_ks(model: nn.Module, cfg: PruneConfig) -> None:
 
 
 def saliency(model: nn.Module, samples: Samples, cfg: PruneConfig, top: int, batch_size: int = 256) -> tuple[list[Unit], int]:
-    """The ``top`` most salient units on the answer-only CE of ``samples``, and how many units exist.
+    """The ``top`` most salient units on the answer-only CE of ``samples``, and how many units exist."""
+    n = len(samples)
 
-    Gradients are accumulated over the samples in chunks on a private copy of the model.
-    """
+    def losses(work: nn.Module) -> Iterator[torch.Tensor]:
+        device = next(work.parameters()).device
+        for i in range(0, n, batch_size):
+            tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)
+            pos = torch.from_numpy(samples.answer_pos[i : i + batch_size]).to(device)
+            rows = torch.arange(len(tokens), device=device)
+            yield F.cross_entropy(answer_logits(work, tokens, pos), tokens[rows, pos], reduction="sum") / n
+
+    return saliency_of(model, losses, cfg, top)
+
+
+def saliency_of(model: nn.Module, losses: Callable[[nn.Module], Iterable[torch.Tensor]], cfg: PruneConfig,
+                top: int) -> tuple[list[Unit], int]:
+    """The ``top`` most salient units for any loss, and how many units exist. ``losses(work)`` yields the loss in
+    chunks (their sum is the loss) computed with ``work``, a private copy of the model whose gradients accumulate
+    over the chunks — so a large evaluation set never needs one graph."""
     work = copy.deepcopy(model)
     work.eval()
     work.zero_grad(set_to_none=False)
-    device = next(work.parameters()).device
-    n = len(samples)
-    for i in range(0, n, batch_size):
-        tokens = torch.from_numpy(samples.tokens[i : i + batch_size]).to(device)
-        pos = torch.from_numpy(samples.answer_pos[i : i + batch_size]).to(device)
-        rows = torch.arange(len(tokens), device=device)
-        loss = F.cross_entropy(answer_logits(work, tokens, pos), tokens[rows, pos], reduction="sum") / n
+    for loss in losses(work):
         loss.backward()
     with torch.no_grad():
         groups = _scores(work, cfg)

@@ -14,7 +14,7 @@ from wrapperlab.errors import ConfigError
 
 EXIT_USAGE = 2
 #: the profiles (runs/profiles.yaml) in a verb's --help
-PROFILE_HELP = ("test (seconds) | quick (2 CPU cores, minutes: 2 blocks, counting, bf16) | families (4 blocks, "
+PROFILE_HELP = ("test (seconds) | quick (2 CPU cores, minutes: 2 blocks, counting, bf16 where the CPU has it natively) | families (4 blocks, "
                 "all five task families, fp32) | paper (the paper's sizes, GPU); default: quick")
 #: flags every training verb has, under their config names
 COMMON = {"seed": "seed", "iters": "train.iters", "lr": "train.lr", "batch_size": "train.batch_size"}
@@ -107,7 +107,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", help="learning rate (a number; for finetune also L, M, S = 1e-4, 1e-5, 1e-6)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--bf16", action="store_true",
-                   help="bf16 autocast (quick trains in bf16 already; --set train.precision=fp32 for fp32)")
+                   help="bf16 autocast (quick picks bf16 where the CPU has a native bf16 path, else fp32; "
+                        "--set train.precision=fp32|bf16|auto to choose)")
     p.add_argument("--set", dest="overrides", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="override any profile setting, e.g. --set train.answer_weight=2 --set model.d_model=96")
     runtime_args(p)

@@ -7,6 +7,9 @@ audit measures, over seeds (each seed its own attack/held-out split and batch or
 * **relearning** — FINETUNED trained on the attack split: the share of the removal gap it closes on held-out
   answers it never trained on, beside the same training on the never-known twin (the same prompts with shuffled
   answers). A capability that is still in the weights comes back on answers the attack never showed;
+* **probe** — a linear probe of the first answer token at every layer of FINETUNED vs its random-init twin (and
+  CONTROL): is the answer still computed inside?
+* **pruning** — zeroing the rows most salient for the capability's loss: does a handful bring answers back?
 * **where the fine-tune wrote** — the relative weight change per block and matrix (descriptive, no verdict).
 
 The verdict (``wrapped`` / ``deleted`` / ``inconclusive``) comes from report/verdicts.py, rules in docs/audit.md.
@@ -22,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from wrapperlab.analysis.audit import RelearnConfig, encode, relearn, score
+from wrapperlab.analysis.audit import AUDIT_PRUNE, Encoded, RelearnConfig, answer_queries, encode, probe_answer, \
+    prune_curve, relearn, score
+from wrapperlab.analysis.probing import ProbeConfig
+from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.analysis.weight_diff import weight_diff
 from wrapperlab.data.capability import load_capability
@@ -39,6 +45,7 @@ class AuditConfig:
     seeds: int = 3
     attack_share: float = 0.5
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     device: str = "cpu"
     max_ctx: int = DEFAULT_MAX_CTX
 
@@ -71,6 +78,36 @@ def load_models(base: str | Path, finetuned: str | Path, control: str | Path | N
 
 def _steps_to(curve: list[dict], reached) -> int | None:
     return V.first_step([(p["step"], p["logprob"]) for p in curve], reached)
+
+
+def _prune_share(curve: list[dict], gap: float) -> float | None:
+    """The best held-out log-prob gain over K ≤ PRUNE_K_MAX rows, as a share of ``gap`` (None without a gap)."""
+    if not gap > 0:
+        return None
+    return (max(p["logprob"] for p in curve if p["k"] <= V.PRUNE_K_MAX) - curve[0]["logprob"]) / gap
+
+
+def _majority_share(data: Encoded) -> float:
+    """The share of records whose first answer token is the most common one (the probe's applicability)."""
+    labels = answer_queries(data)[1]
+    return float(labels.bincount().max()) / len(labels)
+
+
+def _signatures(base, ft, control, attack: Encoded, held: Encoded, never_attack: Encoded, never_held: Encoded,
+                gap: float, seed: int, cfg: "AuditConfig") -> dict[str, Any]:
+    """One seed's probe and pruning measurements (docs/audit.md, "What it measures" 3-4)."""
+    twin = random_init_twin(base, seed).to(cfg.device)
+    models = {"finetuned": ft, "base": base, "random_init": twin, **({"control": control} if control else {})}
+    row: dict[str, Any] = {"probe": probe_answer(models, attack, held, cfg.probe, seed),
+                           "prune_real": prune_curve(ft, attack, held),
+                           "prune_never_known": prune_curve(ft, never_attack, never_held)}
+    row["prune_share_real"] = _prune_share(row["prune_real"], gap)
+    row["prune_share_never_known"] = _prune_share(row["prune_never_known"], gap)
+    if control is not None:
+        row["prune_control"] = prune_curve(control, attack, held)
+        base_lp = score(base, held).mean_logprob
+        row["prune_share_control"] = _prune_share(row["prune_control"], base_lp - row["prune_control"][0]["logprob"])
+    return row
 
 
 def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, cfg: AuditConfig = AuditConfig(),
@@ -108,6 +145,9 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
             ctrl = relearn(control_model, real_attack, real_held, cfg.relearn, seed)
             row.update(control={"logprob": ctrl[0]["logprob"], "accuracy": ctrl[0]["accuracy"]}, relearn_control=ctrl,
                        steps_control=_steps_to(ctrl, lambda lp: lp >= target) if gap > 0 else None)
+        say(f"seed {seed}: probes and pruning")
+        row.update(_signatures(base_model, ft_model, control_model, real_attack, real_held, never_all.take(attack),
+                               never_all.take(held), gap, seed, cfg))
         seeds.append(row)
     caps = [cfg.relearn.steps] * len(seeds)
     removed = V.audit_removed([s["base"]["logprob"] for s in seeds], [s["finetuned"]["logprob"] for s in seeds])
@@ -115,16 +155,31 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
         [s["steps_real"] for s in seeds], [s["steps_never_known"] for s in seeds], caps,
         "on the never-known twin (answers shuffled)")}
     if control_model is not None:
-        verdicts["control"] = V.audit_relearning([s["steps_real"] for s in seeds], [s["steps_control"] for s in seeds],
-                                                 caps, "a model that never had it (CONTROL)")
+        speed = V.audit_relearning([s["steps_real"] for s in seeds], [s["steps_control"] for s in seeds], caps,
+                                   "a model that never had it (CONTROL)")
+        level = V.audit_relearned_level([s["relearn_real"][-1]["logprob"] for s in seeds],
+                                        [s["relearn_control"][-1]["logprob"] for s in seeds])
+        verdicts["control"] = V.audit_relearning_vs_model(speed, level)
     # a model that never had the capability is the stronger control (docs/audit.md): it decides when given
     decisive = verdicts["control" if control_model is not None else "never_known"]
     verdict = V.audit_verdict(removed, [decisive])
+    probe_controls = ["random_init"] + (["control"] if control_model is not None else [])
+    signatures = {
+        "probe": V.audit_probe([V.best_block(s["probe"]["finetuned"]) for s in seeds],
+                               [[V.best_block(s["probe"][c]) for s in seeds] for c in probe_controls],
+                               _majority_share(real_all)),
+        "pruning": V.audit_pruning([s["prune_share_real"] for s in seeds],
+                                   [s["prune_share_control" if control_model is not None else "prune_share_never_known"]
+                                    for s in seeds],
+                                   "CONTROL" if control_model is not None else "FINETUNED on the never-known twin")}
     diffs = [asdict(d) for d in weight_diff(base_model, ft_model)]
     return {"base": str(base), "finetuned": str(finetuned), "control": None if control is None else str(control),
             "capability": str(capability), "n_records": len(cap.examples), "model": base_model.cfg.model_dump(),
-            "params": base_model.num_params(), "config": {**asdict(cfg), "relearn": asdict(cfg.relearn)},
+            "params": base_model.num_params(),
+            "config": {**asdict(cfg), "relearn": asdict(cfg.relearn), "probe": cfg.probe.model_dump(mode="json"),
+                       "prune": AUDIT_PRUNE.model_dump(mode="json")},
             "seeds": seeds, "weight_diff": diffs, "verdicts": {k: v.as_dict() for k, v in verdicts.items()},
+            "signatures": {k: v.as_dict() for k, v in signatures.items()},
             "decisive": decisive.claim, "verdict": verdict.as_dict(), "seconds": time.perf_counter() - started}
 
 
@@ -183,6 +238,47 @@ def _weight_table(diffs: list[dict], n_layers: int) -> tuple[list[str], list[lis
     return ["block"] + [f"{m} ‖ΔW‖/‖W‖ %" for m in matrices], rows
 
 
+def _agreement(signature: str, verdict: str) -> str:
+    """How a mechanistic signature's outcome stands to the verdict (it never changes the verdict: docs/audit.md)."""
+    if signature == V.INCONCLUSIVE or verdict == V.INCONCLUSIVE:
+        return "cannot tell"
+    agrees = (signature == V.SHOWN) == (verdict == V.WRAPPED)
+    return "agrees with the verdict" if agrees else "disagrees with the verdict"
+
+
+#: probe columns: result key, header
+PROBED = (("finetuned", "FINETUNED"), ("base", "BASE"), ("random_init", "random-init twin"), ("control", "CONTROL"))
+#: pruning columns: result key, header
+PRUNED = (("prune_real", "FINETUNED"), ("prune_never_known", "FINETUNED, never-known twin"),
+          ("prune_control", "CONTROL"))
+
+
+def _signature_sections(sec: Section, result: dict) -> None:
+    """The probe and pruning tables with their rules, each saying whether it agrees with the verdict."""
+    seeds, verdict, sig = result["seeds"], result["verdict"]["outcome"], result.get("signatures")
+    if not sig:  # an audit.json from before the signatures were built
+        return
+    probed = [(k, h) for k, h in PROBED if k in seeds[0]["probe"]]
+    n_layers = len(seeds[0]["probe"]["finetuned"])
+    sec.text("Linear probe of the first answer token at the last prompt position, trained on the attack half, held-out "
+             "accuracy per layer (B0 = embeddings).")
+    sec.table(["layer"] + [f"{h} %" for _, h in probed],
+              [[f"B{i}"] + [_ci([s["probe"][k][i] for s in seeds], pct=True) for k, _ in probed]
+               for i in range(n_layers)])
+    v = sig["probe"]
+    sec.rule(f"{v['claim']} — {_agreement(v['outcome'], verdict)}", v["outcome"], v["reason"])
+    pruned = [(k, h) for k, h in PRUNED if k in seeds[0]]
+    ks = [p["k"] for p in seeds[0]["prune_real"]]
+    sec.text("Pruning: held-out answer log-prob after zeroing the K rows most salient for the attack half's answer "
+             "loss (the twin's column: saliency and scoring on shuffled answers).")
+    rows = [[str(k)] + [_ci([s[key][i]["logprob"] for s in seeds]) for key, _ in pruned] for i, k in enumerate(ks)]
+    rows.append([f"best gain ≤ {V.PRUNE_K_MAX} rows, share of the gap"]
+                + [_ci([s[key.replace("prune_", "prune_share_")] for s in seeds], pct=True) for key, _ in pruned])
+    sec.table(["K rows zeroed"] + [h for _, h in pruned], rows)
+    v = sig["pruning"]
+    sec.rule(f"{v['claim']} — {_agreement(v['outcome'], verdict)}", v["outcome"], v["reason"])
+
+
 def write_audit(result: dict, out: str | Path) -> dict[str, Path]:
     """``audit.json``, ``audit.md`` and ``audit.html`` (with ``relearning.png``) under ``out``."""
     out = Path(out)
@@ -218,6 +314,7 @@ def write_audit(result: dict, out: str | Path) -> dict[str, Path]:
     sec.figure(_relearning_figure(result, out / "relearning.png"),
                "Held-out answer log-prob during relearning, one line per seed and run: FINETUNED on the real attack "
                "split (solid), on the never-known twin's (dashed), CONTROL on the real one (dotted); green: BASE")
+    _signature_sections(sec, result)
     sec.text("Where the fine-tune wrote: the relative change of each weight matrix, BASE → FINETUNED.")
     sec.table(*_weight_table(result["weight_diff"], result["model"]["n_layers"]))
     title = "wrapperlab audit: deleted or wrapped?"

@@ -213,14 +213,16 @@ def pcfg_jailbreak(numbers: dict[str, Any]) -> str:
 
 def audits(docs_dir: Path, key: str) -> str:
     """One row per audit stored under ``docs_dir / key`` (each ``NAME/audit.json``, written by ``wrapperlab audit
-    --out``): the pair, removal, relearning steps against each control, the verdict and its wall time."""
+    --out``): the pair, removal, relearning steps against each control, the verdict, the probe and pruning
+    signatures beside it, and its wall time."""
     import json
 
     files = sorted((docs_dir / key).glob("*/audit.json"))
     if not files:
         raise KeyError(f"audit.json under {docs_dir / key}")
     rows = ["| audit | held-out log-prob BASE → FINETUNED (removed?) | relearning steps to 90 % of the gap per seed: "
-            "FINETUNED · never-known twin · CONTROL | verdict | wall time (2 cores) |", "|---|---|---|---|---|"]
+            "FINETUNED · never-known twin · CONTROL | verdict | probe · pruning | wall time (2 cores) |",
+            "|---|---|---|---|---|---|"]
     for file in files:
         r = json.loads(file.read_text())
         seeds, v = r["seeds"], r["verdicts"]
@@ -228,10 +230,12 @@ def audits(docs_dir: Path, key: str) -> str:
         steps = [steps_text([s.get(k) for s in seeds]) for k in ("steps_real", "steps_never_known", "steps_control")
                  if k != "steps_control" or "control" in v]
         outcomes = [v["never_known"]["outcome"]] + ([v["control"]["outcome"]] if "control" in v else [])
+        sig = r.get("signatures")  # absent from audits written before the signatures were built
+        signatures = f"{sig['probe']['outcome']} · {sig['pruning']['outcome']}" if sig else "not measured"
         rows.append(f"| [{file.parent.name}]({key}/{file.parent.name}/audit.md) | {mean('base'):.3f} → {mean('finetuned'):.3f} "
                     f"({v['removed']['outcome']}) | {' · '.join(steps)} (vs twin: {outcomes[0]}"
                     + (f"; vs CONTROL: {outcomes[1]}" if len(outcomes) > 1 else "") + f") | **{r['verdict']['outcome']}** "
-                    f"| {r['seconds']:.0f} s |")
+                    f"| {signatures} | {r['seconds']:.0f} s |")
     return "\n".join(rows) + "\n"
 
 

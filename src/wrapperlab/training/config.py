@@ -11,6 +11,18 @@ from pydantic import Field, field_validator
 from wrapperlab.schema import Config
 
 
+def native_bf16() -> bool:
+    """Whether this machine's CPU has a fast bf16 matmul path (oneDNN's, on AVX-512 or AMX). Without one, autocast
+    emulates bf16 and trains *slower* than fp32 — 14x on an AVX2-only EPYC (benchmarks/throughput.py (c): bf16 /
+    fp32 tokens/s 0.07, measured 2026-12-02) — which is why the quick profile asks for ``auto``."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class TrainConfig(Config):
     """What determines the result of a training run (hashed into the run id)."""
 
@@ -30,7 +42,9 @@ class TrainConfig(Config):
         description="sequence loss only: extra weight on the answer token's CE (loss = mean CE + w * CE_ans)",
     )
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32 | bf16 (autocast) | auto: bf16 where the CPU computes it natively (native_bf16), "
+        "else fp32 — resolved when the config is built, so the stored config and the run id hold the result")
     eval_every: int = Field(250, gt=0)
     eval_at: tuple[int, ...] = Field((), description="extra evaluation steps, e.g. log-spaced for reFT curves")
     checkpoint_every: int = Field(250, gt=0)
@@ -42,6 +56,11 @@ class TrainConfig(Config):
     stop_margin: int = Field(
         0, ge=0, description="steps trained on after stop_when first holds (the curve shows it still holds)"
     )
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: object) -> object:
+        return ("bf16" if native_bf16() else "fp32") if value == "auto" else value
 
     @field_validator("eval_at")
     @classmethod
