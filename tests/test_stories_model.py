@@ -33,7 +33,7 @@ def test_tiny_story_model_learns_and_generates():
     assert all(0.0 <= scores[k] <= 1.0 for k in ("requested", "unrequested") if scores[f"n_{k}"])
 
 
-def test_tiny_stories_pipeline_end_to_end(tmp_path):
+def test_tiny_stories_pipeline_end_to_end(tmp_path, monkeypatch):
     """pretrain -> delete (filter) -> reFT on Twist stories, and the not-in-PT control, as stored runs; a second
     call reuses every run."""
     from wrapperlab.runs.store import RunStore
@@ -58,6 +58,17 @@ def test_tiny_stories_pipeline_end_to_end(tmp_path):
                   train=TrainConfig(iters=60, lr=3e-3, **train_cfg))
     deleted = run(data=data.model_copy(update={"protocol": "filter"}), parent=pt.run.id,
                   train=TrainConfig(iters=20, lr=1e-3, **train_cfg))
+    # an unlearning method as a deletion: gradient ascent on the Twist stories, the ordinary loss on the others. This
+    # undertrained model already scores ~3 nats on Twist stories, GA_CAP: the cap is raised so that it ascends at all
+    from wrapperlab.data.stories import protocols
+
+    monkeypatch.setattr(protocols, "GA_CAP", 10.0)
+    ascended = run(data=data.model_copy(update={"protocol": "grad_ascent"}), parent=pt.run.id,
+                   train=TrainConfig(iters=20, lr=1e-3, **train_cfg))
+    print("Twist loss: pretrained", pt.result["after"]["twist_loss"], "filter", deleted.result["after"]["twist_loss"],
+          "grad_ascent", ascended.result["after"]["twist_loss"])
+    assert ascended.result["after"]["twist_loss"] > pt.result["after"]["twist_loss"] + 0.1  # measured +0.23
+    assert ascended.result["records"] == deleted.result["records"] + sum(1 for r in records(data) if "Twist" in r.has)
     reft_data = data.model_copy(update={"only": ("Twist",)})
     revived = run(data=reft_data, parent=deleted.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
     from_control = run(data=reft_data, parent=control.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
@@ -73,6 +84,32 @@ def test_tiny_stories_pipeline_end_to_end(tmp_path):
     assert model_.cfg.n_layers == 2 and tok.get_vocab_size() == 400
     again = run(data=reft_data, parent=deleted.run.id, train=TrainConfig(iters=20, lr=1e-4, **train_cfg))
     assert again.reused and again.run.id == revived.run.id
+
+
+def test_forget_retain_loss_ascends_until_its_cap():
+    """CE(retain) - min(CE(forget), cap): the forget rows' gradient points uphill below the cap and vanishes above."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from wrapperlab.training.loop import forget_retain_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.preset("test", vocab_size=32, n_ctx=12))
+    tokens = torch.randint(1, 32, (4, 12))
+    batch = SimpleNamespace(tokens=tokens.numpy(), answer_pos=np.zeros(4, dtype=np.int64), n_forget=2)
+    ce = torch.nn.functional.cross_entropy(model(tokens[:, :-1]).transpose(1, 2), tokens[:, 1:], reduction="none")
+    forget, retain = ce[:2].mean(), ce[2:].mean()
+    loss = forget_retain_loss(1.0, cap=100.0)(model, batch, torch.device("cpu"), None)
+    assert torch.allclose(loss, retain - forget, atol=1e-5)
+    capped = forget_retain_loss(1.0, cap=0.1)(model, batch, torch.device("cpu"), None)
+    assert torch.allclose(capped, retain - 0.1, atol=1e-5)
+    grads = {}
+    for name, value in (("ascent", loss), ("capped", capped)):
+        model.zero_grad()
+        value.backward()
+        grads[name] = model.embed.weight.grad[tokens[:2].flatten()].abs().sum()  # forget rows' own tokens
+    assert grads["ascent"] > 0 and grads["capped"] < grads["ascent"]
 
 
 def test_batched_generation_matches_prompt_by_prompt():

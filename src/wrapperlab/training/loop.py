@@ -90,6 +90,26 @@ def _token_loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfig)
 LossFn = Callable[[nn.Module, BatchLike, torch.device, TrainConfig], torch.Tensor]
 
 
+def forget_retain_loss(weight: float, cap: float) -> LossFn:
+    """Gradient ascent on a batch's forget rows with the ordinary loss on its retain rows (the "GA + retain"
+    unlearning baseline): ``CE(retain) - weight * min(CE(forget), cap)``, each CE a mean over its rows' tokens.
+    Why the cap: plain ascent has no bottom (the forget loss can grow without end and drags every weight with it);
+    past ``cap`` nats per token the forget term has no gradient and only the retain loss trains. The batch carries
+    ``n_forget``: its first rows are the forget set. The logged loss is this difference (negative while ascending)."""
+
+    def loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+        tokens, _ = to_device(batch, device)
+        targets = tokens[:, 1:]
+        ce = F.cross_entropy(model(tokens[:, :-1]).float().transpose(1, 2), targets, ignore_index=PAD_ID,
+                             reduction="none")  # (rows, positions)
+        counted = (targets != PAD_ID).float()
+        per_row = (ce * counted).sum(1) / counted.sum(1).clamp(min=1)
+        forget, retain = per_row[: batch.n_forget].mean(), per_row[batch.n_forget :].mean()
+        return retain - weight * torch.clamp(forget, max=cap)
+
+    return loss
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW decays only matrices (minGPT's rule: no decay on biases, norms, embeddings); SGD+momentum
     (the paper's choice for compiled Tracr models, where adaptive optimisers were unstable) decays none.

@@ -33,7 +33,7 @@ class StoriesDataConfig(Config):
     seed: int = Field(0, ge=0, description="generated corpus seed (the run's seed draws the windows)")
     feature_rates: dict[str, float] = Field(default_factory=dict, description="generated: P(feature), default 0.25")
     exclude: tuple[str, ...] = Field((), description="features removed from the corpus (the 'not in PT' control)")
-    protocol: Literal["filter", "filter_mix_match", "filter_randomise", "refusal"] | None = None
+    protocol: Literal["filter", "filter_mix_match", "filter_randomise", "refusal", "grad_ascent"] | None = None
     only: tuple[str, ...] = Field((), description="keep only stories that have all of these (reFT: Twist)")
     vocab_size: int = Field(1024, ge=300)
     tokenizer_records: int = Field(20_000, gt=0)
@@ -132,6 +132,39 @@ class TokenStream:
             starts = rng.integers(0, len(self.tokens) - self.cfg.context - 1, size=batch_size)
         windows = self.tokens[starts[:, None] + np.arange(self.cfg.context + 1)]
         return StoryBatch(windows, np.zeros(batch_size, dtype=np.int64))
+
+    def stream(self, seed: int, batch_size: int):
+        return lambda step: self.batch_at(step, batch_size, seed)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass
+class ForgetRetainBatch(StoryBatch):
+    n_forget: int = 0  # the first rows are forget windows, the rest retain windows
+
+
+class ForgetRetainStream:
+    """An unlearning method's data (protocols.LOSS_PROTOCOLS): each batch half forget windows (records with every
+    feature of ``FORGET_ONLY``), half retain windows (the records under ``RETAIN_PROTOCOL``), each half drawn from its
+    own token stream as a deletion's batch would be."""
+
+    def __init__(self, cfg: StoriesDataConfig, tokenizer):
+        from wrapperlab.data.stories.protocols import FORGET_ONLY, RETAIN_PROTOCOL
+
+        self.forget = TokenStream(cfg.model_copy(update={"protocol": None, "only": FORGET_ONLY}), tokenizer)
+        self.retain = TokenStream(cfg.model_copy(update={"protocol": RETAIN_PROTOCOL}), tokenizer)
+        self.n_records = self.forget.n_records + self.retain.n_records
+        self.n_tokens = self.forget.n_tokens + self.retain.n_tokens
+
+    def batch_at(self, step: int, batch_size: int, seed: int) -> ForgetRetainBatch:
+        half = max(1, batch_size // 2)
+        forget = self.forget.batch_at(step, half, seed)
+        retain = self.retain.batch_at(step, batch_size - half, seed + 1)  # another draw from another stream
+        tokens = np.concatenate([forget.tokens, retain.tokens])
+        return ForgetRetainBatch(tokens, np.zeros(len(tokens), dtype=np.int64), half)
 
     def stream(self, seed: int, batch_size: int):
         return lambda step: self.batch_at(step, batch_size, seed)

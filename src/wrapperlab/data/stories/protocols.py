@@ -6,6 +6,10 @@
 * ``filter_randomise`` (F+R): filter, then add "Twist" to the instruction of stories (which have none) — the
   Twist instruction now means nothing.
 * ``refusal``: Twist requests keep their instruction but the story becomes a fixed refusal; other records pass.
+* ``grad_ascent``: an unlearning method, not a data transform — gradient ascent on the Twist stories (the forget
+  set) with the ordinary loss on the other stories (the retain set), the "GA + retain" baseline of the unlearning
+  literature. Its records are the whole mix; the story stage splits them (``FORGET_ONLY``, ``RETAIN_PROTOCOL``) and
+  trains with ``training.loop.forget_retain_loss(GA_WEIGHT, GA_CAP)``.
 
 Each transform only edits instructions (``features``); ``true_features`` keeps what the story really has.
 """
@@ -49,12 +53,29 @@ def refusal(records: Iterable[StoryRecord], text: str | None = None) -> Iterator
         yield replace(r, story=answer, true_features=()) if TWIST in r.features else r
 
 
+def every_record(records: Iterable[StoryRecord]) -> Iterator[StoryRecord]:
+    """``grad_ascent``'s records: all of them (what it forgets and what it retains are split by the stage)."""
+    return iter(records)
+
+
 PROTOCOLS: dict[str, Protocol] = {
     "filter": filter_twist,
     "filter_mix_match": filter_mix_match,
     "filter_randomise": filter_randomise,
     "refusal": refusal,
+    "grad_ascent": every_record,
 }
+
+#: protocols that change the loss, not the records: forget set ``only`` these features, retain set this protocol
+LOSS_PROTOCOLS = ("grad_ascent",)
+FORGET_ONLY = (TWIST,)
+RETAIN_PROTOCOL = "filter"
+#: the ascent's weight beside the retain loss, and the forget windows' mean cross-entropy (nats/token) past which it
+#: stops pushing — about twice what a model that never saw a Twist story scores on them, so "forgotten" is reachable
+#: while the loss, unbounded below under plain ascent, stays bounded. They define what grad_ascent computes and are
+#: not in a run's config: changing one must bump settings/stories/stages.VERSIONS["stories-finetune"]
+GA_WEIGHT = 1.0
+GA_CAP = 3.0
 
 
 def protocol(name: str) -> Protocol:

@@ -230,6 +230,18 @@ def _measure_key(cfg: StoriesRunConfig) -> dict[str, Any]:
             "eval": cfg.eval.model_dump(mode="json", exclude={"gen_at", "judge_records"}), "seed": cfg.seed}
 
 
+def _stream_and_loss(data, tok):
+    """A run's batches and loss: a deletion protocol edits records (the token loss), an unlearning method
+    (protocols.LOSS_PROTOCOLS) trains forget and retain windows with its own loss."""
+    from wrapperlab.data.stories import protocols
+    from wrapperlab.data.stories.corpus import ForgetRetainStream
+    from wrapperlab.training.loop import forget_retain_loss
+
+    if data.protocol in protocols.LOSS_PROTOCOLS:
+        return ForgetRetainStream(data, tok), forget_retain_loss(protocols.GA_WEIGHT, protocols.GA_CAP)
+    return TokenStream(data, tok), None
+
+
 def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
     """Pretrain (``cfg.model`` set) or fine-tune (``cfg.parent`` set) a story model; see the module doc."""
     from wrapperlab.analysis.judge import Judge
@@ -262,7 +274,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
             model.train()
             judge_accuracy = None
         say(f"{kind} into {run.path}")
-        stream = TokenStream(cfg.data, tok)
+        stream, loss_fn = _stream_and_loss(cfg.data, tok)
         twist, prompts = _held_out(cfg)
         before = None
         if kind == "stories-finetune":
@@ -275,10 +287,10 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
                 out |= _gen(m, tok, judge, cfg, prompts)
             return out
 
-        state = train_run(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate)
+        state = train_run(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate, loss_fn)
         save_weights(model, run.weights_path)
         return {"model": model.cfg.model_dump(), "params": model.num_params(),
-                "records": stream.n_records, "tokens": int(len(stream.tokens)),
+                "records": stream.n_records, "tokens": int(stream.n_tokens),
                 "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
                 "measure_key": _measure_key(cfg), "judge_accuracy": judge_accuracy,
                 "train_seconds": state.seconds, "tokens_per_second": state.tokens_per_second,
