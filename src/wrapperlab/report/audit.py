@@ -25,8 +25,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from wrapperlab.analysis.audit import AUDIT_PRUNE, Encoded, RelearnConfig, answer_queries, encode, probe_answer, \
-    prune_curve, relearn, score
+from wrapperlab.analysis.audit import (
+    AUDIT_PRUNE,
+    Encoded,
+    RelearnConfig,
+    answer_queries,
+    encode,
+    probe_answer,
+    prune_curve,
+    relearn,
+    score,
+)
 from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.stats import mean_ci
