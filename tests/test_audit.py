@@ -140,7 +140,8 @@ def test_audit_command_writes_the_report(tmp_path, capsys):
     base, finetuned, control = _pair(tmp_path)
     cap = _capability_file(tmp_path / "cap.jsonl")
     out = tmp_path / "audits" / "quick" / "tiny"
-    args = ["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, "--steps", "4"]
+    args = ["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, "--steps", "4",
+            "--probe-iters", "100"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("verdict: ") and str(out / "audit.html") in printed
@@ -230,7 +231,7 @@ def test_a_pcfg_run_exports_and_audits_through_the_hf_path(tmp_path, capsys):
         t = torch.tensor([ids])
         assert torch.equal(load_hf(tmp_path / "hf")(t), ours(t))
     assert main(["audit", tmp_path / "hf", tmp_path / "hf", "--capability", tmp_path / "count_a.jsonl", "--out",
-                 tmp_path / "audit", "--steps", "2", "--seeds", "3"]) == 0
+                 tmp_path / "audit", "--steps", "2", "--seeds", "3", "--probe-iters", "50", "--quiet"]) == 0
     verdict = json.loads((tmp_path / "audit" / "audit.json").read_text())["verdict"]
     # a model audited against itself removed nothing: neither word applies
     assert verdict["outcome"] == "inconclusive" and verdict["reason"].startswith("removal not shown")

@@ -132,9 +132,15 @@ class RelearnConfig:
             raise ConfigError("relearn lr", self.lr, "a positive number")
 
 
-def relearn(model: GPT, attack: Encoded, held_out: Encoded, cfg: RelearnConfig, seed: int) -> list[dict]:
+def relearn(model: GPT, attack: Encoded, held_out: Encoded, cfg: RelearnConfig, seed: int,
+            desc: str | None = None) -> list[dict]:
     """Train a copy of ``model`` on the attack split's answers (AdamW, constant lr, clip 1) and score the held-out
-    split along the way: ``[{"step", "logprob", "accuracy"}, ...]``. ``seed`` sets the batches' order."""
+    split along the way: ``[{"step", "logprob", "accuracy"}, ...]``. ``seed`` sets the batches' order. With
+    ``desc``, a progress bar on stderr (a relearning run of a 100M-parameter model takes minutes on a CPU)."""
+    import sys
+
+    from tqdm import tqdm
+
     device = next(model.parameters()).device
     student = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -147,6 +153,8 @@ def relearn(model: GPT, attack: Encoded, held_out: Encoded, cfg: RelearnConfig, 
         curve.append({"step": step, "logprob": s.mean_logprob, "accuracy": s.accuracy})
 
     evaluate(0)
+    bar = tqdm(total=cfg.steps, desc=desc, disable=desc is None, leave=False, file=sys.stderr, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 10.0)
     for step in range(1, cfg.steps + 1):
         if len(order) < cfg.batch_size:  # epochs of a fresh permutation
             order = torch.cat([order, torch.randperm(len(attack), generator=gen)])
@@ -158,8 +166,11 @@ def relearn(model: GPT, attack: Encoded, held_out: Encoded, cfg: RelearnConfig, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()
+        bar.update(1)
         if step in checkpoints:
             evaluate(step)
+            bar.set_postfix({"held-out log-prob": f"{curve[-1]['logprob']:.3f}"}, refresh=False)
+    bar.close()
     return curve
 
 

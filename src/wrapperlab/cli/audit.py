@@ -20,7 +20,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="relearning learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, default=16, help="relearning batch (default 16)")
     p.add_argument("--attack-share", type=float, default=0.5, help="share of the records relearning trains on")
+    p.add_argument("--probe-iters", type=int, default=1000, help="training steps of each linear probe (default 1000)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_examples(sub, {"audit": ["wrapperlab audit base/ finetuned/ --capability forget.jsonl",
                                  "wrapperlab audit base/ finetuned/ --capability twist.jsonl --control never/ "
                                  "--steps 200 --out audit/"]})
@@ -28,11 +30,13 @@ def add_parsers(sub) -> None:
 
 def audit(args) -> int:
     from wrapperlab.analysis.audit import RelearnConfig
+    from wrapperlab.analysis.probing import ProbeConfig
     from wrapperlab.cli.common import check_device
     from wrapperlab.report.audit import AuditConfig, run_audit, write_audit
 
     check_device(args.device)
-    cfg = AuditConfig(seeds=args.seeds, attack_share=args.attack_share, device=args.device,
+    cfg = AuditConfig(seeds=args.seeds, attack_share=args.attack_share, device=args.device, progress=not args.quiet,
+                      probe=ProbeConfig(iters=args.probe_iters),
                       relearn=RelearnConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size))
     result = run_audit(args.base, args.finetuned, args.capability, cfg, control=args.control, say=say)
     paths = write_audit(result, args.out)

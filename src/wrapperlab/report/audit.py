@@ -54,9 +54,11 @@ class AuditConfig:
     seeds: int = 3
     attack_share: float = 0.5
     relearn: RelearnConfig = field(default_factory=RelearnConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # the native probes train 4,000 steps on 4,000 samples; an audit's tens of records fit in far fewer
+    probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(iters=1000))
     device: str = "cpu"
     max_ctx: int = DEFAULT_MAX_CTX
+    progress: bool = True  # a bar per relearning run (stderr)
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -140,8 +142,10 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
             f"; relearning {cfg.relearn.steps} steps (real, never-known{', control model' if control_model else ''})")
         gap = base_s.mean_logprob - ft_s.mean_logprob
         target = base_s.mean_logprob - (1 - V.AUDIT_REVIVED_SHARE) * gap  # FINETUNED's level once revived
-        real = relearn(ft_model, real_attack, real_held, cfg.relearn, seed)
-        never = relearn(ft_model, never_all.take(attack), never_all.take(held), cfg.relearn, seed)
+        bar = (lambda what: f"seed {seed}: {what}") if cfg.progress else (lambda what: None)
+        real = relearn(ft_model, real_attack, real_held, cfg.relearn, seed, bar("FINETUNED, real answers"))
+        never = relearn(ft_model, never_all.take(attack), never_all.take(held), cfg.relearn, seed,
+                        bar("FINETUNED, never-known twin"))
         row = {"seed": seed, "n_attack": len(attack), "n_held_out": len(held),
                "base": {"logprob": base_s.mean_logprob, "accuracy": base_s.accuracy},
                "finetuned": {"logprob": ft_s.mean_logprob, "accuracy": ft_s.accuracy}, "gap": gap, "target": target,
@@ -151,7 +155,7 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
                "steps_never_known": _steps_to(never, lambda lp: lp - never[0]["logprob"] >= V.AUDIT_REVIVED_SHARE * gap)
                if gap > 0 else None}
         if control_model is not None:
-            ctrl = relearn(control_model, real_attack, real_held, cfg.relearn, seed)
+            ctrl = relearn(control_model, real_attack, real_held, cfg.relearn, seed, bar("CONTROL, real answers"))
             row.update(control={"logprob": ctrl[0]["logprob"], "accuracy": ctrl[0]["accuracy"]}, relearn_control=ctrl,
                        steps_control=_steps_to(ctrl, lambda lp: lp >= target) if gap > 0 else None)
         say(f"seed {seed}: probes and pruning")
