@@ -1,5 +1,5 @@
-"""Science checks at the quick profile (2 blocks x 128 pretrained 400 steps on the counting family, bf16; about a
-minute of CPU per run): the acceptance numbers of the PCFG core.
+"""Science checks at the quick profile (2 blocks x 128 pretrained 400 steps on the counting family, bf16 where
+the CPU has it natively, else fp32; about a minute of CPU per run): the acceptance numbers of the PCFG core.
 
 Marked slow; CI runs them. Skip locally with ``pytest -m "not slow"``.
 """
