@@ -4,9 +4,10 @@ A fine-tune (a safety tune, an unlearning method) made FINETUNED stop answering 
 audit measures, over seeds (each seed its own attack/held-out split and batch order):
 
 * **behaviour** — held-out answer log-prob and exact match of BASE and FINETUNED; the removal rule;
-* **relearning** — FINETUNED trained on the attack split: the share of the removal gap it closes on held-out
-  answers it never trained on, beside the same training on the never-known twin (the same prompts with shuffled
-  answers). A capability that is still in the weights comes back on answers the attack never showed;
+* **relearning** — FINETUNED trained on the attack split: how many steps it needs to close 90 % of the removal gap
+  on held-out answers it never trained on, beside the never-known twin (the same prompts with shuffled answers)
+  and CONTROL (a model that never had it) trained the same way — and, where neither gets there, the level each
+  reaches. A capability that is still in the weights comes back on answers the attack never showed;
 * **probe** — a linear probe of the first answer token at every layer of FINETUNED vs its random-init twin (and
   CONTROL): is the answer still computed inside?
 * **pruning** — zeroing the rows most salient for the capability's loss: does a handful bring answers back?
@@ -108,7 +109,7 @@ def _signatures(base, ft, control, attack: Encoded, held: Encoded, never_attack:
                 gap: float, seed: int, cfg: "AuditConfig") -> dict[str, Any]:
     """One seed's probe and pruning measurements (docs/audit.md, "What it measures" 3-4)."""
     twin = random_init_twin(base, seed).to(cfg.device)
-    models = {"finetuned": ft, "base": base, "random_init": twin, **({"control": control} if control else {})}
+    models = {"finetuned": ft, "base": base, "random_init": twin, **({"control": control} if control is not None else {})}
     row: dict[str, Any] = {"probe": probe_answer(models, attack, held, cfg.probe, seed),
                            "prune_real": prune_curve(ft, attack, held),
                            "prune_never_known": prune_curve(ft, never_attack, never_held)}
