@@ -221,3 +221,19 @@ def test_stories_cli_generate_and_judge(tmp_path, capsys):
                 ["stories", "generate", "--exclude", "Sparkle"], ["stories", "generate", "--n", "0"]):
         assert main(bad) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_grad_ascent_batches_split_forget_and_retain():
+    """Half of each batch is forget windows (Twist stories), half retain windows (the filtered corpus); a corpus
+    with nothing to forget is one clear error naming the protocol."""
+    from wrapperlab.data.stories.corpus import ForgetRetainStream, StoriesDataConfig, fit_tokenizer
+    from wrapperlab.errors import ConfigError
+
+    cfg = StoriesDataConfig(n_records=300, tokenizer_records=300, vocab_size=400, context=96, protocol="grad_ascent")
+    tok = fit_tokenizer(cfg)
+    stream = ForgetRetainStream(cfg, tok)
+    batch = stream.batch_at(3, 8, seed=0)
+    assert batch.tokens.shape == (8, 97) and batch.n_forget == 4
+    assert stream.n_records == 300 and stream.forget.n_records + stream.retain.n_records == 300
+    with pytest.raises(ConfigError, match="data.protocol"):
+        ForgetRetainStream(cfg.model_copy(update={"exclude": ("Twist",)}), tok)

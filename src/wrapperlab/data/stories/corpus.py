@@ -153,9 +153,13 @@ class ForgetRetainStream:
 
     def __init__(self, cfg: StoriesDataConfig, tokenizer):
         from wrapperlab.data.stories.protocols import FORGET_ONLY, RETAIN_PROTOCOL
+        from wrapperlab.errors import ConfigError
 
-        self.forget = TokenStream(cfg.model_copy(update={"protocol": None, "only": FORGET_ONLY}), tokenizer)
-        self.retain = TokenStream(cfg.model_copy(update={"protocol": RETAIN_PROTOCOL}), tokenizer)
+        try:
+            self.forget = TokenStream(cfg.model_copy(update={"protocol": None, "only": FORGET_ONLY}), tokenizer)
+            self.retain = TokenStream(cfg.model_copy(update={"protocol": RETAIN_PROTOCOL}), tokenizer)
+        except ValueError as e:  # e.g. a corpus (or exclusions) without a story to forget
+            raise ConfigError("data.protocol", cfg.protocol, f"a corpus with stories to forget and to retain ({e})") from None
         self.n_records = self.forget.n_records + self.retain.n_records
         self.n_tokens = self.forget.n_tokens + self.retain.n_tokens
 
