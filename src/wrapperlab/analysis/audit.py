@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wrapperlab.analysis.probing import ProbeConfig, residuals_at_positions, train_probe_sets
-from wrapperlab.analysis.pruning import PruneConfig, saliency_of, zero_units
+from wrapperlab.analysis.pruning import PruneConfig, nested_prunes, saliency_of
 from wrapperlab.data.capability import Capability
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPT
@@ -96,15 +96,20 @@ def _answer_terms(model: GPT, batch: Encoded) -> tuple[torch.Tensor, torch.Tenso
     return (logp * mask).sum(1), mask.sum(1), hit.all(1)
 
 
+def _batches(data: Encoded, batch_size: int, device: torch.device) -> Iterator[Encoded]:
+    """``data`` in consecutive batches of ``batch_size`` records, on ``device``."""
+    for start in range(0, len(data), batch_size):
+        part = data.take(torch.arange(start, min(start + batch_size, len(data))))
+        yield Encoded(part.tokens.to(device), part.target.to(device))
+
+
 @torch.inference_mode()
 def score(model: GPT, data: Encoded, batch_size: int = 64) -> Scores:
-    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     logprob, exact = [], []
-    for start in range(0, len(data), batch_size):
-        part = data.take(torch.arange(start, min(start + batch_size, len(data))))
-        total, count, hit = _answer_terms(model, Encoded(part.tokens.to(device), part.target.to(device)))
+    for part in _batches(data, batch_size, next(model.parameters()).device):
+        total, count, hit = _answer_terms(model, part)
         logprob += (total / count).tolist()
         exact += hit.tolist()
     model.train(was_training)
@@ -206,11 +211,8 @@ def answer_losses(data: Encoded, batch_size: int = 64) -> Callable[[nn.Module], 
     n_tokens = int((data.target >= 0).sum())
 
     def losses(model: nn.Module) -> Iterator[torch.Tensor]:
-        device = next(model.parameters()).device
-        for start in range(0, len(data), batch_size):
-            part = data.take(torch.arange(start, min(start + batch_size, len(data))))
-            total, _, _ = _answer_terms(model, Encoded(part.tokens.to(device), part.target.to(device)))
-            yield -total.sum() / n_tokens
+        for part in _batches(data, batch_size, next(model.parameters()).device):
+            yield -_answer_terms(model, part)[0].sum() / n_tokens
 
     return losses
 
@@ -219,10 +221,8 @@ def prune_curve(model: GPT, attack: Encoded, held_out: Encoded, cfg: PruneConfig
     """Zero the rows most salient for the attack split's answer loss, K by K, scoring the held-out split at each K:
     ``[{"k", "logprob", "accuracy"}, ...]``. The top-K sets are nested; ``model`` is untouched."""
     units, _ = saliency_of(model, answer_losses(attack), cfg, top=max(cfg.ks))
-    work, done, curve = copy.deepcopy(model), 0, []
-    for k in cfg.ks:
-        zero_units(work, units[done:k], cfg.unit)
-        done = k
-        s = score(work, held_out)
+    curve = []
+    for k, pruned in nested_prunes(model, units, cfg):
+        s = score(pruned, held_out)
         curve.append({"k": k, "logprob": s.mean_logprob, "accuracy": s.accuracy})
     return curve

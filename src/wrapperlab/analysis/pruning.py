@@ -207,6 +207,16 @@ def pruned_copy(model: nn.Module, units: list[Unit], unit_kind: str) -> nn.Modul
     return out
 
 
+def nested_prunes(model: nn.Module, units: list[Unit], cfg: PruneConfig) -> Iterator[tuple[int, nn.Module]]:
+    """``(K, a copy of model with the first K of units zeroed)`` for each K of ``cfg.ks``: the top-K sets are nested,
+    so one copy is pruned cumulatively along the sweep (evaluate it before taking the next)."""
+    work, done = copy.deepcopy(model), 0
+    for k in cfg.ks:
+        zero_units(work, units[done:k], cfg.unit)
+        done = k
+        yield k, work
+
+
 @dataclass
 class PruneResult:
     """Accuracy after zeroing the top-K units, for each K of the sweep (JSON-serialisable)."""
@@ -237,12 +247,8 @@ def prune_sweep(
     """
     check_ks(model, cfg)
     units, n_units = saliency(model, saliency_samples, cfg, top=max(20, max(cfg.ks)))
-    work = copy.deepcopy(model)
     curves: dict[str, list[float]] = {}
-    done = 0
-    for k in cfg.ks:
-        zero_units(work, units[done:k], cfg.unit)
-        done = k
+    for k, work in nested_prunes(model, units, cfg):
         for name, value in evaluate(work).items():
             curves.setdefault(name, []).append(value)
         if progress:

@@ -106,7 +106,7 @@ def _majority_share(data: Encoded) -> float:
 
 
 def _signatures(base, ft, control, attack: Encoded, held: Encoded, never_attack: Encoded, never_held: Encoded,
-                gap: float, seed: int, cfg: "AuditConfig") -> dict[str, Any]:
+                base_lp: float, gap: float, seed: int, cfg: "AuditConfig") -> dict[str, Any]:
     """One seed's probe and pruning measurements (docs/audit.md, "What it measures" 3-4)."""
     twin = random_init_twin(base, seed).to(cfg.device)
     models = {"finetuned": ft, "base": base, "random_init": twin, **({"control": control} if control is not None else {})}
@@ -117,7 +117,6 @@ def _signatures(base, ft, control, attack: Encoded, held: Encoded, never_attack:
     row["prune_share_never_known"] = _prune_share(row["prune_never_known"], gap)
     if control is not None:
         row["prune_control"] = prune_curve(control, attack, held)
-        base_lp = score(base, held).mean_logprob
         row["prune_share_control"] = _prune_share(row["prune_control"], base_lp - row["prune_control"][0]["logprob"])
     return row
 
@@ -161,7 +160,7 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
                        steps_control=_steps_to(ctrl, lambda lp: lp >= target) if gap > 0 else None)
         say(f"seed {seed}: probes and pruning")
         row.update(_signatures(base_model, ft_model, control_model, real_attack, real_held, never_all.take(attack),
-                               never_all.take(held), gap, seed, cfg))
+                               never_all.take(held), base_s.mean_logprob, gap, seed, cfg))
         seeds.append(row)
     caps = [cfg.relearn.steps] * len(seeds)
     removed = V.audit_removed([s["base"]["logprob"] for s in seeds], [s["finetuned"]["logprob"] for s in seeds])

@@ -382,9 +382,8 @@ def audit_probe(finetuned_best: Sequence[float | None], controls_best: Sequence[
         return Verdict(claim, INCONCLUSIVE, f"not applicable: one first answer token covers {100 * majority_share:.0f} % "
                        f"of the records (≥ {100 * AUDIT_PROBE_SKEW:.0f} %), a probe has nothing to tell apart",
                        {"majority_share": majority_share})
-    strongest = [None if any(c is None for c in cs) else max(cs) for cs in zip(*controls_best)]
-    return paired_rule(claim, finetuned_best, strongest, PROBE_MARGIN,
-                       "best-block held-out probe accuracy of the first answer token, FINETUNED minus the best control")
+    verdict = probe_readout(finetuned_best, controls_best)  # the native rule, in the audit's words
+    return Verdict(claim, verdict.outcome, verdict.reason.replace("FT model", "FINETUNED"), verdict.numbers)
 
 
 def audit_pruning(finetuned_share: Sequence[float | None], control_share: Sequence[float | None], control: str) -> Verdict:
