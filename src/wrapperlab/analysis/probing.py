@@ -154,9 +154,14 @@ def probe(
     targets: dict[str, tuple[np.ndarray, np.ndarray]],
     cfg: ProbeConfig,
     seed: int = 0,
+    control_acts: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> ProbeResult:
-    """Probe ``model`` and a random-init ``control`` for each target (train labels, test labels)."""
-    acts = {name: (residuals_at(m, train), residuals_at(m, test)) for name, m in (("model", model), ("random_init", control))}
+    """Probe ``model`` and a random-init ``control`` for each target (train labels, test labels).
+
+    ``control_acts``: the control's residuals on ``train`` and ``test`` (:func:`residuals_at`) where the caller
+    has them — the same twin on the same inputs serves every run probed with them, so a store caches them."""
+    acts = {"model": (residuals_at(model, train), residuals_at(model, test)),
+            "random_init": control_acts or (residuals_at(control, train), residuals_at(control, test))}
     cells = [(target, name) for target in targets for name in acts]  # every probe problem, trained as one batch
     results = train_probe_sets([(acts[name][0], targets[target][0], acts[name][1], targets[target][1])
                                 for target, name in cells], cfg, seed)

@@ -7,6 +7,7 @@ reproducible.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Sequence
@@ -87,6 +88,17 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def digest(self) -> str:
+        """A hash of what a model is asked and scored on (the tokens and the answer positions; the labels are the
+        tokens there): two sets with one digest give every model the same accuracy, so an evaluation of a stored
+        model can be looked up by it instead of recomputed (settings/pcfg/stages.py)."""
+        h = hashlib.sha256()
+        for part in (self.tokens, self.answer_pos):
+            arr = np.ascontiguousarray(part, dtype=np.int64)
+            h.update(repr(arr.shape).encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()[:32]
 
     @staticmethod
     def concat(parts: Sequence["Samples"]) -> "Samples":

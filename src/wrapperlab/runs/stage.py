@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generator, Sequence
 
+import torch
 from torch import nn
 
 from wrapperlab.errors import ConfigError, IntegrityError
-from wrapperlab.files import atomic_write_text, load_weights
+from wrapperlab.files import atomic_write, atomic_write_text, load_weights
 from wrapperlab.runs.mirror import mirrored
 from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.timing import section
@@ -198,16 +200,34 @@ class Artifact:
         return self.path.with_suffix(".png")
 
 
-def cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]], version: int) -> Artifact:
+def cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]], version: int,
+           stage: str = "analysis") -> Artifact:
     """The analysis ``kind`` of ``run`` under ``config`` at code ``version``: read if stored, else computed and
-    stored atomically under the run's ``analysis/`` folder."""
+    stored atomically under the run's ``analysis/`` folder. ``stage``: the time-split section its computing counts
+    to (an evaluation a child run reuses counts as evaluation, not analysis)."""
     key = {**config, "code_version": version}
     path = run.artifact(kind, key)
     json_path = path.with_suffix(".json")
     if json_path.exists():
         return Artifact(path, json.loads(json_path.read_text()), reused=True)
     # the address under ``key``: a result may carry its own ``config`` (pruning does) and must not overwrite it
-    with section("analysis"):
+    with section(stage):
         data = {"kind": kind, "run": run.id, "key": key, **compute()}
     atomic_write_text(json_path, json.dumps(data, indent=1) + "\n")
     return Artifact(path, data, reused=False)
+
+
+def cached_tensor(store: RunStore, kind: str, key: dict[str, Any], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A tensor shared by many analyses (a random-init control's activations on one input set): read from the
+    store's cache if there, else computed and written atomically. ``key`` must name every input by content (a
+    weights digest, a samples digest, a code version), so a hit is the tensor ``compute`` would return. A file
+    that cannot be read back (torn by a crash, damaged) is computed again and replaced: it is only a cache."""
+    path = store.cache_path(kind, key, ".pt")
+    if path.exists():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # torch raises several types for truncated or foreign files
+            print(f"wrapperlab: {path} unreadable ({type(e).__name__}); computed again", file=sys.stderr)
+    value = compute()
+    atomic_write(path, lambda p: torch.save(value, p))
+    return value

@@ -236,6 +236,12 @@ class RunStore:
             raise ConfigError(field, str(ref), "an intact run (config.json does not match the run id)")
         return run
 
+    def cache_path(self, kind: str, key: dict[str, Any], suffix: str) -> Path:
+        """Where an intermediate shared by many runs' analyses lives (``cache/<kind>/<kind>-<hash><suffix>``):
+        addressed by ``key``, which must name its inputs by content. Not a run: deleting the folder loses nothing
+        but time."""
+        return self.root / "cache" / kind / f"{run_id(kind, key)}{suffix}"
+
     def runs(self) -> list[Run]:
         if not self.root.is_dir():
             return []

@@ -9,17 +9,20 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
-from wrapperlab.analysis.probing import ProbeConfig, probe
+from wrapperlab.analysis.probing import ProbeConfig, probe, residuals_at
 from wrapperlab.analysis.pruning import PruneConfig, check_ks, prune_sweep
 from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
 from wrapperlab.data.finetune_data import FinetuneData, FinetuneDataConfig
-from wrapperlab.data.samples import PCFGData, stream_rng
+from wrapperlab.data.samples import PCFGData, Samples, stream_rng
 from wrapperlab.data.tasks import JAILBREAK_FAMILIES, TERMINALS, labels
 from wrapperlab.errors import ConfigError
+from wrapperlab.files import tensors_digest, weights
+from wrapperlab.models.gpt import GPT
 from wrapperlab.runs.profiles import validated
-from wrapperlab.runs.stage import Artifact, Say, cached
+from wrapperlab.runs.stage import Artifact, Say, cached, cached_tensor
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig
 from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets
@@ -28,6 +31,8 @@ from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 
 #: code version per analysis: bump one when what it computes changes meaning (runs/stage.py)
 VERSIONS = {"prune": 1, "probe": 1, "attention": 2, "diff": 1, "jailbreak": 1}  # attention 2: the index families' span
+#: code version of the random-init controls' cached residuals (bump when the forward or the position read changes)
+RESIDUALS_VERSION = 1
 
 
 def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tuple[Run, FinetuneDataConfig, FinetuneData]:
@@ -95,9 +100,22 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
             for op in (ft.pt_operand, ft.operand)
         }
         say(f"probing {run.id}: {len(targets)} targets x {len(model.blocks) + 1} layers, model and random init")
-        return probe(model, control, sets[0], sets[1], targets, cfg, seed).as_dict()
+        return probe(model, control, sets[0], sets[1], targets, cfg, seed, control_residuals(store, control, sets)).as_dict()
 
     return cached(run, "probe", key, compute, VERSIONS["probe"])
+
+
+def control_residuals(store: RunStore, control: GPT, sets: Sequence[Samples]) -> tuple[torch.Tensor, ...]:
+    """A random-init control's residuals on each input set, through the store's cache. Why: every run of one
+    architecture probed with one seed on one prior meets the same twin on the same inputs (in the Table 5 grid, each
+    pretrained model and its fine-tunings), and the twin's forward passes are half a probe node. Keyed by content —
+    the twin's config and weights digest, each set's digest, the device kind, a code version — so a hit is exactly
+    what :func:`~wrapperlab.analysis.probing.residuals_at` would compute."""
+    device = next(control.parameters()).device.type
+    base = {"model": control.cfg.model_dump(mode="json"), "weights": tensors_digest(weights(control)),
+            "device": device, "code_version": RESIDUALS_VERSION}
+    return tuple(cached_tensor(store, "residuals", {**base, "samples": s.digest()}, lambda s=s: residuals_at(control, s))
+                 for s in sets)
 
 
 def jailbreak_tokens(pt_tasks: Sequence[str], ft: FinetuneDataConfig, field: str, value: Any) -> list[str]:

@@ -17,7 +17,16 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import validated
-from wrapperlab.runs.stage import Say, StageResult, Training, first_steps, load_run_weights, run_stage, run_stages
+from wrapperlab.runs.stage import (
+    Say,
+    StageResult,
+    Training,
+    cached,
+    first_steps,
+    load_run_weights,
+    run_stage,
+    run_stages,
+)
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig
 from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets, pretrain_accuracies
@@ -26,6 +35,8 @@ from wrapperlab.training.config import Runtime
 
 #: code version per run kind: bump one when what its stage computes changes meaning (runs/stage.py)
 VERSIONS = {"pretrain": 1, "finetune": 1, "reft": 3, "randft": 1, "scrft": 3, "scratch": 3}
+#: code version of a parent's stored evaluation on its children's final sets (``analysis/eval-*.json``)
+EVAL_VERSION = 1
 
 
 def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
@@ -136,8 +147,22 @@ def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str
                 return {REVIVAL_METRIC: accuracy(m, revival[which])}
             return finetune_accuracies(m, data, test_sets=during if which == "during" else final).as_dict()
 
+        def measure_parent() -> dict[str, float]:
+            """The starting model's numbers. A parent's weights on the same final sets (by content) score the
+            same for every child: the twelve fine-tunings of one pretrained model in the Table 5 grid (C_Tr and the
+            learning rate leave the test sets as they are), or the reFTs of one fine-tuned model. So the parent's
+            evaluation is stored with the parent and looked up, not recomputed — the same numbers, one evaluation."""
+            if cfg.init == "random":
+                return measure(model, "final")
+            revives = kind in REVIVAL_KINDS
+            sets = [revival["final"]] if revives else [final[0.0], final[1.0]]
+            key = {"metric": "revival" if revives else "four", "sets": [s.digest() for s in sets]}
+            stored = cached(parent, "eval", key, lambda: {"accuracy": measure(model, "final")}, EVAL_VERSION,
+                            stage="eval")
+            return stored.data["accuracy"]
+
         with section("eval"):
-            before = measure(model, "final")
+            before = measure_parent()
 
         def evaluate(m, step):
             return measure(m, "during")
