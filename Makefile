@@ -41,7 +41,7 @@ reproduce-all: install-all
 	  tracr-max stories-twist stories-deep --profile quick --workers 2
 
 # the paper's Table 5 grid (3 priors x 4 C_Tr x 3 lrs, 3 seeds, analyses on C_Tr = 0 and 1 of every prior and lr;
-# the claims it tests are in docs/reproduce.md): 2 h 7 min on 2 cores, measured 2026-12-02 over two sittings
+# the claims it tests are in docs/reproduce.md): 1 h 34 min on 2 cores, measured 2026-12-03
 table5: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-table5 --profile quick --workers 2 --profile-time
 
