@@ -12,12 +12,9 @@ TEST = ["--profile", "test", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, lineage):
     runs = tmp_path_factory.mktemp("analysis") / "runs"
-    assert main(["pretrain", *TEST, "--runs", runs]) == 0
-    pt = next(runs.iterdir()).name
-    assert main(["finetune", pt, *TEST, "--runs", runs, "--c-tr", "1", "--lr", "L"]) == 0
-    ft = next(p.name for p in runs.iterdir() if p.name.startswith("finetune"))
+    pt, (ft,) = lineage(runs, ["--c-tr", "1", "--lr", "L"])
     return runs, pt, ft
 
 

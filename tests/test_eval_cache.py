@@ -14,18 +14,12 @@ from wrapperlab.settings.pcfg.configs import FinetuneRunConfig
 from wrapperlab.settings.pcfg.evaluate import finetune_accuracies, finetune_test_sets
 from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 
-TEST = ["--profile", "test", "--quiet"]
-
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, lineage):
     """One pretraining and two fine-tunings of it that differ only in C_Tr (so their test sets are the same)."""
     runs = tmp_path_factory.mktemp("cache") / "runs"
-    assert main(["pretrain", *TEST, "--runs", runs]) == 0
-    pt = next(runs.iterdir()).name
-    for c_tr in ("1", "0"):
-        assert main(["finetune", pt, *TEST, "--runs", runs, "--c-tr", c_tr]) == 0
-    fts = sorted(p.name for p in runs.iterdir() if p.name.startswith("finetune"))
+    pt, fts = lineage(runs, ["--c-tr", "1"], ["--c-tr", "0"])
     return runs, pt, fts
 
 
