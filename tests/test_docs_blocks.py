@@ -7,7 +7,7 @@ import pytest
 
 from wrapperlab.cli.main import main
 from wrapperlab.errors import ConfigError
-from wrapperlab.report import verdicts as V
+from wrapperlab.claims import verdicts as V
 from wrapperlab.report.docs import update_docs
 
 

@@ -114,7 +114,7 @@ def check_report(root):
     assert "(17.2 / 15.2)" in markdown  # the paper's Table 5 cell beside ours (lr 1e-4, C_Tr 1, low prior)
     summary = json.loads(paths["summary"].read_text())
     assert "pcfg-counter/test" in summary and "pretrained_o_pt" in summary["pcfg-counter/test"]
-    # one seed: every rule needs three, so the verdict (from report/verdicts.py) can only be inconclusive
+    # one seed: every rule needs three, so the verdict (from claims/verdicts.py) can only be inconclusive
     (cell,) = summary["pcfg-counter/test"]["analysed"]
     assert cell["verdict"] == "inconclusive" and "a wrapper hides count(O_PT)** — **inconclusive**" in markdown
     assert {s["outcome"] for s in cell["signatures"].values()} == {"inconclusive"}

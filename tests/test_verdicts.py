@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from wrapperlab.report import verdicts as V
+from wrapperlab.claims import verdicts as V
 
 
 def _prune(gains_at_k: dict[int, float], base: float = 0.05) -> dict:

@@ -201,7 +201,7 @@ def probe_answer(models: dict[str, GPT], attack: Encoded, held_out: Encoded, cfg
     return dict(zip(models, train_probe_sets(problems, cfg, seed)))
 
 
-#: rows of every block matrix, the handful the native pruning verdicts use (report/verdicts.PRUNE_K_MAX)
+#: rows of every block matrix, the handful the native pruning verdicts use (claims/verdicts.PRUNE_K_MAX)
 AUDIT_PRUNE = PruneConfig(unit="rows", ks=(0, 1, 2, 3, 5, 10, 15))
 
 

@@ -13,7 +13,7 @@ audit measures, over seeds (each seed its own attack/held-out split and batch or
 * **pruning** — zeroing the rows most salient for the capability's loss: does a handful bring answers back?
 * **where the fine-tune wrote** — the relative weight change per block and matrix (descriptive, no verdict).
 
-The verdict (``wrapped`` / ``deleted`` / ``inconclusive``) comes from report/verdicts.py, rules in docs/audit.md.
+The verdict (``wrapped`` / ``deleted`` / ``inconclusive``) comes from claims/verdicts.py, rules in docs/audit.md.
 Outputs: ``audit.json`` (every number), ``audit.md`` and a self-contained ``audit.html`` with the relearning figure.
 """
 
@@ -45,7 +45,7 @@ from wrapperlab.data.capability import load_capability
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
 from wrapperlab.models.hf import DEFAULT_MAX_CTX, hf_config_to_gpt, load_hf, load_hf_tokenizer, read_config
-from wrapperlab.report import verdicts as V
+from wrapperlab.claims import verdicts as V
 from wrapperlab.report.render import Section, html_page, markdown_page
 from wrapperlab.report.tables import ci_text
 

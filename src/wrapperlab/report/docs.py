@@ -21,7 +21,7 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
 from wrapperlab.report.sections.common import grid_label, protocol_label
 from wrapperlab.report.tables import ci_text, effect_text, steps_text
-from wrapperlab.report.verdicts import outcome_counts
+from wrapperlab.claims.verdicts import outcome_counts
 
 _BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
                     re.S)

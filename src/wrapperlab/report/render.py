@@ -48,7 +48,7 @@ class Section:
         self.blocks.append(("verdict", f"**{claim}** — {word}: {numbers}"))
 
     def rule(self, claim: str, outcome: str, reason: str) -> None:
-        """A verdict from report/verdicts.py: shown / not shown / inconclusive, and what it rests on."""
+        """A verdict from claims/verdicts.py: shown / not shown / inconclusive, and what it rests on."""
         self.blocks.append(("verdict", f"**{claim}** — **{outcome}**: {reason}"))
 
 

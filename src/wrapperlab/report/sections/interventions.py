@@ -3,7 +3,7 @@ jailbreak tokens (E.2) and randFT (E.4), each against the same fine-tuning witho
 
 Every intervention cell is also an ordinary analysed cell of the PCFG section (its own wrapper verdict, with the
 never-had-it model and the random-init twin as controls); this part adds the comparisons with the cell fine-tuned
-without the intervention — same prior, lr, C_Tr and seed — with the rules of report/verdicts.py, and the jailbreak
+without the intervention — same prior, lr, C_Tr and seed — with the rules of claims/verdicts.py, and the jailbreak
 table (Fig. 24 layout). Returns its verdicts for the report's claims list.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
-from wrapperlab.report import verdicts as V
+from wrapperlab.claims import verdicts as V
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import cell_label, lr_name, reft_budget
 from wrapperlab.report.tables import ci_text

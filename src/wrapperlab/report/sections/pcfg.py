@@ -7,7 +7,7 @@ from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.data.priors import resolve_prior
-from wrapperlab.report import verdicts as V
+from wrapperlab.claims import verdicts as V
 from wrapperlab.report.figures.single import METRIC_LABELS
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import (

@@ -143,7 +143,7 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
                "generations per kind per seed"], rows)
     sec.figure(behaviour_bars(cells, figures / f"{name}-behaviour.png"),
                "judged Twist rate of generated stories per model (mean ± 95 % CI over seeds)")
-    from wrapperlab.report import verdicts as V
+    from wrapperlab.claims import verdicts as V
 
     summary.setdefault("verdicts", [])
     seed_of = lambda group: {n["point"]["seed"]: n["data"]["after"] for n in group}  # noqa: E731
@@ -212,11 +212,11 @@ def _reft(sec: Section, store, nodes: list[dict], models: dict, name: str, figur
 
 
 def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper: dict) -> None:
-    """The revival rules of report/verdicts.py, per deletion reverse fine-tuned on Twist stories, each against the
+    """The revival rules of claims/verdicts.py, per deletion reverse fine-tuned on Twist stories, each against the
     not-in-PT model's reFT of the same seed: steps until the Twist-story loss is back within the slack of the
     pretrained model's (same seed), and until the Twist is written for half as many requests as the pretrained model
     wrote it for; seeds where the deletion did not work are not counted. Then the mixed corpus's rule."""
-    from wrapperlab.report import verdicts as V
+    from wrapperlab.claims import verdicts as V
 
     pretrained = {n["point"]["seed"]: n["data"]["after"] for n in nodes if n["stage"] == "pretrain"}
     deleted = {(_label(n["point"]), n["point"]["seed"]): n["data"]["after"] for n in nodes if n["stage"] == "finetune"}
@@ -284,9 +284,9 @@ def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper:
 
 def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: dict, paper: dict) -> None:
     """Per design: the Twist probe's best and last layer per model beside the random-init twin, the accuracy at every
-    layer, and the probe rule (report/verdicts.py): the pretrained model read beyond both its random-init twin and
+    layer, and the probe rule (claims/verdicts.py): the pretrained model read beyond both its random-init twin and
     the not-in-PT model, seed by seed, at the best block after the embeddings."""
-    from wrapperlab.report import verdicts as V
+    from wrapperlab.claims import verdicts as V
     from wrapperlab.report.figures.sweep import story_probe_figure
 
     probes = _by_label(nodes, "probe")

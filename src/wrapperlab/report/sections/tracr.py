@@ -94,9 +94,9 @@ def _steps(node: dict) -> int | None:
 def _reft_section(sec: Section, nodes: list[dict], store, figures: Path, name: str, paper: dict) -> tuple[list, list]:
     """The Table 4 replica and Fig. 27: reFT steps to 90 % per fine-tuning cell (rows) and reFT lr (columns), beside
     the Scr.+FT (the program compiled for the fine-tuning target) and Scr. (fresh init) baselines at the same reFT
-    lrs; verdicts from report/verdicts.py — reFT faster than Scr.+FT per cell and reFT lr, and η_M's fine-tuning
+    lrs; verdicts from claims/verdicts.py — reFT faster than Scr.+FT per cell and reFT lr, and η_M's fine-tuning
     revived faster than η_L's at the same reFT lr (the paper: η_L's cannot be revived)."""
-    from wrapperlab.report import verdicts as V
+    from wrapperlab.claims import verdicts as V
     from wrapperlab.report.figures.sweep import seeds_figure
 
     def reft_lr(n: dict) -> str:
