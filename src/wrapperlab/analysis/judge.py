@@ -41,7 +41,10 @@ class Judge:
     @classmethod
     def fit(cls, records: Sequence[StoryRecord], max_vocab: int = 50000, min_count: int = 2, epochs: int = 4,
             seed: int = 0) -> "Judge":
-        counts = Counter(g for r in records for g in set(_grams(r.story)))
+        # each story's distinct grams in the order they occur (not a set: a set's order follows the process's string
+        # hash seed, and most_common breaks ties by insertion order, so the vocabulary — and the judge — varied run by
+        # run with the same seed)
+        counts = Counter(g for r in records for g in dict.fromkeys(_grams(r.story)))
         kept = [g for g, c in counts.most_common(max_vocab) if c >= min_count]
         vocab = {g: i for i, g in enumerate(kept)}
         with seeded(seed):  # the bag's (zeroed) init draws from the global RNG; the caller's state is kept
