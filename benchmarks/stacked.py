@@ -21,8 +21,7 @@ from wrapperlab.data.samples import PCFGData
 from wrapperlab.models.gpt import GPT
 from wrapperlab.settings.pcfg.configs import pretrain_config
 from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import train
-from wrapperlab.training.stacked import train_stacked
+from wrapperlab.training.loop import Trainee, fit, train
 
 
 def _sync(device: str) -> None:
@@ -59,14 +58,15 @@ def main() -> None:
     def alone(n: int) -> float:
         ms, t0 = models(n), time.perf_counter()
         for seed, m in enumerate(ms):
-            train(m, data.stream(seed, args.batch_size), base.model_copy(update={"lr": 1e-5 * (seed + 1)}), runtime)
+            fit(Trainee(m, data.stream(seed, args.batch_size), base.model_copy(update={"lr": 1e-5 * (seed + 1)})),
+                runtime)
         _sync(args.device)
         return time.perf_counter() - t0
 
     def stacked(n: int) -> float:
         ms, t0 = models(n), time.perf_counter()
-        train_stacked(ms, [data.stream(seed, args.batch_size) for seed in range(n)],
-                      [base.model_copy(update={"lr": 1e-5 * (seed + 1)}) for seed in range(n)], runtime)
+        train([Trainee(m, data.stream(seed, args.batch_size), base.model_copy(update={"lr": 1e-5 * (seed + 1)}))
+               for seed, m in enumerate(ms)], runtime, stacked=True)
         _sync(args.device)
         return time.perf_counter() - t0
 

@@ -21,7 +21,7 @@ import time
 import torch
 
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.settings.stories.evaluate import generate, generate_many
+from wrapperlab.settings.stories.evaluate import Sampling, generate, generate_many
 
 
 def main() -> None:
@@ -43,10 +43,10 @@ def main() -> None:
     for r in range(args.rounds):
         t0 = time.perf_counter()
         for i, p in enumerate(prompts):
-            generate(model, p, args.samples, args.max_new, end, seed=r + i)
+            generate(model, p, Sampling(args.samples, args.max_new, seed=r + i), end)
         plain = time.perf_counter() - t0
         t0 = time.perf_counter()
-        generate_many(model, prompts, args.samples, args.max_new, end, seed=r)
+        generate_many(model, prompts, Sampling(args.samples, args.max_new, seed=r), end)
         batched = time.perf_counter() - t0
         ratios.append(plain / batched)
         print(f"round {r}: prompt by prompt / batched + cached = {ratios[-1]:.2f}x")

@@ -28,7 +28,8 @@ from wrapperlab.data.samples import PCFGData, stream_rng
 from wrapperlab.models.gpt import GPT
 from wrapperlab.settings.pcfg.configs import pretrain_config
 from wrapperlab.training.config import Runtime
-from wrapperlab.training.loop import make_optimizer, train
+from wrapperlab.training.loop import Trainee, fit
+from wrapperlab.training.optim import make_optimizer
 
 
 def hand_loop(model, batch, cfg, steps: int, device: str = "cpu") -> float:
@@ -54,7 +55,7 @@ def hand_loop(model, batch, cfg, steps: int, device: str = "cpu") -> float:
 def ours(model, data, cfg, steps: int, device: str = "cpu") -> float:
     cfg = cfg.model_copy(update={"iters": steps, "eval_every": 10**9, "checkpoint_every": 10**9, "warmup_frac": 0.1})
     t0 = time.perf_counter()
-    train(model, data.stream(0, cfg.batch_size), cfg, Runtime(progress=False, device=device))
+    fit(Trainee(model, data.stream(0, cfg.batch_size), cfg), Runtime(progress=False, device=device))
     _sync(device)
     return time.perf_counter() - t0
 

@@ -23,7 +23,8 @@ LAYERS = ["errors", "schema", "files", "timing", "data", "models", "training", "
           "api", "cli", "__main__"]
 #: modules that hold no setting-specific code: they find settings through the registry only
 GENERIC = ["runs", "orchestration", "report/render.py", "report/sections/common.py", "cli/main.py", "cli/common.py",
-           "cli/reproduce.py", "cli/export.py", "cli/audit.py", "report/audit.py", "settings/base.py"]
+           "cli/reproduce.py", "cli/export.py", "cli/audit.py", "report/audit.py", "settings/base.py",
+           "settings/graph.py", "settings/spec.py", "claims/__init__.py", "report/records.py"]
 
 
 def _modules():
@@ -66,6 +67,103 @@ def test_generic_layers_never_name_a_setting():
     assert not found, found
 
 
+def _concepts() -> set[str]:
+    """The names of one setting's concepts: its axes, its analyses' and its spec's options — those some setting
+    declares and not every one does, less the training loop's own vocabulary (``iters``, ``lr``: every run has them)."""
+    from wrapperlab.training.config import TrainConfig
+
+    vocab = []
+    for setting in registry.all_settings():
+        names = set(setting.axes) | {f for options in setting.analyses.values() for f in options.model_fields}
+        names |= set(setting.spec_options.model_fields) if setting.spec_options else set()
+        vocab.append(names - {"when"})
+    return (set.union(*vocab) - set.intersection(*vocab)) - set(TrainConfig.model_fields) - {"seed"}
+
+
+def _names_in(tree: ast.AST):
+    """(line, name) of every string constant, attribute, keyword and parameter a module spells."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+        elif isinstance(node, ast.Attribute):
+            yield node.lineno, node.attr
+        elif isinstance(node, ast.keyword) and node.arg:
+            yield node.value.lineno, node.arg
+        elif isinstance(node, ast.arg):
+            yield node.lineno, node.arg
+
+
+def test_generic_layers_name_no_settings_concept():
+    """Not only no setting's name: none of its concepts (a PCFG prior or C_Tr, a Tracr program, a story corpus, a
+    pruning K list) — the generic layers read them through the setting's typed options, never by name."""
+    concepts = _concepts()
+    assert {"prior", "c_tr", "program", "corpora", "ks", "mixed_when"} <= concepts, concepts
+    found = []
+    for path, rel, module in _modules():
+        if any(str(rel).startswith(g) for g in GENERIC):
+            found += [f"{module}:{line} {name!r}" for line, name in _names_in(ast.parse(path.read_text()))
+                      if name in concepts]
+    assert not found, found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the wrapperlab modules it imports anywhere (at the top, inside functions, under TYPE_CHECKING)."""
+    modules = {}
+    for path, rel, module in _modules():
+        modules[module.removesuffix(".__init__")] = path
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wrapperlab"):
+                targets |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                            for a in node.names}
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("wrapperlab")}
+        graph[module] = {t for t in targets if t in modules and t != module}
+    return graph
+
+
+def test_no_import_circle():
+    """No module reaches itself through imports — lazy ones inside functions and TYPE_CHECKING ones included (a lazy
+    import both ways was how the runner and its executors, and the settings and the spec, leaned on each other)."""
+    graph = _import_graph()
+    circles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for other in sorted(graph[module]):
+            if state.get(other) == "open":
+                circles.append(path[path.index(other):] + [other])
+            elif other not in state:
+                visit(other, [*path, other])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, circles
+
+
+def test_one_training_loop_and_small_functions():
+    """One ``def train``; no function over 80 lines; at most 10 with more than 6 parameters (self/cls not counted)."""
+    trains, long, wide = [], [], []
+    for path, rel, module in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where = f"{module}:{node.lineno} {node.name}"
+                trains += [where] if node.name == "train" else []
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long.append(where)
+                a = node.args
+                params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+                if len(params) + bool(a.vararg) + bool(a.kwarg) > 6:
+                    wide.append(where)
+    assert len(trains) == 1, trains
+    assert not long, long
+    assert len(wide) <= 10, wide
+
+
 def test_every_spec_and_run_kind_finds_its_setting():
     owners: dict[str, str] = {}
     for setting in registry.all_settings():
@@ -73,8 +171,7 @@ def test_every_spec_and_run_kind_finds_its_setting():
             assert kind not in owners, f"{kind} owned by {owners[kind]} and {setting.name}"
             owners[kind] = setting.name
             assert registry.for_run_kind(kind) is setting
-        assert set(setting.stage_rank) <= {*setting.analyses, "pretrain", "finetune", "baseline", "scrft", "scratch", "compile",
-                                           "control"}
+        assert set(setting.analyses) <= set(setting.stages)  # every analysis a spec may ask for has its stage
         assert registry.cli_module(setting.name).analyse
     for name in shipped_specs():
         spec = load_spec(name)

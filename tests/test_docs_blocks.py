@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from wrapperlab.claims import verdicts as V
 from wrapperlab.cli.main import main
 from wrapperlab.errors import ConfigError
-from wrapperlab.claims import verdicts as V
 from wrapperlab.report.docs import update_docs
 
 
@@ -62,9 +62,11 @@ def test_report_docs_from_the_command_line(tmp_path, capsys):
 
 def test_the_localisation_block_gives_each_block_its_share(tmp_path):
     from wrapperlab.report.sections.pcfg import localisation
+    from wrapperlab.settings.pcfg.results import PruneRecord
 
     stat = lambda m: {"mean": m, "ci95": 0.0, "n": 3, "missing": 0}  # noqa: E731
-    prune = {"top_units": [{"block": 0}] * 12 + [{"block": 2}] * 3}
+    prune = PruneRecord(kind="prune", run="finetune-0", key={}, config={}, ks=[0], curves={},
+                        top_units=[{"block": 0}] * 12 + [{"block": 2}] * 3)
     assert localisation(prune, None, k=15)["latter_half"] == pytest.approx(0.2)  # block 2 of 3 is the latter half
     cell = {"prior": "low", "blocks": 3, "lr": "M", "c_tr": 1.0, "pruned_share": [stat(0.8), stat(0.0), stat(0.2)],
             "latter_half": stat(0.2), "probe_gain": [stat(0.3), stat(0.31), stat(None)]}

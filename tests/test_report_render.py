@@ -30,6 +30,23 @@ def shipped_specs_store(tmp_path_factory):
     return root
 
 
+def test_every_node_result_is_typed_and_round_trips(shipped_specs_store):
+    """What crosses from the settings to the report is typed: every node of every shipped spec reads back as its
+    stage's result type, and writes back the very JSON the runner stored."""
+    from wrapperlab.report.records import read_reproduction
+    from wrapperlab.schema import Result
+
+    checked = 0
+    for path in sorted((shipped_specs_store / "reproductions").glob("*.json")):
+        raw = {n["key"]: n["data"] for n in json.loads(path.read_text())["nodes"]}
+        for record in read_reproduction(path).nodes:
+            assert isinstance(record.result, Result) and type(record.result).__name__ != "Result"
+            written = json.dumps(record.result.to_json(), sort_keys=True)  # as text: an int stays an int
+            assert written == json.dumps(raw[record.key], sort_keys=True), record.key
+            checked += 1
+    assert checked > 100
+
+
 def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
     paths = write_report(shipped_specs_store)
     markdown = paths["markdown"].read_text()

@@ -57,6 +57,17 @@ def test_shipped_specs_expand_parents_first():
      "profiles.quick.seeds"),
     ("name: x\nkind: quantum\naxes: {}\n", "kind"),
     ("[unclosed\n", "YAML"),
+    # each setting's analyses take their own typed options: another setting's option, or a bad value, is named
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nanalyses: {prune: {corpora: [twist]}}\n",
+     "analyses.prune.corpora"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\nanalyses: {prune: {ks: [-1]}}\n",
+     "analyses.prune"),
+    ("name: x\nkind: pcfg\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\n"
+     "profiles: {test: {analyses: {reft: {baselines: [scratch]}}}}\n", "profiles.test.analyses.reft.baselines"),
+    ("name: x\nkind: stories\naxes: {protocol: [filter], lr: [M]}\nanalyses: {reft: {lrs: [M]}}\n",
+     "analyses.reft.lrs"),
+    # a spec option is its setting's: Tracr's program is no PCFG key
+    ("name: x\nkind: pcfg\nprogram: counter\naxes: {prior: [low], lr: [M], c_tr: [1.0]}\n", "program"),
 ])
 def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
     path = tmp_path / "bad.yaml"
@@ -68,6 +79,36 @@ def test_bad_specs_name_the_file_and_key(tmp_path, capsys, text, key):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main(["report", str(tmp_path)]) == 2  # nothing reproduced there
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_specs_options_are_its_settings_typed_models():
+    """An analysis entry is the setting's options class with its defaults (the nodes read them by attribute); a
+    Tracr spec's program is its spec options."""
+    from wrapperlab.settings.pcfg.options import ProbeOptions, PruneOptions
+    from wrapperlab.settings.tracr.nodes import TracrSpecOptions
+
+    counter = load_spec("pcfg-counter")
+    quick = counter.analyses_for("quick")
+    assert isinstance(quick["prune"], PruneOptions) and quick["prune"].n_eval == 500 and quick["prune"].ks[-1] == 20
+    assert isinstance(quick["probe"], ProbeOptions) and quick["probe"].iters is None  # the profile's, at run time
+    assert counter.analyses_for("paper")["prune"].ks == PruneOptions().ks  # unset: the class's default
+    assert counter.options is None
+    assert load_spec("tracr-max").options == TracrSpecOptions(program="max-identifier")
+    prune = counter.analyses_for("test")["prune"]
+    assert all(n.options is prune for n in expand(counter, "test") if n.stage == "prune")
+
+
+@pytest.mark.parametrize("lr", ["null", "[M]", "X", "-1e-5"])
+def test_a_bad_learning_rate_axis_is_one_line_when_the_grid_is_laid_out(tmp_path, capsys, lr):
+    """A grid compares its cells' lrs (each reFT lr not above its fine-tuning's) before any config is built: a value
+    that is no lr is one ConfigError there, not a TypeError in arithmetic."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"name: x\nkind: pcfg\naxes: {{prior: [low], lr: [{lr}], c_tr: [1.0]}}\n"
+                    "analyses: {reft: {lrs: [S]}}\n")
+    with pytest.raises(ConfigError, match="lr"):
+        expand(load_spec(path), "test")
+    assert main(["reproduce", str(path), "--profile", "test", "--runs", tmp_path / "runs", "--quiet"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_interrupted_reproduction_resumes_without_recomputing(tmp_path):

@@ -55,10 +55,11 @@ def test_pruning_a_few_rows_revives_counting_a(wrapped):
     """Issue 3: with the paper's unit (rows of every matrix), <= 20 rows restore at least half of the
     pretrained count-a accuracy, which fine-tuning had destroyed, while the fine-tuned shortcut weakens."""
     from wrapperlab.analysis.pruning import PruneConfig
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.settings.pcfg.analyses import prune_run
 
     store, ft = wrapped
-    data = prune_run(store, ft.run.id, PruneConfig(ks=(0, 5, 10, 15, 20)), say=lambda _: None).data
+    data = prune_run(Lab(store, say=lambda _: None), ft.run.id, PruneConfig(ks=(0, 5, 10, 15, 20))).data
     pt = data["curves"]["acc_pt_cte0"]
     print("pruning rows, Acc O_PT(C_Te=0) at K=0,5,10,15,20:", pt, "pretrained:", data["reference"]["acc_pt_cte0"])
     assert pt[0] < 0.3  # the capability looks gone after fine-tuning
@@ -68,10 +69,11 @@ def test_pruning_a_few_rows_revives_counting_a(wrapped):
 def test_probe_still_reads_count_a_after_finetuning(wrapped):
     """The count of a stays linearly readable in the fine-tuned model, well above a random-init control."""
     from wrapperlab.analysis.probing import ProbeConfig
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.settings.pcfg.analyses import probe_run
 
     store, ft = wrapped
-    data = probe_run(store, ft.run.id, ProbeConfig(iters=2000), say=lambda _: None).data
+    data = probe_run(Lab(store, say=lambda _: None), ft.run.id, ProbeConfig(iters=2000)).data
     acc = data["accuracy"]["count_a"]
     print("probe count a per block, model:", acc["model"], "random init:", acc["random_init"])
     assert acc["model"][-1] >= 0.9

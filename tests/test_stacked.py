@@ -8,8 +8,8 @@ import torch
 
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import train
-from wrapperlab.training.stacked import Stack, train_stacked
+from wrapperlab.training.loop import Trainee, fit, train
+from wrapperlab.training.stacked import Stack
 
 VOCAB, LENGTH, ANSWER = 24, 20, 17
 
@@ -52,9 +52,10 @@ def test_a_run_trained_in_a_stack_equals_the_run_trained_alone(loss):
     cfgs = [config(lr, loss) for lr in lrs]
     alone = [model(s) for s in seeds]
     for m, s, c in zip(alone, seeds, cfgs):
-        train(m, stream(s), c, Runtime(progress=False))
+        fit(Trainee(m, stream(s), c), Runtime(progress=False))
     stacked = [model(s) for s in seeds]
-    states = train_stacked(stacked, [stream(s) for s in seeds], cfgs, Runtime(progress=False))
+    states = train([Trainee(m, stream(s), c) for m, s, c in zip(stacked, seeds, cfgs)], Runtime(progress=False),
+                   stacked=True)
     assert all(np.isfinite(s.last_loss) and s.step == 50 for s in states)
     d = alone[0].cfg.d_model
     probe = torch.from_numpy(stream(99)(0).tokens)
@@ -105,7 +106,7 @@ def test_a_stacked_run_is_evaluated_logged_and_checkpointed_as_alone_and_resumes
     alone_logs = [[] for _ in seeds]
     alone = [model(s) for s in seeds]
     for m, s, c, log in zip(alone, seeds, cfgs, alone_logs):
-        train(m, stream(s), c, Runtime(progress=False), evaluate=evaluate, log=log.append)
+        fit(Trainee(m, stream(s), c, evaluate=evaluate, log=log.append), Runtime(progress=False))
 
     stacked_logs = [[] for _ in seeds]
     kill = {"at": 40}
@@ -117,8 +118,8 @@ def test_a_stacked_run_is_evaluated_logged_and_checkpointed_as_alone_and_resumes
 
     dirs = [tmp_path / f"run{s}" for s in seeds]
     with pytest.raises(KeyboardInterrupt):
-        train_stacked([model(s) for s in seeds], [stream(s) for s in seeds], cfgs, Runtime(progress=False),
-                      dirs, [killing] * 2, [log.append for log in stacked_logs])
+        train([Trainee(model(s), stream(s), c, d, killing, log.append)
+               for s, c, d, log in zip(seeds, cfgs, dirs, stacked_logs)], Runtime(progress=False), stacked=True)
     for theirs, ours in zip(alone_logs, stacked_logs):
         assert [r["step"] for r in ours] == [r["step"] for r in theirs if r["step"] < 40] == [0, 5, 10, 20, 30]
         for a, b in zip(theirs, ours):
@@ -126,7 +127,7 @@ def test_a_stacked_run_is_evaluated_logged_and_checkpointed_as_alone_and_resumes
             assert abs(a["out"] - b["out"]) < 1e-4 and abs(a.get("loss", 0) - b.get("loss", 0)) < 1e-4
     for s, c, directory, reference in zip(seeds, cfgs, dirs, alone):
         resumed = model(s)
-        state = train(resumed, stream(s), c, Runtime(progress=False), checkpoint_dir=directory)
+        state = fit(Trainee(resumed, stream(s), c, directory), Runtime(progress=False))
         assert state.resumed_from == 30
         _same(reference, resumed)
 
@@ -160,5 +161,5 @@ def test_reproduce_with_stacks_stores_what_it_stores_without(tmp_path):
         ra = RunStore(tmp_path / "runs1").resolve(a.run_id)
         rb = RunStore(tmp_path / "runs4").resolve(b.run_id)
         assert [m["step"] for m in ra.metrics()] == [m["step"] for m in rb.metrics()]
-        for key, value in a.data["after"].items():
-            assert abs(value - b.data["after"][key]) <= 0.02, (node.key, key)
+        for key, value in a.result.after.items():
+            assert abs(value - b.result.after[key]) <= 0.02, (node.key, key)

@@ -86,11 +86,11 @@ def test_tiny_stories_reproduction_and_report(tmp_path):
     again = reproduce(load_spec("stories-twist"), "test", store, runtime=Runtime(progress=False), say=lambda _: None)
     assert again.computed == 0
     deleted = first.outcomes["finetune seed=0 protocol=filter lr=M"]
-    assert deleted.data["before"] == first.outcomes["pretrain seed=0"].data["after"]  # measured once, reused
+    assert deleted.result.before == first.outcomes["pretrain seed=0"].result.after  # measured once, reused
     reft = first.outcomes["reft seed=0 protocol=filter lr=M corpus=twist"]
     logged = store.resolve(reft.run_id).metrics()
     assert any("gen_twist" in m and m["step"] == 5 for m in logged)  # generation scored mid-reFT (gen_at)
-    judge = first.outcomes["pretrain seed=0"].data["judge_accuracy"]
+    judge = first.outcomes["pretrain seed=0"].result.judge_accuracy
     assert set(judge) >= {"Twist", "all"} and all(0.0 <= v <= 1.0 for v in judge.values())
     markdown = write_report(store.root)["markdown"].read_text()
     assert "## stories-twist (test profile" in markdown

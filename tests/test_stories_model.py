@@ -5,9 +5,9 @@ import torch
 from wrapperlab.analysis.judge import Judge
 from wrapperlab.data.stories.corpus import StoriesDataConfig, TokenStream, fit_tokenizer, records
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.settings.stories.evaluate import generate, generation_scores, story_loss
+from wrapperlab.settings.stories.evaluate import Sampling, generate, generation_scores, story_loss
 from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import train
+from wrapperlab.training.loop import Trainee, fit
 
 
 def test_tiny_story_model_learns_and_generates():
@@ -18,17 +18,17 @@ def test_tiny_story_model_learns_and_generates():
                                  n_heads=2))
     twist = [r for r in records(cfg, "test") if "Twist" in r.has][:24]
     before = story_loss(model, tok, twist)
-    train(model, TokenStream(cfg, tok).stream(0, 16),
-          TrainConfig(iters=150, batch_size=16, lr=3e-3, warmup_frac=0.1, eval_every=1000, checkpoint_every=1000),
-          Runtime(progress=False))
+    fit(Trainee(model, TokenStream(cfg, tok).stream(0, 16),
+                TrainConfig(iters=150, batch_size=16, lr=3e-3, warmup_frac=0.1, eval_every=1000, checkpoint_every=1000)),
+        Runtime(progress=False))
     after = story_loss(model, tok, twist)
     assert after < 0.5 * before, (before, after)
     end = tok.token_to_id("<|endoftext|>")
     prompt = tok.encode("Features: Twist\nStory:").ids
-    a, b = generate(model, prompt, 2, 40, end, seed=3), generate(model, prompt, 2, 40, end, seed=3)
+    a, b = generate(model, prompt, Sampling(2, 40, seed=3), end), generate(model, prompt, Sampling(2, 40, seed=3), end)
     assert a == b and all(len(s) <= 40 and end not in s for s in a)
     judge = Judge.fit(list(records(cfg)))
-    scores = generation_scores(model, tok, judge, list(records(cfg, "test"))[:4], samples=2, max_new=40)
+    scores = generation_scores(model, tok, judge, list(records(cfg, "test"))[:4], Sampling(2, 40))
     assert scores["n_requested"] + scores["n_unrequested"] == 8
     assert all(0.0 <= scores[k] <= 1.0 for k in ("requested", "unrequested") if scores[f"n_{k}"])
 
@@ -92,7 +92,7 @@ def test_forget_retain_loss_ascends_until_its_cap():
 
     import numpy as np
 
-    from wrapperlab.training.loop import forget_retain_loss
+    from wrapperlab.training.losses import forget_retain_loss
 
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("test", vocab_size=32, n_ctx=12))
@@ -122,10 +122,10 @@ def test_batched_generation_matches_prompt_by_prompt():
     long, short = [5, 6, 7, 8, 9, 10, 11], [12, 13, 14]
     padded = model(torch.tensor([[0, 0, 0, 0, *short]]), pad_mask=torch.tensor([[False] * 4 + [True] * 3]))
     assert torch.allclose(padded[0, 4:], model(torch.tensor([short]))[0], atol=1e-5)
-    greedy = generate_many(model, [long, short], 1, 15, 299, temperature=1e-6)
-    assert greedy == [generate(model, p, 1, 15, 299, temperature=1e-6) for p in (long, short)]
-    sampled = generate_many(model, [long, short], 3, 20, 299, seed=1)
-    assert sampled == generate_many(model, [long, short], 3, 20, 299, seed=1)
+    greedy = generate_many(model, [long, short], Sampling(1, 15, temperature=1e-6), 299)
+    assert greedy == [generate(model, p, Sampling(1, 15, temperature=1e-6), 299) for p in (long, short)]
+    sampled = generate_many(model, [long, short], Sampling(3, 20, seed=1), 299)
+    assert sampled == generate_many(model, [long, short], Sampling(3, 20, seed=1), 299)
     assert [len(s) for s in sampled] == [3, 3] and all(len(t) <= 20 for s in sampled for t in s)
 
 
@@ -142,4 +142,5 @@ def test_cached_decoding_matches_full_recomputation():
     full = model(seq)
     assert torch.allclose(torch.stack(steps, 1), full[:, 11:], atol=1e-5)
     prompt = [5, 6, 7, 8, 9, 10, 11]
-    assert generate_many(model, [prompt], 1, 40, 299, temperature=1e-6) == [generate(model, prompt, 1, 40, 299, temperature=1e-6)]
+    greedy = Sampling(1, 40, temperature=1e-6)
+    assert generate_many(model, [prompt], greedy, 299) == [generate(model, prompt, greedy, 299)]

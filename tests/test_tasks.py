@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wrapperlab.data import tasks as T
+from wrapperlab.data.finetune_data import FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.errors import ConfigError
 
@@ -126,7 +127,7 @@ def test_the_indexer_attention_mass_covers_the_whole_window():
             if block.attn.qkv.bias is not None:
                 block.attn.qkv.bias[: 2 * d] = 0
     many = data.sample(50, np.random.default_rng(0), task="index", operand="a")
-    maps = attention_maps(model, many, many, "index", "a", "b", data.vocab)
+    maps = attention_maps(model, many, many, FinetuneDataConfig(task="index", pt_operand="a", operand="b"), data.vocab)
     query = many.answer_pos - 1
     window = many.tokens[:, 5 : 5 + 64]
     expected = np.mean((window == data.vocab.id("a")).sum(1) / (query + 1))

@@ -266,7 +266,7 @@ def test_single_weight_search_finds_a_planted_wrapper():
     """Plant a one-weight 'wrapper' (a block-2 MLP bias that pushes every answer to count 0): the exhaustive
     search must rank exactly that weight first and restore the compiled accuracy."""
     from wrapperlab.data.samples import stream_rng
-    from wrapperlab.settings.tracr.analysis import single_weight_search
+    from wrapperlab.settings.tracr.analysis import SearchOptions, single_weight_search
     from wrapperlab.settings.tracr.evaluate import tracr_test_sets
 
     compiled, _ = compile_program("counter")
@@ -276,7 +276,8 @@ def test_single_weight_search_finds_a_planted_wrapper():
     with torch.no_grad():
         model.blocks[2].mlp.fc_out.bias[target] = 5.0
     search = data.sample(200, stream_rng(0, "prune"), c=0.0)
-    result = single_weight_search(model, data, search, tracr_test_sets(data, 500, 0), compiled.residual_labels, keep=3)
+    result = single_weight_search(model, data, search, tracr_test_sets(data, 500, 0), compiled.residual_labels,
+                                  SearchOptions(keep=3))
     assert result.baseline["acc_pt_cte0"] < 0.5  # the wrapper hides the count
     best = result.best[0]
     assert best.param == "blocks.2.mlp.fc_out.bias" and best.index == [target]

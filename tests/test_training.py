@@ -13,10 +13,13 @@ import torch
 from safetensors.torch import load_file
 
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
+from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
 from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import compute_loss, make_optimizer, train
+from wrapperlab.training.loop import Trainee, fit
+from wrapperlab.training.losses import compute_loss
+from wrapperlab.training.optim import make_optimizer
 from wrapperlab.training.schedule import lr_at
 
 
@@ -44,7 +47,7 @@ def test_loss_goes_down(optimizer, loss):
     tokens, pos = torch.from_numpy(batch.tokens), torch.from_numpy(batch.answer_pos)
     with torch.no_grad():
         before = compute_loss(model, tokens, pos, cfg).item()
-    train(model, data.stream(0, 32), cfg, Runtime(progress=False))
+    fit(Trainee(model, data.stream(0, 32), cfg), Runtime(progress=False))
     with torch.no_grad():
         after = compute_loss(model, tokens, pos, cfg).item()
     assert after < before * 0.8
@@ -66,7 +69,7 @@ def test_bidirectional_answer_loss_cannot_see_the_answer():
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("test", vocab_size=len(data.vocab), n_ctx=data.seq_len, attention="bidirectional"))
     cfg = TrainConfig(iters=150, batch_size=32, lr=3e-3, loss="answer")
-    train(model, data.stream(0, 32), cfg, Runtime(progress=False))
+    fit(Trainee(model, data.stream(0, 32), cfg), Runtime(progress=False))
     from wrapperlab.settings.pcfg.evaluate import accuracy
 
     # if the answer leaked, a bidirectional model would copy it and score ~100 % at once
@@ -140,8 +143,8 @@ def test_bf16_autocast_and_compile_paths_train(compile_):
     data, model = setup()
     cfg = TrainConfig(iters=4, batch_size=8, lr=1e-3, precision="bf16", eval_every=2)
     logged = []
-    state = train(model, data.stream(0, 8), cfg, Runtime(progress=False, compile=compile_),
-                  evaluate=lambda m, step: {"probe": 1.0}, log=logged.append)
+    state = fit(Trainee(model, data.stream(0, 8), cfg, evaluate=lambda m, step: {"probe": 1.0}, log=logged.append),
+                Runtime(progress=False, compile=compile_))
     assert state.step == 4 and np.isfinite(state.last_loss)
     assert [r["step"] for r in logged] == [2, 4] and all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -167,8 +170,8 @@ def _stop_run(tmp_path, fail_at=None):
             raise KeyboardInterrupt  # a run killed in its margin: the checkpoint of step fail_at is on disk
         return stream(step)
 
-    state = train(model, batch_at, cfg, Runtime(progress=False), checkpoint_dir=tmp_path,
-                  evaluate=lambda m, step: {"m": step / 10}, log=log.append)
+    state = fit(Trainee(model, batch_at, cfg, checkpoint_dir=tmp_path, evaluate=lambda m, step: {"m": step / 10},
+                        log=log.append), Runtime(progress=False))
     return model, state, log
 
 
@@ -195,8 +198,8 @@ def test_stop_when_can_hold_at_the_starting_evaluation():
     data, model = setup()
     cfg = TrainConfig(iters=100, batch_size=4, lr=1e-3, eval_every=50, eval_at=(0,), stop_when={"m": 0.5}, stop_margin=3)
     log = []
-    state = train(model, data.stream(0, 4), cfg, Runtime(progress=False), evaluate=lambda m, step: {"m": 1.0},
-                  log=log.append)
+    state = fit(Trainee(model, data.stream(0, 4), cfg, evaluate=lambda m, step: {"m": 1.0}, log=log.append),
+                Runtime(progress=False))
     assert (state.step, state.stopped_early) == (3, True)
     assert [(r["step"], r.get("stop_at")) for r in log] == [(0, 3), (3, None)]
 
@@ -213,3 +216,23 @@ def test_auto_precision_resolves_by_machine_and_is_stored_resolved(monkeypatch, 
     assert TrainConfig.model_validate(cfg.model_dump()).precision == cfg.precision
     with pytest.raises(ValueError):
         TrainConfig(iters=4, batch_size=8, lr=1e-3, precision="fp16")
+
+
+def test_a_learning_rate_name_is_resolved_once_by_the_train_config():
+    """Names become numbers in one validator, given the setting's table as validation context; without a table only
+    numbers pass; a name the table lacks is one ConfigError naming the names it has."""
+    from wrapperlab.runs.profiles import validated
+    from wrapperlab.settings.pcfg.configs import LR_NAMES, finetune_config
+    from wrapperlab.settings.tracr.stages import TRACR_LRS
+
+    base = {"iters": 2, "batch_size": 2}
+    assert validated(TrainConfig, {**base, "lr": "M"}, context={"lr_names": LR_NAMES}).lr == 1e-5
+    assert validated(TrainConfig, {**base, "lr": "VS"}, context={"lr_names": TRACR_LRS}).lr == 1e-4
+    assert validated(TrainConfig, {**base, "lr": "3e-4"}).lr == 3e-4  # a number given as text (the CLI's --lr)
+    with pytest.raises(ConfigError, match=r"lr: got 'M'; expected a positive number$"):
+        validated(TrainConfig, {**base, "lr": "M"})
+    with pytest.raises(ConfigError, match=r"one of \['L', 'M', 'S'\]"):
+        validated(TrainConfig, {**base, "lr": "VS"}, context={"lr_names": LR_NAMES})
+    assert finetune_config("pretrain-0", "test", {"train.lr": "S"}).train.lr == 1e-6
+    assert finetune_config("pretrain-0", "test").train.lr == LR_NAMES["M"]  # the fine-tuning default, by name
+

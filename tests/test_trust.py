@@ -78,6 +78,36 @@ def test_a_diverging_run_stops_with_one_line_and_no_done(store):
         assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_no_run_behind(store):
+    """Nothing to resume from and a re-run that repeats the divergence: the directory is cleared (only its lock file
+    stays), so no listing or resume mistakes it for a run that can be finished; a re-run says the same one line."""
+    argv = ("pretrain", *TEST, "--runs", store, "--lr", "1e6", "--set", "train.checkpoint_every=1000")
+    one_line_exit_2(run_cli(*argv), "diverged")
+    (run,) = runs(store)
+    assert [p.name for p in run.iterdir()] == [".lock"]
+    one_line_exit_2(run_cli("resume", run.name, "--runs", store, "--quiet"), "config.json")
+    one_line_exit_2(run_cli(*argv), "diverged")
+    assert [p.name for p in run.iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete"])
+def test_a_finished_run_whose_weights_are_damaged_is_computed_again_not_reused(pretrained, store, damage):
+    """DONE alone is not trusted: the final weights must hold the sha256 recorded when they were written. A damaged
+    or missing file is said in one line and the run computed again — to the same weights, bit for bit."""
+    import hashlib
+
+    weights = pretrained / "model.safetensors"
+    good = hashlib.sha256(weights.read_bytes()).hexdigest()
+    flip_bytes(weights) if damage == "flip" else weights.unlink()
+    for argv in (["pretrain", *TEST, "--runs", store], ["resume", pretrained.name, "--runs", store, "--quiet"]):
+        r = run_cli(*argv)
+        assert r.returncode == 0, r.stderr
+        assert "computing it again" in r.stderr and "reusing finished run" not in r.stderr
+        assert ("missing" if damage == "delete" else "sha256") in r.stderr
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == good
+        flip_bytes(weights) if damage == "flip" else weights.unlink()
+
+
 @pytest.mark.parametrize("argv", [["--lr", "inf"], ["--lr", "nan"], ["--set", "train.lr=.inf"],
                                   ["--set", "train.warmup_frac=.nan"], ["--set", "train.iters=true"],
                                   ["--set", "train.eval_at=[-5]"], ["--set", "train.batch_size=false"],
@@ -113,7 +143,7 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(store):
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.configs import pretrain_config
     from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
-    from wrapperlab.training.loop import make_optimizer
+    from wrapperlab.training.optim import make_optimizer
 
     cfg = pretrain_config("test")
     model = GPT(cfg.model)

@@ -9,15 +9,14 @@ import pytest
 from wrapperlab.claims import verdicts as V
 
 
-def _prune(gains_at_k: dict[int, float], base: float = 0.05) -> dict:
+def _prune(gains_at_k: dict[int, float], base: float = 0.05) -> tuple[list[int], list[float]]:
     ks = sorted({0, *gains_at_k})
-    return {"ks": ks, "curves": {"acc_pt_cte0": [base + gains_at_k.get(k, 0.0) for k in ks]}}
+    return ks, [base + gains_at_k.get(k, 0.0) for k in ks]
 
 
 def test_measurements_read_the_right_numbers():
-    assert V.prune_gain(_prune({5: 0.4, 50: 0.9})) == pytest.approx(0.4)  # K = 50 is beyond "a handful"
-    probe = {"accuracy": {"count_a": {"model": [0.9, 0.5, 0.8], "random_init": [0.9, 0.6, 0.6]}}}
-    assert V.probe_best(probe) == 0.8 and V.probe_best(probe, "random_init") == 0.6  # B0 (embeddings) excluded
+    assert V.prune_gain(*_prune({5: 0.4, 50: 0.9})) == pytest.approx(0.4)  # K = 50 is beyond "a handful"
+    assert V.best_block([0.9, 0.5, 0.8]) == 0.8 and V.best_block([0.9, 0.6, 0.6]) == 0.6  # B0 (embeddings) excluded
     assert V.log2_steps(None, 1024) == 10 and V.log2_steps(3000, 1024) == 10 and V.log2_steps(4, 1024) == 2
 
 

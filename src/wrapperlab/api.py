@@ -1,7 +1,7 @@
 """What a notebook imports: the toolkit's entry points as plain functions over a run store.
 
 Every function takes the store directory (``runs``, default ``./runs``) and returns what the CLI prints from:
-stage results (``.run``: the run, ``.result``: its headline numbers, ``.reused``), analysis results (dicts, stored
+stage results (``.run``: the run, ``.result``: its headline numbers, ``.reused``), typed analysis results (stored
 under the analysed run and reused when asked again), or a model. Nothing here holds logic of its own: each call
 is one function of a setting, the orchestration or the report. docs/architecture.md has a worked example (run in
 the tests).
@@ -10,14 +10,17 @@ the tests).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from torch import nn
 
 from wrapperlab.orchestration.reproduce import Reproduction
-from wrapperlab.runs.stage import Say, StageResult
+from wrapperlab.runs.stage import Lab, Say, StageResult
 from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.training.config import Runtime
+
+if TYPE_CHECKING:
+    from wrapperlab.settings.pcfg.results import ProbeRecord, PruneRecord, ReftCurves
 
 __all__ = ["pretrain", "finetune", "prune", "probe", "reft", "reproduce", "report", "load_run"]
 
@@ -49,31 +52,40 @@ def finetune(parent: str, profile: str = "quick", overrides: dict[str, Any] | No
     return run_finetune(cfg, store, runtime or Runtime(progress=False), _quiet(say))
 
 
-def prune(run: str, ks: Sequence[int] = (0, 1, 2, 3, 5, 10, 15, 20), n_eval: int = 1000, seed: int = 0,
-          runs: str | Path = "runs", **settings: Any) -> dict[str, Any]:
+def prune(run: str, ks: Sequence[int] | None = None, n_eval: int = 1000, seed: int = 0, runs: str | Path = "runs",
+          **settings: Any) -> PruneRecord:
     """Accuracies of a fine-tuned PCFG run after zeroing its top-K units by pretraining-task saliency, per K
-    (``settings``: the other :class:`~wrapperlab.analysis.pruning.PruneConfig` fields)."""
+    (``ks`` and ``settings``: :class:`~wrapperlab.analysis.pruning.PruneConfig` fields; unset ones keep its
+    defaults)."""
     from wrapperlab.analysis.pruning import PruneConfig
     from wrapperlab.runs.profiles import validated
     from wrapperlab.settings.pcfg.analyses import prune_run
+    from wrapperlab.settings.pcfg.results import PruneRecord
 
-    cfg = validated(PruneConfig, {"ks": list(ks), **settings})
-    return prune_run(RunStore(runs), run, cfg, n_eval=n_eval, seed=seed, say=lambda _: None).data
+    cfg = validated(PruneConfig, {**settings, **({"ks": list(ks)} if ks is not None else {})})
+    art = prune_run(Lab(RunStore(runs), _quiet(None)), run, cfg, n_eval=n_eval, seed=seed)
+    return PruneRecord.from_json(art.data, str(art.json_path))
 
 
-def probe(run: str, iters: int = 4000, seed: int = 0, runs: str | Path = "runs") -> dict[str, Any]:
-    """Linear probes for the counts of O_PT and O_FT after every block of a PCFG run, beside a random-init twin."""
+def probe(run: str, iters: int | None = None, seed: int = 0, runs: str | Path = "runs", **settings: Any) -> ProbeRecord:
+    """Linear probes for the counts of O_PT and O_FT after every block of a PCFG run, beside a random-init twin
+    (``iters`` and ``settings``: :class:`~wrapperlab.analysis.probing.ProbeConfig` fields; unset ones keep its
+    defaults)."""
     from wrapperlab.analysis.probing import ProbeConfig
+    from wrapperlab.runs.profiles import validated
     from wrapperlab.settings.pcfg.analyses import probe_run
+    from wrapperlab.settings.pcfg.results import ProbeRecord
 
-    return probe_run(RunStore(runs), run, ProbeConfig(iters=iters), seed=seed, say=lambda _: None).data
+    cfg = validated(ProbeConfig, {**settings, **({"iters": iters} if iters is not None else {})})
+    art = probe_run(Lab(RunStore(runs), _quiet(None)), run, cfg, seed=seed)
+    return ProbeRecord.from_json(art.data, str(art.json_path))
 
 
 def reft(run: str, profile: str = "quick", overrides: dict[str, Any] | None = None,
          baselines: bool | Sequence[str] = False, runs: str | Path = "runs", runtime: Runtime | None = None,
-         say: Say | None = None) -> dict[str, Any]:
+         say: Say | None = None) -> ReftCurves:
     """Reverse fine-tuning of a fine-tuned PCFG run (and, with ``baselines``, Scr.+FT / Scr.): per curve its run,
-    start and end accuracy, steps to 50 % / 90 %, and the curve."""
+    start and end accuracy, steps to 50 % / 90 %, and the curve (``.curves()``: by name)."""
     from wrapperlab.settings.pcfg.reft import run_reft
 
     return run_reft(RunStore(runs), run, profile, overrides, baselines, runtime or Runtime(progress=False),
@@ -85,11 +97,12 @@ def reproduce(spec: str | Path, profile: str = "quick", runs: str | Path = "runs
               yes: bool = False) -> Reproduction:
     """Run a paper experiment from its spec (a shipped name or a YAML file), resumably; then :func:`report`.
     ``yes``: run a grid above the cap of ``orchestration.reproduce.GRID_CAP`` runs (refused otherwise)."""
+    from wrapperlab.orchestration.reproduce import Executor
     from wrapperlab.orchestration.reproduce import reproduce as run_spec
     from wrapperlab.orchestration.spec import load_spec
 
     return run_spec(load_spec(spec), profile, RunStore(runs), seeds, runtime or Runtime(progress=False), _quiet(say),
-                    workers=workers, yes=yes)
+                    executor=Executor(workers=workers), yes=yes)
 
 
 def report(runs: str | Path = "runs") -> dict[str, Path]:

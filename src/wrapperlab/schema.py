@@ -60,3 +60,30 @@ class Config(BaseModel):
                 and _numbers_inside(field.annotation):
             raise ValueError("a number, not a boolean")
         return value
+
+
+class Result(BaseModel):
+    """The one base of every typed result a stage or an analysis hands on (to its children, the runner, the report):
+    its fields are what its JSON holds — no more (an unknown key is refused), names that JSON spells otherwise
+    (``steps_to_0.9``, ``scr+ft``) by alias. :meth:`to_json` writes back exactly the keys it was given, so a result
+    read from a stored file and written again is the same JSON."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "result"):
+        """A stored result; one that does not have this shape is one :class:`~wrapperlab.errors.IntegrityError`-like
+        line (a ConfigError naming ``where``) rather than a traceback deep in a report."""
+        from pydantic import ValidationError
+
+        from wrapperlab.errors import ConfigError
+
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or cls.__name__
+            raise ConfigError(f"{where}: {key}", err.get("input"), f"a {cls.__name__} ({err['msg'].lower()})") from None

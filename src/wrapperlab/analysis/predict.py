@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from wrapperlab.analysis.rng import in_eval_mode
-from wrapperlab.training.loop import answer_logits
+from wrapperlab.training.losses import answer_logits
 
 #: evaluation batch per device type: on CPU, batches of 128 fit the caches and run 1.2-1.3x faster per sample
 #: than 512 (measured on the quick model; predictions identical); accelerators want large ones

@@ -13,7 +13,7 @@ the majority-class rate of the targets.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from wrapperlab.data.samples import Samples
-from wrapperlab.schema import Config
+from wrapperlab.schema import Config, Result
 
 
 class ProbeConfig(Config):
@@ -135,15 +135,13 @@ def train_probe_sets(problems: list[tuple[torch.Tensor, np.ndarray, torch.Tensor
     return [per_row[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-@dataclass
-class ProbeResult:
+class ProbeResult(Result):
+    """Held-out probe accuracy per layer, for the model and its random-init twin, per target."""
+
     layers: list[str]
     accuracy: dict[str, dict[str, list[float]]]  # target -> {"model": [...], "random_init": [...]}
     majority: dict[str, float]  # target -> accuracy of always answering the most common class
-    config: dict
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    config: dict[str, Any]
 
 
 def probe(
@@ -169,4 +167,5 @@ def probe(
     for (target, name), values in zip(cells, results):
         accuracy[target][name] = values
     majority = {target: float(np.bincount(y_test).max() / len(y_test)) for target, (_, y_test) in targets.items()}
-    return ProbeResult(layer_names(len(model.blocks)), accuracy, majority, cfg.model_dump(mode="json"))
+    return ProbeResult(layers=layer_names(len(model.blocks)), accuracy=accuracy, majority=majority,
+                       config=cfg.model_dump(mode="json"))

@@ -20,8 +20,8 @@ The stored model is never modified: pruning works on a copy.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +31,8 @@ from torch import nn
 from wrapperlab.data.samples import Samples
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPTConfig
-from wrapperlab.schema import Config
-from wrapperlab.training.loop import answer_logits
+from wrapperlab.schema import Config, Result
+from wrapperlab.training.losses import answer_logits
 
 MATRICES = ("attn.qkv", "attn.out", "mlp.fc_in", "mlp.fc_out")
 
@@ -217,20 +217,16 @@ def nested_prunes(model: nn.Module, units: list[Unit], cfg: PruneConfig) -> Iter
         yield k, work
 
 
-@dataclass
-class PruneResult:
-    """Accuracy after zeroing the top-K units, for each K of the sweep (JSON-serialisable)."""
+class PruneResult(Result):
+    """Accuracy after zeroing the top-K units, for each K of the sweep."""
 
-    config: dict
+    config: dict[str, Any]
     ks: list[int]
     curves: dict[str, list[float]]  # metric -> value per K
-    top_units: list[dict]
-    reference: dict[str, float] = field(default_factory=dict)  # e.g. the pretrained model's numbers
+    top_units: list[dict[str, Any]]  # block, matrix, index, score (and qkv for a Q/K/V row), best first
+    reference: dict[str, float] = {}  # e.g. the pretrained model's numbers
     k_to_half: int | None = None  # smallest K with Acc O_PT(C_Te=0) >= half its reference value
     n_units: int = 0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def prune_sweep(

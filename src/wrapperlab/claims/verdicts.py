@@ -86,9 +86,10 @@ def combine(claim: str, parts: Sequence[Verdict], labels: Sequence[str] | None =
 # -- measurements a rule reads -------------------------------------------------------------------------------
 
 
-def prune_gain(prune: dict[str, Any], k_max: int = PRUNE_K_MAX, metric: str = "acc_pt_cte0") -> float:
-    """The most a pruning sweep raised ``metric`` over its unpruned value, using at most ``k_max`` units."""
-    ks, values = prune["ks"], prune["curves"][metric]
+def prune_gain(ks: Sequence[int], values: Sequence[float], k_max: int = PRUNE_K_MAX) -> float:
+    """The most a pruning sweep (``values`` at each K of ``ks``) raised a metric over its unpruned value, using at most
+    ``k_max`` units."""
+    ks = list(ks)
     base = values[ks.index(0)] if 0 in ks else values[0]
     return max(v for k, v in zip(ks, values) if k <= k_max) - base
 
@@ -97,11 +98,6 @@ def best_block(acc: Sequence[float]) -> float:
     """The best of per-layer probe accuracies over the blocks after the embeddings (B1 ...): what the model computed,
     not what its input embeddings already hold."""
     return max(acc[1:] or acc)
-
-
-def probe_best(probe: dict[str, Any], which: str = "model", target: str | None = None) -> float:
-    """The best probe accuracy over the blocks after the embeddings (B1 ...) for ``target`` (default: O_PT's)."""
-    return best_block(probe["accuracy"][target or next(iter(probe["accuracy"]))][which])
 
 
 def log2_steps(steps: int | None, cap: int) -> float:

@@ -28,7 +28,13 @@ from wrapperlab.errors import ConfigError
 def add_parsers(sub) -> None:
     """The PCFG verbs, and the general verbs that take a run of any setting (eval, prune, probe, attention, diff,
     reft, resume: routed by the run's setting in cli/main.py)."""
+    _training_verbs(sub)
+    _analysis_verbs(sub)
+    _examples(sub)
+    _data_verbs(sub)
 
+
+def _training_verbs(sub) -> None:
     p = sub.add_parser("pretrain", help="pretrain a GPT on the PCFG tasks")
     p.add_argument("--prior", help="operand prior: low | 0.99 | medium | 0.7 | high | 'pa,pb,pc'")
     p.add_argument("--window", type=int, help="terminals per string (paper: 250)")
@@ -51,6 +57,9 @@ def add_parsers(sub) -> None:
     p.add_argument("run", help="run id or directory")
     runtime_args(p)
 
+
+
+def _analysis_verbs(sub) -> None:
     p = sub.add_parser("eval", help="accuracy per (task, operand); the four fine-tuning numbers for a fine-tuned run")
     p.add_argument("run", help="run id, id prefix, or run directory")
     p.add_argument("--n", type=int, default=1000, help="samples per pair (default 1000)")
@@ -70,7 +79,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--matrices", help="comma-separated subset of attn.qkv,attn.out,mlp.fc_in,mlp.fc_out (default all)")
     p.add_argument("--saliency", choices=["signed", "absolute"], default="signed")
     p.add_argument("--samples", type=int, default=512, help="pretraining-task samples for the gradient")
-    p.add_argument("--ks", default="0,1,2,3,5,10,15,20", help="numbers of units to prune (comma-separated)")
+    p.add_argument("--ks", help="numbers of units to prune (comma-separated; default: PruneConfig's, 0-20)")
     p.add_argument("--n", type=int, default=1000, help="test samples per accuracy")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
@@ -78,10 +87,10 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("probe", help="linear probes for the counts of O_PT and O_FT after every block")
     p.add_argument("run", help="run id, prefix or directory")
-    p.add_argument("--iters", type=int, default=4000, help="probe training steps (paper: 4000)")
+    p.add_argument("--iters", type=int, help="probe training steps (default: ProbeConfig's, the paper's 4000)")
     p.add_argument("--prompt", choices=["pt", "ft"], default="pt", help="which operand the inputs ask about")
-    p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=1000)
+    p.add_argument("--n-train", type=int, help="probe training samples (default: ProbeConfig's)")
+    p.add_argument("--n-test", type=int, help="probe test samples (default: ProbeConfig's)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--runs", default="runs")
     analysis_device_arg(p)
@@ -115,6 +124,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--c-tr", type=float, default=1.0)
     runtime_args(p)
 
+
+def _examples(sub) -> None:
     add_examples(sub, {
         "pretrain": ["wrapperlab pretrain --profile quick", "wrapperlab pretrain --profile test --iters 50 --prior high",
                      "wrapperlab pretrain --set train.lr=3e-4 --set model.n_layers=4"],
@@ -131,6 +142,8 @@ def add_parsers(sub) -> None:
         "prune-study": ["wrapperlab prune-study --profile quick --seeds 3"],
     })
 
+
+def _data_verbs(sub) -> None:
     data = sub.add_parser("data", help="dump generated data as JSON lines").add_subparsers(
         dest="what", required=True, parser_class=Parser
     )
@@ -165,11 +178,6 @@ def cmd_pretrain(args) -> int:
     from wrapperlab.settings.pcfg.configs import pretrain_config
     from wrapperlab.settings.pcfg.stages import pretrain
 
-    if args.lr is not None:
-        try:
-            args.lr = float(args.lr)
-        except ValueError:
-            raise ConfigError("lr", args.lr, "a positive number")
     if args.tasks is not None:
         args.tasks = [t.strip() for t in args.tasks.split(",")]
     sets = overrides(args, {**COMMON, "prior": "data.prior", "window": "data.window", "tasks": "data.tasks"})
@@ -181,7 +189,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_finetune(args) -> int:
     from wrapperlab.runs.store import RunStore
-    from wrapperlab.settings.pcfg.configs import finetune_config
+    from wrapperlab.settings.pcfg.configs import RANDFT_DATA, finetune_config
     from wrapperlab.settings.pcfg.stages import finetune
 
     store = RunStore(args.runs)
@@ -192,7 +200,7 @@ def cmd_finetune(args) -> int:
          "c_tr": "data.c_tr", "q": "data.q", "mix_pt": "data.mix_pt"},
     )
     if args.randft:
-        sets.update({"data.ask": "pt", "data.answer": "ft"})
+        sets.update(RANDFT_DATA)
     cfg = finetune_config(parent.id, args.profile, sets)
     stage = finetune(cfg, store, runtime(args), say=say, kind="randft" if args.randft else "finetune")
     _print_finetune([{"model": stage.run.id, "lr": cfg.train.lr, "c_tr": cfg.data.c_tr, **stage.result["after"]}],
@@ -244,16 +252,18 @@ def cmd_prune(args) -> int:
     from wrapperlab.report.figures.single import prune_figure
     from wrapperlab.report.tables import text_table
     from wrapperlab.runs.profiles import validated
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.analyses import prune_run
 
     positive("n", args.n)
-    spec = {"unit": args.unit, "saliency": args.saliency, "n_samples": args.samples, "ks": int_list("ks", args.ks)}
+    spec = {"unit": args.unit, "saliency": args.saliency, "n_samples": args.samples,
+            **({"ks": int_list("ks", args.ks)} if args.ks is not None else {})}
     if args.matrices:
         spec["matrices"] = [m.strip() for m in args.matrices.split(",")]
     cfg = validated(PruneConfig, spec)
     check_device(args.device)
-    art = prune_run(RunStore(args.runs), args.run, cfg, n_eval=args.n, seed=args.seed, say=say, device=args.device)
+    art = prune_run(Lab(RunStore(args.runs), say, args.device), args.run, cfg, n_eval=args.n, seed=args.seed)
     prune_figure(art.data, art.png_path)
     rows = [{"k": k, **{m: v[i] for m, v in art.data["curves"].items()}} for i, k in enumerate(art.data["ks"])]
     print(text_table(rows, [("k", "K", "s")] + [(key, head, "pct") for key, head, _ in _FT_METRICS]))
@@ -269,12 +279,14 @@ def cmd_probe(args) -> int:
     from wrapperlab.report.figures.single import probe_figure
     from wrapperlab.report.tables import text_table
     from wrapperlab.runs.profiles import validated
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.analyses import probe_run
 
-    cfg = validated(ProbeConfig, {"iters": args.iters, "n_train": args.n_train, "n_test": args.n_test})
+    given = {"iters": args.iters, "n_train": args.n_train, "n_test": args.n_test}
+    cfg = validated(ProbeConfig, {k: v for k, v in given.items() if v is not None})
     check_device(args.device)
-    art = probe_run(RunStore(args.runs), args.run, cfg, prompt=args.prompt, seed=args.seed, say=say, device=args.device)
+    art = probe_run(Lab(RunStore(args.runs), say, args.device), args.run, cfg, prompt=args.prompt, seed=args.seed)
     probe_figure(art.data, art.png_path, title=f"probes of {art.data['run']}")
     rows = []
     for target, acc in art.data["accuracy"].items():
@@ -290,6 +302,7 @@ def cmd_probe(args) -> int:
 def cmd_attention(args) -> int:
     from wrapperlab.report.figures.single import attention_figure, attention_mass_figure, mlp_figure
     from wrapperlab.report.tables import text_table
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.analyses import attention_run
     from wrapperlab.settings.pcfg.reft import root_pretrain_run
@@ -303,8 +316,8 @@ def cmd_attention(args) -> int:
     other = store.resolve(args.against, field="against") if args.against else root_pretrain_run(store, run)
     if other.id == run.id:
         raise ConfigError("against", args.against or other.id, "a different run to compare with")
-    arts = {r.id: attention_run(store, r.id, args.n, args.example, args.seed, say=say, text=args.text,
-                                   device=args.device) for r in (other, run)}
+    lab = Lab(store, say, args.device)
+    arts = {r.id: attention_run(lab, r.id, args.n, args.example, args.seed, text=args.text) for r in (other, run)}
     maps = {rid: a.data for rid, a in arts.items()}
     if len({len(m["patterns"]) for m in maps.values()}) > 1:
         raise ConfigError("against", other.id, "a run of the same architecture")
@@ -326,11 +339,12 @@ def cmd_attention(args) -> int:
 def cmd_diff(args) -> int:
     from wrapperlab.report.figures.single import diff_figure
     from wrapperlab.report.tables import text_table
+    from wrapperlab.runs.stage import Lab
     from wrapperlab.runs.store import RunStore
     from wrapperlab.settings.pcfg.analyses import diff_runs
 
     check_device(args.device)
-    art = diff_runs(RunStore(args.runs), args.run_a, args.run_b, say=say, device=args.device)
+    art = diff_runs(Lab(RunStore(args.runs), say, args.device), args.run_a, args.run_b)
     diff_figure(art.data, art.png_path)
     print(text_table(art.data["matrices"], [("name", "matrix", "s"), ("rel_change", "|dW|/|W|", "g"),
                                             ("effective_rank", "eff. rank", "g"), ("top1_energy", "top-1 %", "pct"),
@@ -346,12 +360,8 @@ def cmd_reft(args) -> int:
     from wrapperlab.settings.pcfg.reft import run_reft
 
     store = RunStore(args.runs)
-    if args.lr is not None:
-        from wrapperlab.settings.pcfg.configs import pcfg_lr
-
-        args.lr = pcfg_lr(args.lr)
     result = run_reft(store, args.run, args.profile, overrides(args, COMMON), args.baselines, runtime(args), say)
-    summary = result.summary()
+    summary = result.summary().to_json()
     png = store.resolve(result.curves["reft"].run.id).path / "reft.png"
     reft_figure(summary, png, title=f"reFT of {args.run}")
     rows = [{**v, "name": k} for k, v in summary.items()]

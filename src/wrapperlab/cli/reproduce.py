@@ -55,7 +55,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from wrapperlab.orchestration.reproduce import reproduce, time_table
+    from wrapperlab.orchestration.reproduce import Executor, reproduce, time_table
     from wrapperlab.orchestration.spec import load_spec
     from wrapperlab.runs.profiles import profile
     from wrapperlab.runs.store import RunStore
@@ -71,18 +71,19 @@ def cmd_reproduce(args) -> int:
         from wrapperlab.orchestration.executors.ray import import_ray
 
         import_ray()  # and the executor, before the store is touched
+    slurm = None
     if args.executor == "submitit":
-        from wrapperlab.orchestration.executors.submitit import import_submitit
+        from wrapperlab.orchestration.executors.submitit import SlurmOptions, import_submitit
 
         import_submitit()
         positive("timeout-min", args.timeout_min)
+        slurm = SlurmOptions(args.cluster, args.partition, args.timeout_min)
+    executor = Executor(args.executor, args.workers, args.address, slurm)
     store = RunStore(args.out or args.runs)
     for spec in specs:
         run_time = runtime(args).model_copy(update={"stack": getattr(args, "stack", 1)})
-        result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, workers=args.workers,
-                           executor=args.executor, address=args.address, yes=getattr(args, "yes", False),
-                           cluster={"cluster": args.cluster, "partition": args.partition,
-                                    "timeout_min": args.timeout_min} if args.executor == "submitit" else None)
+        result = reproduce(spec, args.profile, store, args.seeds, run_time, say=say, executor=executor,
+                           yes=getattr(args, "yes", False))
         print(f"{spec.name} ({args.profile}): {len(result.nodes)} nodes, {result.computed} computed, "
               f"{len(result.nodes) - result.computed} reused, {result.seconds:.0f} s; runs in {store.root}")
         if getattr(args, "profile_time", False):

@@ -41,11 +41,11 @@ from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.analysis.weight_diff import weight_diff
+from wrapperlab.claims import verdicts as V
 from wrapperlab.data.capability import load_capability
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
 from wrapperlab.models.hf import DEFAULT_MAX_CTX, hf_config_to_gpt, load_hf, load_hf_tokenizer, read_config
-from wrapperlab.claims import verdicts as V
 from wrapperlab.report.render import Section, html_page, markdown_page
 from wrapperlab.report.tables import ci_text
 
@@ -105,9 +105,11 @@ def _majority_share(data: Encoded) -> float:
     return float(labels.bincount().max()) / len(labels)
 
 
-def _signatures(base, ft, control, attack: Encoded, held: Encoded, never_attack: Encoded, never_held: Encoded,
-                base_lp: float, gap: float, seed: int, cfg: "AuditConfig") -> dict[str, Any]:
-    """One seed's probe and pruning measurements (docs/audit.md, "What it measures" 3-4)."""
+def _signatures(models: tuple, splits: tuple[Encoded, Encoded, Encoded, Encoded], base_lp: float, gap: float,
+                seed: int, cfg: "AuditConfig") -> dict[str, Any]:
+    """One seed's probe and pruning measurements (docs/audit.md, "What it measures" 3-4): ``models`` (BASE,
+    FINETUNED, CONTROL or None), ``splits`` (attack, held out, and the never-known twin's attack and held out)."""
+    (base, ft, control), (attack, held, never_attack, never_held) = models, splits
     twin = random_init_twin(base, seed).to(cfg.device)
     models = {"finetuned": ft, "base": base, "random_init": twin, **({"control": control} if control is not None else {})}
     row: dict[str, Any] = {"probe": probe_answer(models, attack, held, cfg.probe, seed),
@@ -159,8 +161,9 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
             row.update(control={"logprob": ctrl[0]["logprob"], "accuracy": ctrl[0]["accuracy"]}, relearn_control=ctrl,
                        steps_control=_steps_to(ctrl, lambda lp: lp >= target) if gap > 0 else None)
         say(f"seed {seed}: probes and pruning")
-        row.update(_signatures(base_model, ft_model, control_model, real_attack, real_held, never_all.take(attack),
-                               never_all.take(held), base_s.mean_logprob, gap, seed, cfg))
+        row.update(_signatures((base_model, ft_model, control_model),
+                               (real_attack, real_held, never_all.take(attack), never_all.take(held)),
+                               base_s.mean_logprob, gap, seed, cfg))
         seeds.append(row)
     caps = [cfg.relearn.steps] * len(seeds)
     removed = V.audit_removed([s["base"]["logprob"] for s in seeds], [s["finetuned"]["logprob"] for s in seeds])

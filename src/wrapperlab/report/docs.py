@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from wrapperlab.claims.verdicts import outcome_counts
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import atomic_write_text
-from wrapperlab.report.sections.common import grid_label, protocol_label
+from wrapperlab.report.sections.pcfg_cells import grid_label, protocol_label
 from wrapperlab.report.tables import ci_text, effect_text, steps_text
-from wrapperlab.claims.verdicts import outcome_counts
 
 _BLOCK = re.compile(r"(<!-- wrapperlab:(?P<kind>[\w-]+) (?P<key>[\w.-]+/[\w.-]+) -->\n)(?P<body>.*?)(<!-- /wrapperlab -->)",
                     re.S)

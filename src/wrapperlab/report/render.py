@@ -2,7 +2,8 @@
 verdict per claim, as a self-contained HTML page, a Markdown twin and ``summary.json`` for machines.
 
 Input is what ``reproduce`` stores per spec and profile (``<store>/reproductions/<spec>-<profile>.json``: the
-grid point and outcome of every node); the paper's numbers come from ``report/data/paper_values.yaml``.
+grid point and outcome of every node), read back typed (report/records.py); the paper's numbers come from
+``report/data/paper_values.yaml``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from wrapperlab.errors import ConfigError
+from wrapperlab.report.records import read_reproduction
 from wrapperlab.settings import registry
 from wrapperlab.timing import per_stage
 
@@ -31,25 +33,25 @@ class Section:
 
     def __init__(self, title: str):
         self.title = title
-        self.blocks: list[tuple[str, Any]] = []
+        self.parts: list[tuple[str, Any]] = []
 
     def text(self, text: str) -> None:
-        self.blocks.append(("text", text))
+        self.parts.append(("text", text))
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.blocks.append(("table", (header, rows)))
+        self.parts.append(("table", (header, rows)))
 
     def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("figure", (path, caption)))
+        self.parts.append(("figure", (path, caption)))
 
     def verdict(self, claim: str, shown: bool | None, numbers: str,
                 words: tuple[str, str] = ("wrapper shown", "not shown at this scale")) -> None:
         word = {True: words[0], False: words[1], None: "not measured"}[shown]
-        self.blocks.append(("verdict", f"**{claim}** — {word}: {numbers}"))
+        self.parts.append(("verdict", f"**{claim}** — {word}: {numbers}"))
 
     def rule(self, claim: str, outcome: str, reason: str) -> None:
         """A verdict from claims/verdicts.py: shown / not shown / inconclusive, and what it rests on."""
-        self.blocks.append(("verdict", f"**{claim}** — **{outcome}**: {reason}"))
+        self.parts.append(("verdict", f"**{claim}** — **{outcome}**: {reason}"))
 
 
 # -- rendering -------------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def markdown_page(sections: list[Section], out: Path, title: str = "wrapperlab r
     lines = [f"# {title}", "", intro, ""]
     for sec in sections:
         lines += [f"## {sec.title}", ""]
-        for kind, value in sec.blocks:
+        for kind, value in sec.parts:
             if kind in ("text", "verdict"):
                 lines += [("- " if kind == "verdict" else "") + value, ""]
             elif kind == "table":
@@ -89,7 +91,7 @@ def html_page(sections: list[Section], title: str = "wrapperlab reproduction rep
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{inline(intro)}</p>"]
     for sec in sections:
         body.append(f"<h2>{html.escape(sec.title)}</h2>")
-        for kind, value in sec.blocks:
+        for kind, value in sec.parts:
             if kind == "text":
                 body.append(f"<p>{inline(value)}</p>")
             elif kind == "verdict":
@@ -138,14 +140,14 @@ def _write_report(root: Path) -> dict[str, Path]:
     paper = paper_values()
     sections, summary = [], {}
     for path in reps:
-        rep = json.loads(path.read_text())
-        ref = paper.get(rep["spec"], {"source": "no reference values", "claims": {}, "pretrained": {}})
-        section = registry.resolve_entry(registry.get(rep["kind"]).report_section)
+        rep = read_reproduction(path)
+        ref = paper.get(rep.spec, {"source": "no reference values", "claims": {}, "pretrained": {}})
+        section = registry.resolve_entry(registry.get(rep.kind).report_section)
         sec, numbers = section(rep, ref, root, figures)
-        numbers.update(nodes=len(rep["nodes"]), seconds=rep.get("seconds"),  # the call that wrote the reproduction
-                       time_split=per_stage(rep["nodes"]))
+        numbers.update(nodes=len(rep.nodes), seconds=rep.seconds,  # the call that wrote the reproduction
+                       time_split=per_stage(n.timing() for n in rep.nodes))
         sections.append(sec)
-        summary[f"{rep['spec']}/{rep['profile']}"] = numbers
+        summary[f"{rep.spec}/{rep.profile}"] = numbers
     atomic_write_text(out / "report.md", markdown_page(sections, out))
     atomic_write_text(out / "report.html", html_page(sections))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")

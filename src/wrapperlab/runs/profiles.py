@@ -26,23 +26,12 @@ def profile(name: str) -> dict[str, Any]:
     return profiles[name]
 
 
-def parse_lr(value: str | float, names: dict[str, float]) -> float:
-    """A learning rate: a number or one of a setting's names (e.g. PCFG: L, M, S)."""
-    if isinstance(value, str) and value in names:
-        return names[value]
+def validated(model: type[BaseModel], data: dict[str, Any], where: str = "",
+              context: dict[str, Any] | None = None) -> BaseModel:
+    """Build a pydantic model, turning its first complaint into a one-line :class:`ConfigError`. ``context``: what
+    its validators read (a setting's ``lr_names``: training/config.py, ``resolve_lr``)."""
     try:
-        lr = float(value)
-    except (TypeError, ValueError):
-        lr = -1.0
-    if not lr > 0:
-        raise ConfigError("lr", value, f"a positive number or one of {list(names)}")
-    return lr
-
-
-def validated(model: type[BaseModel], data: dict[str, Any], where: str = "") -> BaseModel:
-    """Build a pydantic model, turning its first complaint into a one-line :class:`ConfigError`."""
-    try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in (where, *err["loc"]) if p != "")

@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,9 +21,10 @@ from wrapperlab.errors import ConfigError, IntegrityError
 from wrapperlab.files import atomic_write, atomic_write_text, load_weights
 from wrapperlab.runs.mirror import mirrored
 from wrapperlab.runs.store import Run, RunStore
+from wrapperlab.schema import Result
 from wrapperlab.timing import section
 from wrapperlab.training.config import Runtime
-from wrapperlab.training.loop import TrainState, train
+from wrapperlab.training.loop import Trainee, TrainState, train
 
 Say = Callable[[str], None]
 
@@ -37,33 +38,32 @@ class StageResult:
 
 @dataclass
 class Training:
-    """What a stage's compute asks to have trained (it yields one, and is sent the :class:`TrainState` back), so
-    a caller may train it alone (:func:`run_stage`) or stacked with other runs' (:func:`run_stages`)."""
+    """What a stage's compute asks to have trained, and ``finish(state)``: the run's result once it has been (after
+    saving the weights). A compute returns one, so that its caller may train it alone (:func:`run_stage`) or stacked
+    with other runs' (:func:`run_stages`)."""
 
     run: Run
     model: nn.Module
     batches: Callable[[int], Any]
     cfg: Any  # the run config; its ``train`` section is what is trained
     evaluate: Callable[[nn.Module, int], dict] | None
+    finish: Callable[[TrainState], dict]
     loss_fn: Any = None
 
+    def trainee(self) -> Trainee:
+        """The run as the training loop takes it: checkpoints, metrics and resume live in the run."""
+        return Trainee(self.model, self.batches, self.cfg.train, self.run.checkpoint_dir, self.evaluate,
+                       self.run.log_metrics, self.run.truncate_metrics, f"{self.run.kind} {self.run.id}", self.loss_fn)
 
-#: a stage's compute: a result, or a generator that yields its :class:`Training` and returns the result
-Compute = Callable[[Run], "dict | Generator[Training, TrainState, dict]"]
 
-
-def _finish(gen: Generator[Training, TrainState, dict], state: TrainState) -> dict:
-    try:
-        gen.send(state)
-    except StopIteration as stop:
-        return stop.value
-    raise RuntimeError("a stage's compute yields one Training")
+#: a stage's compute: its result, or the :class:`Training` that produces it
+Compute = Callable[[Run], "dict | Training"]
 
 
 def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Compute,
               version: int) -> StageResult:
     """Open the run for ``cfg`` (a pydantic config) at code ``version``; reuse it if finished, else
-    ``compute(run)`` its result (training what it yields through the one loop) and finish it."""
+    ``compute(run)`` its result (training what it asks for through the one loop) and finish it."""
     return run_stages([(kind, cfg, compute, version)], store, runtime, say)[0]
 
 
@@ -90,15 +90,16 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
     stacked into one (training/stacked.py) where they are the same computation up to weights, data and lr, else
     trained one after another. Each run is opened, logged, checkpointed and finished as it would be alone, so the
     store cannot tell; locks are taken in one canonical order, so two processes never wait on each other."""
-    from wrapperlab.training.stacked import train_stacked
-
     order = sorted(range(len(items)), key=lambda i: json.dumps(items[i][1].model_dump(mode="json"), sort_keys=True))
     results: dict[int, StageResult] = {}
     with contextlib.ExitStack() as held:
-        pending: list[tuple[int, Run, Generator, Training]] = []
+        pending: list[tuple[int, Training]] = []
         for i in order:
             kind, cfg, compute, version = items[i]
             run = held.enter_context(store.open(kind, cfg.model_dump(mode="json"), version=version))
+            if run.done and (problem := run.damaged()) is not None:
+                say(f"{run.id}: finished, but {problem}; computing it again")
+                run.reopen()
             if run.done:
                 say(f"reusing finished run {run.path}")
                 results[i] = StageResult(run, run.result(), reused=True)
@@ -106,25 +107,22 @@ def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, 
             record_runtime(run, runtime, say)
             held.enter_context(mirrored(run, runtime.tensorboard))
             run.note_compute()
-            gen = compute(run)
-            if isinstance(gen, dict):
-                run.finish(gen)
-                results[i] = StageResult(run, gen, reused=False)
+            out = compute(run)
+            if isinstance(out, dict):
+                run.finish(out)
+                results[i] = StageResult(run, out, reused=False)
                 continue
-            pending.append((i, run, gen, next(gen)))
-        asks = [ask for *_, ask in pending]
+            pending.append((i, out))
+        asks = [ask for _, ask in pending]
         if _stackable(asks):
             say(f"training {len(asks)} {asks[0].run.kind} runs as one stack: {', '.join(a.run.id for a in asks)}")
-            states = train_stacked([a.model for a in asks], [a.batches for a in asks], [a.cfg.train for a in asks],
-                                   runtime, [a.run.checkpoint_dir for a in asks], [a.evaluate for a in asks],
-                                   [a.run.log_metrics for a in asks], [a.run.truncate_metrics for a in asks],
-                                   desc=asks[0].run.kind, names=[a.run.id for a in asks])
+            states = train([a.trainee() for a in asks], runtime, stacked=True)
         else:
-            states = [train_run(a.run, a.model, a.batches, a.cfg, runtime, a.evaluate, a.loss_fn) for a in asks]
-        for (i, run, gen, _), state in zip(pending, states):
-            result = _finish(gen, state)
-            run.finish(result)
-            results[i] = StageResult(run, result, reused=False)
+            states = [train([a.trainee()], runtime)[0] for a in asks]
+        for (i, ask), state in zip(pending, states):
+            result = ask.finish(state)
+            ask.run.finish(result)
+            results[i] = StageResult(ask.run, result, reused=False)
     return [results[i] for i in range(len(items))]
 
 
@@ -149,14 +147,6 @@ def record_runtime(run: Run, runtime: Runtime, say: Say) -> None:
             say(f"{run.id}: resumed with {now['threads']} threads on {now['device']}, begun with {was['threads']} on "
                 f"{was['device']}: its weights' last bits may differ from an uninterrupted run's")
     run.write_json("runtime.json", {**now, "earlier": earlier} if earlier else now)
-
-
-def train_run(run: Run, model: nn.Module, batches, cfg, runtime: Runtime, evaluate, loss_fn=None) -> TrainState:
-    """Train ``model`` with ``cfg.train`` inside ``run``: checkpoints, metrics and resume live in the run."""
-    return train(
-        model, batches, cfg.train, runtime, checkpoint_dir=run.checkpoint_dir, evaluate=evaluate,
-        log=run.log_metrics, on_resume=run.truncate_metrics, desc=f"{run.kind} {run.id}", loss_fn=loss_fn,
-    )
 
 
 def load_run_weights(model: nn.Module, run: Run, field: str = "run") -> nn.Module:
@@ -198,6 +188,26 @@ class Artifact:
     @property
     def png_path(self) -> Path:
         return self.path.with_suffix(".png")
+
+
+@dataclass(frozen=True)
+class Lab:
+    """Where an analysis of stored runs works: the store it reads runs from and keeps its results in, the device it
+    computes on (not part of a result's key: the numbers agree across devices up to float rounding), and what it
+    says while it works."""
+
+    store: RunStore
+    say: Say = print
+    device: str = "cpu"
+
+
+class Stored(Result):
+    """What :func:`cached` adds to an analysis's own result: its kind, the run it analysed, the key it is stored
+    under. A setting's typed analysis records are this plus the analysis's fields."""
+
+    kind: str
+    run: str
+    key: dict[str, Any]
 
 
 def cached(run: Run, kind: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]], version: int,

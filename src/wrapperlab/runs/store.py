@@ -32,8 +32,8 @@ from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterator
 
-from wrapperlab.errors import ConfigError, IntegrityError
-from wrapperlab.files import atomic_write_text, exclusive_lock
+from wrapperlab.errors import ConfigError, DivergedError, IntegrityError
+from wrapperlab.files import atomic_write_text, exclusive_lock, read_weights
 
 DONE = "DONE"
 #: the key under which config.json records the code version of the stage that computed the run
@@ -164,6 +164,32 @@ class Run:
         text = json.dumps(finite_json(data), indent=1, sort_keys=True, allow_nan=False)
         atomic_write_text(self.path / name, text + "\n")
 
+    def damaged(self) -> str | None:
+        """Why a finished run cannot be trusted as it stands, or None: its final weights (``model.safetensors``) must
+        be there and hold the tensors whose sha256 was recorded when they were written."""
+        if not self.weights_path.exists():
+            return f"{self.weights_path.name} is missing"
+        try:
+            read_weights(self.weights_path)
+        except (IntegrityError, OSError) as e:
+            return getattr(e, "problem", None) or str(e)
+        return None
+
+    def reopen(self) -> None:
+        """Make a finished run unfinished again (its marker, result, final weights and the analyses stored with it
+        removed; its config stays, and training restarts from step 0 with the metrics truncated): how a damaged run
+        is recomputed."""
+        for name in (DONE, "result.json", self.weights_path.name):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "analysis", ignore_errors=True)  # computed from the weights that are gone
+
+    def clear(self) -> None:
+        """Remove everything the run directory holds but its lock: a run that can never be resumed (it diverged
+        before its first checkpoint) must not look like one that can."""
+        for entry in self.path.iterdir():
+            if entry.name != ".lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+
     def finish(self, result: dict[str, Any]) -> None:
         """Write the result, then the completion marker: a run is finished only once both exist."""
         self.write_json("result.json", result)
@@ -199,7 +225,15 @@ class RunStore:
                     raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
                 if stored is None:
                     run.write_json("config.json", config)
-                yield run
+                try:
+                    yield run
+                except DivergedError:
+                    # diverged before its first checkpoint: nothing to resume from, and re-running repeats it (the
+                    # same seed, the same steps), so no command could finish the directory: it is cleared, under the
+                    # lock, leaving the store as if the run had never begun
+                    if not run.done and not any(run.checkpoint_dir.glob("*")):
+                        run.clear()
+                    raise
         except OSError:
             # a full or read-only disk: a run this call created and that holds nothing to resume from is removed,
             # so the store is left as it was (a run with a checkpoint stays, to be resumed once there is room)

@@ -4,10 +4,11 @@ in their data and in their starting weights."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal, Mapping
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from wrapperlab.errors import ConfigError
 from wrapperlab.schema import Config
 
 
@@ -21,6 +22,30 @@ def native_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def resolve_lr(names: Mapping[str, float], value: Any) -> Any:
+    """A learning rate as given (a number, or one of a setting's names: PCFG L, M, S) -> its number. The one place a
+    name becomes a number: :class:`TrainConfig` validates ``lr`` through it, with the setting's names in the
+    validation context (``validated(..., context={"lr_names": names})``), and a grid compares lrs through it."""
+    if isinstance(value, str):
+        if value in names:
+            return names[value]
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError("lr", value, f"a positive number or one of {list(names)}" if names
+                              else "a positive number") from None
+    return value
+
+
+def lr_number(names: Mapping[str, float], value: Any) -> float:
+    """:func:`resolve_lr`, and the result a positive finite number, or one ConfigError (a grid compares the lrs of
+    its cells before any config is built: a spec's ``lr: [null]`` must not reach arithmetic)."""
+    lr = resolve_lr(names, value)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError("lr", value, f"a positive number or one of {list(names)}")
+    return float(lr)
 
 
 class TrainConfig(Config):
@@ -56,6 +81,11 @@ class TrainConfig(Config):
     stop_margin: int = Field(
         0, ge=0, description="steps trained on after stop_when first holds (the curve shows it still holds)"
     )
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _named_lr(cls, value: object, info: ValidationInfo) -> object:
+        return resolve_lr((info.context or {}).get("lr_names") or {}, value)
 
     @field_validator("precision", mode="before")
     @classmethod

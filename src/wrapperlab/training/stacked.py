@@ -5,45 +5,29 @@ Why: the paper's grids hold dozens of tiny runs (seeds x C_Tr x priors x lrs). O
 pays Python and kernel-launch overhead per small matmul on a CPU; ``torch.func.vmap`` over stacked parameters turns
 N runs' matmuls into batched ones. Each run must come out as it would have trained alone, so the optimiser here is
 AdamW written out with the same arithmetic as ``torch.optim.AdamW`` (decay on ``nn.Linear`` weights only, as in
-:func:`~wrapperlab.training.loop.make_optimizer`), with each run's own lr and its own gradient-norm clip.
-``tests/test_stacked.py`` checks a stacked run against the same run trained alone by :func:`train`.
+:func:`~wrapperlab.training.optim.make_optimizer`), with each run's own lr and its own gradient-norm clip.
+``tests/test_stacked.py`` checks a stacked run against the same run trained alone.
 
-:func:`train_stacked` is :func:`~wrapperlab.training.loop.train` for a stack: each run is evaluated, logged and
-checkpointed at the steps it would be alone, and its checkpoints hold its own weights and a ``torch.optim.AdamW``
-state, so a run begun in a stack resumes alone (or in another stack) as if it had always trained alone. Runs that
-stop at a threshold (``train.stop_when``: reFT and its baselines) train alone: each would leave the stack at its
-own step. docs/performance.md says where stacking wins.
+:class:`Stack` is the stacked step of the one loop (:func:`~wrapperlab.training.loop.train` with ``stacked=True``):
+each run is evaluated, logged and checkpointed at the steps it would be alone, and its checkpoints hold its own
+weights and a ``torch.optim.AdamW`` state, so a run begun in a stack resumes alone (or in another stack) as if it had
+always trained alone. Runs that stop at a threshold (``train.stop_when``: reFT and its baselines) train alone: each
+would leave the stack at its own step. docs/performance.md says where stacking wins.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
-import time
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm import tqdm
 
-from wrapperlab.timing import section
-from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
-from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import (
-    BatchLike,
-    Evaluate,
-    Log,
-    TrainState,
-    check_values,
-    check_weights,
-    compute_loss,
-    make_optimizer,
-)
-from wrapperlab.training.schedule import lr_at
+from wrapperlab.training.config import TrainConfig
+from wrapperlab.training.losses import BatchLike, compute_loss
+from wrapperlab.training.optim import check_values, make_optimizer
 
 #: settings every run of a stack must share (the lr, and what feeds it, may differ)
 SHARED = ("iters", "batch_size", "optimizer", "betas", "weight_decay", "loss", "answer_weight", "grad_clip",
@@ -194,88 +178,3 @@ class _Bound(nn.Module):
 
     def forward(self, *args, **kwargs):
         return functional_call(self._template, self._params, args, kwargs)
-
-
-def train_stacked(models: Sequence[nn.Module], batch_ats: Sequence[Callable[[int], BatchLike]],
-                  cfgs: Sequence[TrainConfig], runtime: Runtime = Runtime(),
-                  checkpoint_dirs: Sequence[Path] | None = None, evaluates: Sequence[Evaluate] | None = None,
-                  logs: Sequence[Log] | None = None, on_resumes: Sequence[Callable[[int], None]] | None = None,
-                  desc: str = "stack", names: Sequence[str] | None = None) -> list[TrainState]:
-    """Train ``models`` in place for their shared ``iters``, run ``i`` on ``batch_ats[i](step)`` at its own
-    schedule's lr: :func:`~wrapperlab.training.loop.train` for many runs at once. Each run is evaluated
-    (``evaluates[i](model, step)``), logged and checkpointed (``checkpoint_dirs[i]``) at the steps ``train`` would;
-    runs with checkpoints resume from them (all from one step: a stack moves in lockstep), calling
-    ``on_resumes[i](step)`` as ``train`` calls ``on_resume``. ``names[i]`` names run ``i`` where one diverges (the
-    guard of ``train``: the whole stack stops, every run keeps its last good checkpoint)."""
-    n, cfg, device = len(models), cfgs[0], torch.device(runtime.device)
-    check_stackable(models, cfgs)
-    if runtime.threads:
-        torch.set_num_threads(runtime.threads)
-    dirs = list(checkpoint_dirs) if checkpoint_dirs is not None else [None] * n
-    evaluates = list(evaluates) if evaluates is not None else [None] * n
-    logs = list(logs) if logs is not None else [lambda _: None] * n
-    restored = []
-    for model, cfg_i, directory in zip(models, cfgs, dirs):
-        model.to(device)
-        optimizer = make_optimizer(model, cfg_i)
-        pointer = load_checkpoint(directory, model, optimizer) if directory is not None else None
-        restored.append((optimizer, pointer["step"] if pointer else 0))
-    starts = {step for _, step in restored}
-    if len(starts) > 1:
-        raise ValueError(f"runs of a stack resume from one step (their checkpoints are at steps {sorted(starts)}); "
-                         "train them alone")
-    start = starts.pop()
-    if on_resumes is not None:
-        for on_resume in on_resumes:
-            on_resume(start if start else -1)
-    stack = Stack(models, cfgs, device, names)
-    for i, (optimizer, _) in enumerate(restored):
-        stack.load_optimizer(i, models[i], optimizer, start)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" \
-        else contextlib.nullcontext()
-
-    def evaluate_all(records: list[dict]) -> None:
-        stack.write_back(models)
-        for model, evaluate, log, record in zip(models, evaluates, logs, records):
-            if evaluate is not None:
-                model.eval()
-                with section("eval"), torch.inference_mode(), autocast:
-                    record.update(evaluate(model, record["step"]))
-                model.train()
-            log(record)
-
-    if start == 0 and 0 in cfg.eval_at and any(e is not None for e in evaluates):
-        evaluate_all([{"step": 0, "lr": 0.0} for _ in models])
-    losses, tokens_seen, t0 = torch.zeros(n), 0, time.perf_counter()
-    bar = tqdm(total=cfg.iters, initial=start, desc=f"{desc} ({n} runs)", disable=not runtime.progress,
-               mininterval=0.5 if sys.stderr.isatty() else 10.0, dynamic_ncols=True, file=sys.stderr)
-    for step in range(start, cfg.iters):
-        lrs = [lr_at(step, c) for c in cfgs]
-        with section("data"):
-            batches = [b(step) for b in batch_ats]
-        with section("train"):
-            losses = stack.step(batches, lrs)
-        tokens_seen += batches[0].tokens.size
-        done = step + 1
-        bar.update(1)
-        if done % cfg.eval_every == 0 or done == cfg.iters or done in cfg.eval_at:
-            rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)  # per run: the stack's tokens over N runs
-            evaluate_all([{"step": done, "loss": float(losses[i]), "lr": lrs[i], "tokens_per_s": rate}
-                          for i in range(n)])
-        if done % cfg.checkpoint_every == 0 or done == cfg.iters:
-            with section("io"):
-                stack.write_back(models)
-                for i, model in enumerate(models):
-                    check_weights(model, done, lrs[i], stack.names[i])
-                for i, (model, directory) in enumerate(zip(models, dirs)):
-                    if directory is not None:
-                        save_checkpoint(directory, done, model, stack.optimizer_for(i, model),
-                                        {"loss": float(losses[i]), "stop_at": None})
-    bar.close()
-    stack.write_back(models)
-    elapsed = time.perf_counter() - t0
-    for model in models:
-        model.eval()
-    return [TrainState(step=cfg.iters, resumed_from=start or None, seconds=elapsed,
-                       tokens_per_second=tokens_seen / max(elapsed, 1e-9),
-                       last_loss=float(losses[i]) if cfg.iters > start else None) for i in range(n)]

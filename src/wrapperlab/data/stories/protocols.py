@@ -9,7 +9,7 @@
 * ``grad_ascent``: an unlearning method, not a data transform — gradient ascent on the Twist stories (the forget
   set) with the ordinary loss on the other stories (the retain set), the "GA + retain" baseline of the unlearning
   literature. Its records are the whole mix; the story stage splits them (``FORGET_ONLY``, ``RETAIN_PROTOCOL``) and
-  trains with ``training.loop.forget_retain_loss(GA_WEIGHT, GA_CAP)``.
+  trains with ``training.losses.forget_retain_loss(GA_WEIGHT, GA_CAP)``.
 
 Each transform only edits instructions (``features``); ``true_features`` keeps what the story really has.
 """

@@ -13,13 +13,10 @@ Ray is optional (``pip install 'wrapperlab[ray]'``) and imported only here, when
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from wrapperlab.errors import ConfigError
-from wrapperlab.orchestration.spec import Spec
-from wrapperlab.runs.store import RunStore
-from wrapperlab.settings.base import Node
-from wrapperlab.training.config import Runtime
+from wrapperlab.orchestration.executors.sweep import Job, Sweep
 
 
 def import_ray():
@@ -30,17 +27,14 @@ def import_ray():
     return ray
 
 
-def _task(node: Node, spec: Spec, profile: str, root: str, runtime: Runtime, *parents):
+def _task(job: Job, node, *parents):
     """One node on a Ray worker; ``parents`` arrive resolved, in the order of ``node.parents``."""
-    from wrapperlab.orchestration.reproduce import run_node
-
-    done = dict(zip(node.parents, parents))
-    return run_node(node, spec, profile, RunStore(root), done, runtime, say=lambda _: None)
+    return job([node], dict(zip(node.parents, parents)))[0]
 
 
-def run_ray(nodes: list[Node], spec: Spec, profile: str, store: RunStore, runtime: Runtime,
-            report: Callable[[Node, Any], None], address: str | None = None) -> None:
-    """Submit every node (parents as object refs), then report each as it finishes.
+def run_ray(sweep: Sweep, job: Job, address: str | None = None) -> None:
+    """Submit every node (parents as object refs), then report each as it finishes; each task asks for the resources
+    ``job`` computes with (its runtime's threads, one GPU when the device is CUDA).
 
     ``address``: a running cluster (``HOST:PORT``); None starts a local Ray on this machine, bound to
     127.0.0.1, and shuts it down afterwards.
@@ -56,21 +50,19 @@ def run_ray(nodes: list[Node], spec: Spec, profile: str, store: RunStore, runtim
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ConfigError("address", address, f"a reachable Ray cluster HOST:PORT ({e})") from None
     try:
-        cpus, gpus = runtime.threads or 1, 1 if runtime.device.startswith("cuda") else 0
+        cpus, gpus = job.runtime.threads or 1, 1 if job.runtime.device.startswith("cuda") else 0
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_task)
-        task_runtime = runtime.model_copy(update={"threads": cpus, "progress": False})
-        root = str(store.root.resolve())
         refs: dict[str, Any] = {}
-        started: dict[Any, Node] = {}
-        for node in nodes:  # dependency order: parents' refs exist
-            ref = remote.remote(node, spec, profile, root, task_runtime, *(refs[p] for p in node.parents))
+        started: dict[Any, Any] = {}
+        for node in sweep.nodes:  # dependency order: parents' refs exist
+            ref = remote.remote(job, node, *(refs[p] for p in node.parents))
             refs[node.key] = ref
             started[ref] = node
         waiting = list(refs.values())
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1)
             for ref in finished:
-                report(started[ref], ray.get(ref))
+                sweep.report(started[ref], ray.get(ref))
     finally:
         if started_here:
             ray.shutdown()

@@ -16,13 +16,13 @@ and imported only here, when asked for.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from wrapperlab.errors import ConfigError, UserError
-from wrapperlab.orchestration.spec import Spec
-from wrapperlab.runs.store import RunStore
-from wrapperlab.settings.base import Node, Outcome
-from wrapperlab.training.config import Runtime
+from wrapperlab.orchestration.executors.sweep import Job, Sweep, schedule
+from wrapperlab.settings.graph import Node, Outcome
 
 CLUSTERS = ("auto", "slurm", "local")
 
@@ -35,51 +35,55 @@ def import_submitit():
     return submitit
 
 
-def _job(group: list[Node], spec: Spec, profile: str, root: str, parents: dict[str, Outcome], runtime: Runtime):
+@dataclass(frozen=True)
+class SlurmOptions:
+    """How the jobs are asked for: ``cluster`` (auto / slurm / local), ``partition`` (Slurm's; None: the cluster's
+    default), each job's ``timeout_min``, the driver polling every ``poll_s``."""
+
+    cluster: str = "auto"
+    partition: str | None = None
+    timeout_min: int = 240
+    poll_s: float = 1.0
+
+    def __post_init__(self):
+        if self.cluster not in CLUSTERS:
+            raise ConfigError("cluster", self.cluster, f"one of {list(CLUSTERS)}")
+        if self.timeout_min <= 0:
+            raise ConfigError("timeout_min", self.timeout_min, "a positive number of minutes")
+
+
+def _job(job: Job, group: list[Node], parents: dict[str, Outcome]):
     """One job: a node, or a group trained as one stack. An error the user can act on (bad input, a damaged file,
     a diverged run, a full disk) comes back as a value, so the driver raises it whole — submitit would turn it
     into a traceback's text."""
-    from wrapperlab.orchestration.reproduce import run_job
-
     try:
-        return "ok", run_job(group, spec, profile, root, parents, runtime)
+        return "ok", job(group, parents)
     except (UserError, OSError) as e:
         return "error", e
 
 
-def run_submitit(nodes: list[Node], spec: Spec, profile: str, store: RunStore, done: dict[str, Outcome],
-                 runtime: Runtime, workers: int, starting: Callable[[Node], None],
-                 report: Callable[[Node, Outcome], None], cluster: str = "auto", partition: str | None = None,
-                 timeout_min: int = 240, poll_s: float = 1.0) -> None:
-    """Submit ready nodes as jobs, at most ``workers`` in flight; each asks for ``runtime.threads`` CPUs (default
-    1) and one GPU when the runtime device is CUDA, for ``timeout_min`` minutes, on ``partition`` (Slurm)."""
-    from wrapperlab.orchestration.reproduce import schedule
-
+def run_submitit(sweep: Sweep, job: Job, slots: int, options: SlurmOptions = SlurmOptions()) -> None:
+    """Submit ready nodes as jobs, at most ``slots`` in flight; each asks for the job runtime's threads as CPUs
+    (default 1) and one GPU when its device is CUDA; submitit's files go under ``<store>/submitit``."""
     submitit = import_submitit()
-    if cluster not in CLUSTERS:
-        raise ConfigError("cluster", cluster, f"one of {list(CLUSTERS)}")
-    if timeout_min <= 0:
-        raise ConfigError("timeout_min", timeout_min, "a positive number of minutes")
-    folder = store.root.resolve() / "submitit" / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=None if cluster == "auto" else cluster)
-    cpus, gpus = runtime.threads or 1, 1 if runtime.device.startswith("cuda") else 0
-    params: dict[str, Any] = {"timeout_min": timeout_min, "cpus_per_task": cpus, "gpus_per_node": gpus,
-                              "name": f"wrapperlab-{spec.name}"}
-    if partition:
-        params["slurm_partition"] = partition
+    executor = submitit.AutoExecutor(folder=Path(job.root) / "submitit" / "%j",
+                                     cluster=None if options.cluster == "auto" else options.cluster)
+    cpus, gpus = job.runtime.threads or 1, 1 if job.runtime.device.startswith("cuda") else 0
+    params: dict[str, Any] = {"timeout_min": options.timeout_min, "cpus_per_task": cpus, "gpus_per_node": gpus,
+                              "name": f"wrapperlab-{job.name}"}
+    if options.partition:
+        params["slurm_partition"] = options.partition
     executor.update_parameters(**params)
-    job_runtime = runtime.model_copy(update={"threads": cpus, "progress": False})
-    root = str(store.root.resolve())
 
     def wait_any(jobs: list) -> list:
         while True:  # the jobs write their outcome to the shared folder; a poll every poll_s is cheap
-            finished = [job for job in jobs if job.done()]
+            finished = [j for j in jobs if j.done()]
             if finished:
                 return finished
-            time.sleep(poll_s)
+            time.sleep(options.poll_s)
 
-    def result(job) -> list[Outcome]:
-        status, value = job.result()  # a crash (a bug, not bad input) raises submitit's error with the job's log
+    def result(submitted_job) -> list[Outcome]:
+        status, value = submitted_job.result()  # a crash (a bug, not bad input) raises submitit's error with its log
         if status == "error":
             raise value
         return value
@@ -87,14 +91,13 @@ def run_submitit(nodes: list[Node], spec: Spec, profile: str, store: RunStore, d
     submitted: list = []
 
     def submit(group: list[Node], parents: dict[str, Outcome]):
-        submitted.append(executor.submit(_job, group, spec, profile, root, parents, job_runtime))
+        submitted.append(executor.submit(_job, job, group, parents))
         return submitted[-1]
 
     try:
-        schedule(nodes, spec, done, runtime, workers, starting, report, submit=submit, wait_any=wait_any,
-                 result=result)
+        schedule(sweep, slots, submit=submit, wait_any=wait_any, result=result)
     except BaseException:  # a failed job or Ctrl-C: no job of this sweep keeps a cluster slot (runs resume later)
-        for job in submitted:
-            if not job.done():
-                job.cancel(check=False)
+        for j in submitted:
+            if not j.done():
+                j.cancel(check=False)
         raise

@@ -109,10 +109,11 @@ def behaviour_figure(groups: dict[str, list[dict[str, Any]]], path: Path,
     return save_figure(fig, path)
 
 
-def seeds_figure(groups: dict[str, list[Curve]], path: Path, xlabel: str, ylabel: str, title: str,
-                 logx: bool = False, threshold: float | None = None, percent: bool = True) -> Path:
-    """Several curve families over seeds on one axis (reFT vs Scr.+FT vs Scr., Fig. 9; pruning, Fig. 7);
-    ``percent=False`` for values that are not shares (losses)."""
+def seeds_figure(groups: dict[str, list[Curve]], path: Path, labels: tuple[str, str, str], logx: bool = False,
+                 threshold: float | None = None, percent: bool = True) -> Path:
+    """Several curve families over seeds on one axis (reFT vs Scr.+FT vs Scr., Fig. 9; pruning, Fig. 7), ``labels``
+    its (x axis, y axis, title); ``percent=False`` for values that are not shares (losses)."""
+    xlabel, ylabel, title = labels
     fig, ax = plt.subplots(figsize=(6, 4))
     scale = 100.0 if percent else 1.0
     for name, curves in groups.items():
@@ -135,23 +136,22 @@ def seeds_figure(groups: dict[str, list[Curve]], path: Path, xlabel: str, ylabel
     return save_figure(fig, path)
 
 
-def probe_seeds_figure(results: list[dict[str, Any]], path: Path, title: str,
-                       others: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+def probe_seeds_figure(results: list[Any], path: Path, title: str, others: dict[str, list[Any]] | None = None) -> Path:
     """Probe accuracy per block over seeds (Fig. 8), the trained model beside its random-init control and ``others``
     (label -> probe results of other models probed the same way: the pretrained model, Fig. 8a; the never-had-it
     model), each with its own seeds' band."""
-    target = next(iter(results[0]["accuracy"]))
-    layers = results[0]["layers"]
+    target = next(iter(results[0].accuracy))
+    layers = results[0].layers
 
-    def curves(which: str, of: list[dict[str, Any]] = results) -> list[Curve]:
-        return [list(enumerate(r["accuracy"][target][which])) for r in of]
+    def curves(which: str, of: list[Any] = results) -> list[Curve]:
+        return [list(enumerate(r.accuracy[target][which])) for r in of]
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     _seeds(ax, curves("model"), "fine-tuned model", "-o")
     for (label, group), style in zip(((k, v) for k, v in (others or {}).items() if v), ("-.^", ":v", "-.d")):
         _seeds(ax, curves("model", group), label, style)
     _seeds(ax, curves("random_init"), "random init (control)", "--s", color="grey")
-    majority = mean_ci([r["majority"][target] for r in results])["mean"]
+    majority = mean_ci([r.majority[target] for r in results])["mean"]
     ax.axhline(100 * majority, color="black", lw=0.8, ls=":", label="majority class")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_xlabel("probed activation")
@@ -176,19 +176,19 @@ def behaviour_bars(cells: list[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def story_probe_figure(results: dict[str, list[dict[str, Any]]], design: str, path: Path) -> Path:
+def story_probe_figure(results: dict[str, list[Any]], design: str, path: Path) -> Path:
     """Twist probe accuracy per layer for every probed story model (one colour each, over seeds) and, dashed
     grey, the random-init twin of the pretrained model: a design is only informative above that line."""
     fig, ax = plt.subplots(figsize=(6, 4))
     layers: list[str] = []
     for label, group in results.items():
-        group = [r for r in group if "Twist" in r["accuracy"].get(design, {})]
+        group = [r for r in group if "Twist" in r.accuracy.get(design, {})]
         if group:
-            layers = group[0]["layers"]
-            _seeds(ax, [list(enumerate(r["accuracy"][design]["Twist"]["model"])) for r in group], label, "-o")
-    random = [r for group in list(results.values())[:1] for r in group if "Twist" in r["accuracy"].get(design, {})]
+            layers = group[0].layers
+            _seeds(ax, [list(enumerate(r.accuracy[design]["Twist"]["model"])) for r in group], label, "-o")
+    random = [r for group in list(results.values())[:1] for r in group if "Twist" in r.accuracy.get(design, {})]
     if random:
-        _seeds(ax, [list(enumerate(r["accuracy"][design]["Twist"]["random_init"])) for r in random], "random init",
+        _seeds(ax, [list(enumerate(r.accuracy[design]["Twist"]["random_init"])) for r in random], "random init",
                "--s", color="grey")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_xlabel("probed activation")

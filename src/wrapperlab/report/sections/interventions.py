@@ -13,24 +13,26 @@ from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.claims import verdicts as V
+from wrapperlab.report.records import Record
 from wrapperlab.report.render import Section
-from wrapperlab.report.sections.common import cell_label, lr_name, reft_budget
+from wrapperlab.report.sections.common import lr_text
+from wrapperlab.report.sections.pcfg_cells import pcfg_cell_label
 from wrapperlab.report.tables import ci_text
 
 Claims = list[tuple[str, V.Verdict]]
 
 
-def _by_cell(nodes: list[dict], stage: str) -> dict[tuple, dict[int, dict]]:
-    """A stage's node data per grid cell (the point without its seed), then per seed."""
-    out: dict[tuple, dict[int, dict]] = {}
+def _by_cell(nodes: list[Record], stage: str) -> dict[tuple, dict[int, Any]]:
+    """A stage's node results per grid cell (the point without its seed), then per seed."""
+    out: dict[tuple, dict[int, Any]] = {}
     for n in nodes:
-        if n["stage"] == stage and "model" not in n["point"]:
-            cell = tuple(sorted((k, v) for k, v in n["point"].items() if k != "seed"))
-            out.setdefault(cell, {})[n["point"]["seed"]] = n["data"]
+        if n.stage == stage and "model" not in n.point:
+            cell = tuple(sorted((k, v) for k, v in n.point.items() if k != "seed"))
+            out.setdefault(cell, {})[n.seed] = n.result
     return out
 
 
-def _paired(treated: dict[int, dict], control: dict[int, dict], read) -> tuple[list, list]:
+def _paired(treated: dict[int, Any], control: dict[int, Any], read) -> tuple[list, list]:
     seeds = sorted(set(treated) & set(control))
     return [read(treated[s]) for s in seeds], [read(control[s]) for s in seeds]
 
@@ -39,7 +41,7 @@ def _swap(cell: tuple, **values: Any) -> tuple:
     return tuple(sorted({**dict(cell), **values}.items()))
 
 
-def intervention_claims(sec: Section, nodes: list[dict], summary: dict[str, Any]) -> Claims:
+def intervention_claims(sec: Section, nodes: list[Record], summary: dict[str, Any]) -> Claims:
     """The mixing, randFT and jailbreak comparisons a reproduction has the cells for (none for the other specs);
     the jailbreak table goes into ``summary["jailbreak"]``."""
     claims = _mixing(nodes) + _randft(nodes)
@@ -52,53 +54,53 @@ def intervention_claims(sec: Section, nodes: list[dict], summary: dict[str, Any]
     return claims + jail
 
 
-def _mixing(nodes: list[dict]) -> Claims:
+def _mixing(nodes: list[Record]) -> Claims:
     cells = _by_cell(nodes, "finetune")
     out: Claims = []
     for cell, treated in cells.items():
         share = dict(cell).get("mix_pt")
         control = cells.get(_swap(cell, mix_pt=0.0))
         if share and control:
-            mixed, plain = _paired(treated, control, lambda d: d["after"]["acc_pt_cte0"])
+            mixed, plain = _paired(treated, control, lambda r: r.after["acc_pt_cte0"])
             point = {k: v for k, v in cell if k != "mix_pt"}
-            out.append((cell_label(point, "pcfg"), V.mixing_keeps(mixed, plain, f"{100 * share:g} %")))
+            out.append((pcfg_cell_label(point), V.mixing_keeps(mixed, plain, f"{100 * share:g} %")))
     return out
 
 
-def _randft(nodes: list[dict]) -> Claims:
+def _randft(nodes: list[Record]) -> Claims:
     refts = _by_cell(nodes, "reft")
     out: Claims = []
     for cell, treated in refts.items():
         control = refts.get(_swap(cell, randft=False))
         if dict(cell).get("randft") is True and control:
             seeds = sorted(set(treated) & set(control))
-            verdict = V.randft_revives_like_ft([treated[s]["reft"]["steps_to_0.9"] for s in seeds],
-                                               [control[s]["reft"]["steps_to_0.9"] for s in seeds],
-                                               [reft_budget(treated[s]["reft"]) for s in seeds],
-                                               [reft_budget(control[s]["reft"]) for s in seeds])
+            verdict = V.randft_revives_like_ft([treated[s].reft.steps_to_90 for s in seeds],
+                                               [control[s].reft.steps_to_90 for s in seeds],
+                                               [treated[s].reft.allowed() for s in seeds],
+                                               [control[s].reft.allowed() for s in seeds])
             point = {k: v for k, v in cell if k not in ("randft", "reft_lr")}
             reft_lr = dict(cell).get("reft_lr")
-            where = cell_label(point, "pcfg") + (f", reFT η_{lr_name('pcfg', reft_lr)}" if reft_lr is not None else "")
+            where = pcfg_cell_label(point) + (f", reFT η_{lr_text(reft_lr)}" if reft_lr is not None else "")
             out.append((where, verdict))
     return out
 
 
-def _jailbreak(sec: Section, nodes: list[dict], summary: dict[str, Any]) -> Claims:
+def _jailbreak(sec: Section, nodes: list[Record], summary: dict[str, Any]) -> Claims:
     """Fig. 24: count(O_PT) asked through each counting token, pretrained and fine-tuned model, per cell; the
     jailbreak rule per cell (the C_Tr = 0 cell, where nothing is hidden, is its negative control)."""
     cells = _by_cell(nodes, "jailbreak")
     if not cells:
         return []
-    tokens = next(iter(next(iter(cells.values())).values()))["tokens"]
+    tokens = next(iter(next(iter(cells.values())).values())).tokens
     names = {"count": "T_NJ", "count_j1": "T_J1", "count_j2": "T_J2"}
     rows, out = [], []
     for cell, by_seed in sorted(cells.items(), key=str):
-        label = cell_label(dict(cell), "pcfg")
-        stats = {which: {names.get(t, t): mean_ci([d[which]["cte0"][t] for d in by_seed.values()]) for t in tokens}
-                 for which in ("pretrained", "finetuned")}
+        label = pcfg_cell_label(dict(cell))
+        stats = {which: {names.get(t, t): mean_ci([getattr(r, which)["cte0"][t] for r in by_seed.values()])
+                         for t in tokens} for which in ("pretrained", "finetuned")}
         seeds = sorted(by_seed)
-        jail = [sum(by_seed[s]["finetuned"]["cte0"][t] for t in tokens[1:]) / len(tokens[1:]) for s in seeds]
-        verdict = V.jailbreak_revives(jail, [by_seed[s]["finetuned"]["cte0"]["count"] for s in seeds])
+        jail = [sum(by_seed[s].finetuned["cte0"][t] for t in tokens[1:]) / len(tokens[1:]) for s in seeds]
+        verdict = V.jailbreak_revives(jail, [by_seed[s].finetuned["cte0"]["count"] for s in seeds])
         out.append((label, verdict))
         summary.setdefault("jailbreak", []).append({"label": label, **stats, "outcome": verdict.outcome})
         rows.append([label, *(ci_text(c) for which in stats.values() for c in which.values()), verdict.outcome])

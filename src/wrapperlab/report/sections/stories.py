@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.report.records import Record, Reproduced
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import stage_times_row
 from wrapperlab.report.tables import ci_text, effect_text, steps_text
@@ -39,81 +40,83 @@ def _paper_key(point: dict[str, Any]) -> str:
     return "control" if point.get("from") == "control" else f"{point['protocol']}/{point['lr']}"
 
 
-def _by_label(nodes: list[dict], stage: str, **match: Any) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = defaultdict(list)
+def _by_label(nodes: list[Record], stage: str, **match: Any) -> dict[str, list[Record]]:
+    out: dict[str, list[Record]] = defaultdict(list)
     for n in nodes:
-        if n["stage"] == stage and all(n["point"].get(k) == v for k, v in match.items()):
-            out[_label(n["point"])].append(n)
+        if n.stage == stage and all(n.point.get(k) == v for k, v in match.items()):
+            out[_label(n.point)].append(n)
     return out
 
 
-def _curve(store, node: dict, key: str) -> list[tuple[float, float]]:
-    return [(m["step"], m[key]) for m in store.resolve(node["run_id"]).metrics() if key in m]
+def _curve(store, node: Record, key: str) -> list[tuple[float, float]]:
+    return [(m["step"], m[key]) for m in store.resolve(node.run_id).metrics() if key in m]
 
 
-def _at(store, node: dict, key: str, step: int) -> float | None:
+def _measured(node: Record, when: str, key: str) -> float | None:
+    """A story run's measurement ``key`` (twist_loss, gen_twist, gen_non) before or after it trained."""
+    measures = getattr(node.result, when)
+    return None if measures is None else getattr(measures, key)
+
+
+def _at(store, node: Record, key: str, step: int) -> float | None:
     """A run's ``key`` at ``step`` (step 0 is the measurement before training, the last step the one after)."""
-    data = node["data"]
     if step == 0:
-        return data["before"][key]
-    if step >= data["steps"]:
-        return data["after"][key] if step == data["steps"] else None
+        return _measured(node, "before", key)
+    if step >= node.result.steps:
+        return _measured(node, "after", key) if step == node.result.steps else None
     return dict(_curve(store, node, key)).get(step)
 
 
-def stories_section(rep: dict, paper: dict, store_root: Path, figures: Path) -> tuple[Section, dict]:
+def stories_section(rep: Reproduced, paper: dict, store_root: Path, figures: Path) -> tuple[Section, dict]:
     from wrapperlab.runs.store import RunStore
 
-    nodes, store, name = rep["nodes"], RunStore(store_root), rep["spec"]
-    seeds = sorted({n["point"]["seed"] for n in nodes})
-    sec = Section(f"{name} ({rep['profile']} profile, seeds {seeds})")
+    nodes, store, name = rep.nodes, RunStore(store_root), rep.spec
+    seeds = sorted({n.seed for n in nodes})
+    sec = Section(f"{name} ({rep.profile} profile, seeds {seeds})")
     summary: dict[str, Any] = {}
     _setup(sec, rep, store)
-    models = {"pretrained": [n for n in nodes if n["stage"] == "pretrain"],
-              "not in PT": [n for n in nodes if n["stage"] == "control"], **_by_label(nodes, "finetune")}
+    models = {"pretrained": rep.of("pretrain"), "not in PT": rep.of("control"), **_by_label(nodes, "finetune")}
     _judge(sec, models["pretrained"], paper, summary)
     _behaviour(sec, models, name, figures, summary, paper)
     _deletion_curves(sec, store, _by_label(nodes, "finetune"), name, figures)
-    _reft(sec, store, nodes, models, name, figures, summary, paper)
+    _reft(sec, store, rep, figures, summary, paper)
     _probes(sec, nodes, name, figures, summary, paper)
     return sec, summary
 
 
-def _setup(sec: Section, rep: dict, store) -> None:
-    nodes = rep["nodes"]
+def _setup(sec: Section, rep: Reproduced, store) -> None:
     rows = []
-    root = next((n for n in nodes if n["stage"] == "pretrain"), None)
+    root = next(iter(rep.of("pretrain")), None)
     if root is not None:
-        cfg, m = store.resolve(root["run_id"]).config(), root["data"]["model"]
+        cfg, m = store.resolve(root.run_id).config(), root.result.model
         d, t = cfg["data"], cfg["train"]
         rows.append(["model", f"{m['n_layers']} blocks × d={m['d_model']}, {m['n_heads']} heads, {m['norm']}, "
-                              f"{m['act']}, {m['positions']}; {root['data'].get('params', '?')} parameters"])
-        rows.append(["corpus", f"{d['source']}: {root['data']['records']} records, {root['data']['tokens']} tokens; "
+                              f"{m['act']}, {m['positions']}; {root.result.params} parameters"])
+        rows.append(["corpus", f"{d['source']}: {root.result.records} records, {root.result.tokens} tokens; "
                                f"BPE vocabulary {d['vocab_size']}, context {d['context']} ({d.get('windows', 'random')} windows)"])
         rows.append(["pretraining", f"{t['iters']} steps × {t['batch_size']}, peak lr {t['lr']:g}; the control: the "
                                     f"same without Twist stories"])
     for stage, what in (("finetune", "deletion"), ("reft", "reFT")):
-        runs = [n for n in nodes if n["stage"] == stage]
+        runs = rep.of(stage)
         if runs:
-            cfgs = [store.resolve(n["run_id"]).config() for n in runs]
+            cfgs = [store.resolve(n.run_id).config() for n in runs]
             t = cfgs[0]["train"]
             lrs = ", ".join(f"{lr:g}" for lr in sorted({c["train"]["lr"] for c in cfgs}))
             extra = ""
             if stage == "reft":
-                extra = "; corpora " + ", ".join(sorted({n["point"]["corpus"] for n in runs}))
+                extra = "; corpora " + ", ".join(sorted({n.point["corpus"] for n in runs}))
             rows.append([what, f"{t['iters']} steps × {t['batch_size']}, lr {lrs} (constant){extra}"])
     grid = defaultdict(set)
-    for n in nodes:
-        if n["stage"] == "finetune":
-            for k in ("protocol", "lr"):
-                grid[k].add(str(n["point"][k]))
+    for n in rep.of("finetune"):
+        for k in ("protocol", "lr"):
+            grid[k].add(str(n.point[k]))
     rows += [[k, ", ".join(sorted(v))] for k, v in grid.items()]
     rows.append(stage_times_row(rep))
     sec.table(["setting", "value"], rows)
 
 
-def _judge(sec: Section, roots: list[dict], paper: dict, summary: dict) -> None:
-    accs = [n["data"].get("judge_accuracy") for n in roots if n["data"].get("judge_accuracy")]
+def _judge(sec: Section, roots: list[Record], paper: dict, summary: dict) -> None:
+    accs = [n.result.judge_accuracy for n in roots if n.result.judge_accuracy]
     if not accs:
         return
     summary["judge"] = {k: mean_ci([a[k] for a in accs]) for k in accs[0]}
@@ -122,11 +125,11 @@ def _judge(sec: Section, roots: list[dict], paper: dict, summary: dict) -> None:
              + f" (`all`: every label of a story right; paper: {paper['claims'].get('judge', '-')}).")
 
 
-def _stat(group: list[dict], key: str, when: str = "after") -> dict:
-    return mean_ci([n["data"][when][key] for n in group])
+def _stat(group: list[Record], key: str, when: str = "after") -> dict:
+    return mean_ci([_measured(n, when, key) for n in group])
 
 
-def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: Path, summary: dict,
+def _behaviour(sec: Section, models: dict[str, list[Record]], name: str, figures: Path, summary: dict,
                paper: dict) -> None:
     from wrapperlab.report.figures.sweep import behaviour_bars
 
@@ -137,7 +140,7 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
         cell = {"label": label, "seeds": len(group), **{k: _stat(group, k) for k in ("twist_loss", "gen_twist", "gen_non")}}
         cells.append(cell)
         rows.append([label, _loss(cell["twist_loss"]), ci_text(cell["gen_twist"]), ci_text(cell["gen_non"]),
-                     str(group[0]["data"]["after"]["n_gen"] // 2)])
+                     str(group[0].result.after.n_gen // 2)])
     summary["models"] = cells
     sec.table(["model", "Twist-story loss", "Twist rate, Twist requested %", "Twist rate, not requested %",
                "generations per kind per seed"], rows)
@@ -146,15 +149,15 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
     from wrapperlab.claims import verdicts as V
 
     summary.setdefault("verdicts", [])
-    seed_of = lambda group: {n["point"]["seed"]: n["data"]["after"] for n in group}  # noqa: E731
+    seed_of = lambda group: {n.seed: n.result.after for n in group}  # noqa: E731
     pt = seed_of(models.get("pretrained", []))
     seeds = sorted(pt)
-    rules = [V.story_learned([pt[s]["gen_twist"] for s in seeds], [pt[s]["gen_non"] for s in seeds])] if pt else []
+    rules = [V.story_learned([pt[s].gen_twist for s in seeds], [pt[s].gen_non for s in seeds])] if pt else []
     for label, group in models.items():
         if label not in ("pretrained", "not in PT") and pt:
             deleted = seed_of(group)
-            rules.append(V.story_deleted([pt[s]["gen_twist"] for s in seeds],
-                                         [deleted.get(s, {}).get("gen_twist") for s in seeds], label))
+            rules.append(V.story_deleted([pt[s].gen_twist for s in seeds],
+                                         [deleted[s].gen_twist if s in deleted else None for s in seeds], label))
     for rule in rules:
         summary["verdicts"].append(rule.as_dict())
         sec.rule(rule.claim, rule.outcome, rule.reason)
@@ -162,28 +165,27 @@ def _behaviour(sec: Section, models: dict[str, list[dict]], name: str, figures: 
         sec.text(f"Paper: {paper['claims']['deletion']}.")
 
 
-def _deletion_curves(sec: Section, store, deletions: dict[str, list[dict]], name: str, figures: Path) -> None:
+def _deletion_curves(sec: Section, store, deletions: dict[str, list[Record]], name: str, figures: Path) -> None:
     from wrapperlab.report.figures.sweep import seeds_figure
 
     if not deletions:
         return
     groups = {label: [_curve(store, n, "twist_loss") for n in group] for label, group in deletions.items()}
-    sec.figure(seeds_figure(groups, figures / f"{name}-deletion-loss.png", "deletion step", "Twist-story loss",
-                            "loss on held-out Twist stories during deletion", percent=False),
+    sec.figure(seeds_figure(groups, figures / f"{name}-deletion-loss.png", ("deletion step", "Twist-story loss",
+                            "loss on held-out Twist stories during deletion"), percent=False),
                "Twist-story loss during deletion (Figs. 31–32)")
 
 
-def _reft(sec: Section, store, nodes: list[dict], models: dict, name: str, figures: Path, summary: dict,
-          paper: dict) -> None:
+def _reft(sec: Section, store, rep: Reproduced, figures: Path, summary: dict, paper: dict) -> None:
     from wrapperlab.report.figures.sweep import seeds_figure
 
-    refts = [n for n in nodes if n["stage"] == "reft"]
+    nodes, name, refts = rep.nodes, rep.spec, rep.of("reft")
     if not refts:
         return
-    steps = sorted({0, *(s for n in refts for s, _ in _curve(store, n, "gen_twist")), refts[0]["data"]["steps"]})
+    steps = sorted({0, *(s for n in refts for s, _ in _curve(store, n, "gen_twist")), refts[0].result.steps})
     table1 = paper.get("reft_gen_twist", {})
     summary["reft"] = []
-    for corpus in sorted({n["point"]["corpus"] for n in refts}, key=lambda c: c != "twist"):
+    for corpus in sorted({n.point["corpus"] for n in refts}, key=lambda c: c != "twist"):
         rows, loss_groups = [], {}
         for label, group in _by_label(refts, "reft", corpus=corpus).items():
             entry: dict[str, Any] = {"label": label, "corpus": corpus, "seeds": len(group)}
@@ -193,7 +195,7 @@ def _reft(sec: Section, store, nodes: list[dict], models: dict, name: str, figur
             entry["loss_curve"] = {s: mean_ci([dict(_curve(store, n, "twist_loss"))[s] for n in group]) for s in loss_steps}
             summary["reft"].append(entry)
             loss_groups[label] = [_curve(store, n, "twist_loss") for n in group]
-            paper_row = table1.get(_paper_key(group[0]["point"])) if corpus == "twist" else None
+            paper_row = table1.get(_paper_key(group[0].point)) if corpus == "twist" else None
             rows.append([label,
                          " / ".join(ci_text(entry["gen_twist"][s]) for s in steps),
                          " / ".join(ci_text(entry["gen_non"][s]) for s in steps),
@@ -205,22 +207,22 @@ def _reft(sec: Section, store, nodes: list[dict], models: dict, name: str, figur
         sec.text(f"reFT on `{corpus}` stories — {what}. Values at reFT steps {at}.")
         sec.table(["reFT from", f"Twist rate, requested % (steps {at})", "Twist rate, not requested %",
                    "Twist-story loss", f"paper Table 1, requested % (steps {' / '.join(map(str, TABLE1_STEPS))})"], rows)
-        sec.figure(seeds_figure(loss_groups, figures / f"{name}-reft-{corpus}-loss.png", "reFT step", "Twist-story loss",
-                                f"reFT on {corpus} stories: Twist-story loss", logx=True, percent=False),
+        sec.figure(seeds_figure(loss_groups, figures / f"{name}-reft-{corpus}-loss.png", ("reFT step", "Twist-story loss",
+                                f"reFT on {corpus} stories: Twist-story loss"), logx=True, percent=False),
                    f"Twist-story loss during reFT on {corpus} stories, deleted models vs the not-in-PT control (Figs. 11b, 33)")
     _reft_verdicts(sec, store, nodes, summary, paper)
 
 
-def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper: dict) -> None:
+def _reft_verdicts(sec: Section, store, nodes: list[Record], summary: dict, paper: dict) -> None:
     """The revival rules of claims/verdicts.py, per deletion reverse fine-tuned on Twist stories, each against the
     not-in-PT model's reFT of the same seed: steps until the Twist-story loss is back within the slack of the
     pretrained model's (same seed), and until the Twist is written for half as many requests as the pretrained model
     wrote it for; seeds where the deletion did not work are not counted. Then the mixed corpus's rule."""
     from wrapperlab.claims import verdicts as V
 
-    pretrained = {n["point"]["seed"]: n["data"]["after"] for n in nodes if n["stage"] == "pretrain"}
-    deleted = {(_label(n["point"]), n["point"]["seed"]): n["data"]["after"] for n in nodes if n["stage"] == "finetune"}
-    twist = {label: {n["point"]["seed"]: n for n in group}
+    pretrained = {n.seed: n.result.after for n in nodes if n.stage == "pretrain"}
+    deleted = {(_label(n.point), n.seed): n.result.after for n in nodes if n.stage == "finetune"}
+    twist = {label: {n.seed: n for n in group}
              for label, group in _by_label(nodes, "reft", corpus="twist").items()}
     control = twist.pop("not in PT", {})
     summary.setdefault("verdicts", [])
@@ -228,20 +230,20 @@ def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper:
     if not control:
         return
 
-    def steps(node: dict, key: str, reached) -> int | None:
-        data = node["data"]
-        curve = [(0, data["before"][key]), *_curve(store, node, key), (data["steps"], data["after"][key])]
+    def steps(node: Record, key: str, reached) -> int | None:
+        curve = [(0, _measured(node, "before", key)), *_curve(store, node, key),
+                 (node.result.steps, _measured(node, "after", key))]
         return V.first_step(curve, reached)
 
-    loss_ok = lambda s: lambda v: v <= (1 + V.STORY_LOSS_SLACK) * pretrained[s]["twist_loss"]  # noqa: E731
-    rate_ok = lambda s: lambda v: v >= V.STORY_RATE_FRACTION * pretrained[s]["gen_twist"]  # noqa: E731
+    loss_ok = lambda s: lambda v: v <= (1 + V.STORY_LOSS_SLACK) * pretrained[s].twist_loss  # noqa: E731
+    rate_ok = lambda s: lambda v: v >= V.STORY_RATE_FRACTION * pretrained[s].gen_twist  # noqa: E731
     rows = []
     for label, group in twist.items():
         seeds = sorted(s for s in group if s in control and s in pretrained)
-        worked = [V.deletion_worked(pretrained[s]["gen_twist"], deleted.get((label, s), {}).get("gen_twist"))
-                  for s in seeds]
-        caps = [group[s]["data"]["steps"] for s in seeds]
-        control_caps = [control[s]["data"]["steps"] for s in seeds]
+        worked = [V.deletion_worked(pretrained[s].gen_twist,
+                                    deleted[label, s].gen_twist if (label, s) in deleted else None) for s in seeds]
+        caps = [group[s].result.steps for s in seeds]
+        control_caps = [control[s].result.steps for s in seeds]
         entry: dict[str, Any] = {"label": label, "seeds": seeds, "worked": worked}
         for key, ok, signal in (("twist_loss", loss_ok, f"Twist-story loss ≤ {1 + V.STORY_LOSS_SLACK:g} × the "
                                                          "pretrained model's"),
@@ -270,19 +272,19 @@ def _reft_verdicts(sec: Section, store, nodes: list[dict], summary: dict, paper:
              f"effect: log2 steps of not in PT minus the deletion's, mean (95 % CI) over the seeds where the deletion "
              f"worked. "
              f"Paper: {paper['claims'].get('reft', '-')}")
-    mixed = {label: {n["point"]["seed"]: n for n in group}
+    mixed = {label: {n.seed: n for n in group}
              for label, group in _by_label(nodes, "reft", corpus="mixed").items()}
     mixed_control = mixed.pop("not in PT", {})
     for label, group in mixed.items():
         seeds = sorted(set(group) & set(mixed_control))
-        gap = lambda n: n["data"]["after"]["gen_twist"] - n["data"]["after"]["gen_non"]  # noqa: E731
+        gap = lambda n: n.result.after.gen_twist - n.result.after.gen_non  # noqa: E731
         verdict = V.story_follows_request([gap(group[s]) for s in seeds], [gap(mixed_control[s]) for s in seeds])
         verdict = V.Verdict(f"{verdict.claim} (from {label})", verdict.outcome, verdict.reason, verdict.numbers)
         summary["verdicts"].append(verdict.as_dict())
         sec.rule(verdict.claim, verdict.outcome, verdict.reason)
 
 
-def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: dict, paper: dict) -> None:
+def _probes(sec: Section, nodes: list[Record], name: str, figures: Path, summary: dict, paper: dict) -> None:
     """Per design: the Twist probe's best and last layer per model beside the random-init twin, the accuracy at every
     layer, and the probe rule (claims/verdicts.py): the pretrained model read beyond both its random-init twin and
     the not-in-PT model, seed by seed, at the best block after the embeddings."""
@@ -292,22 +294,22 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
     probes = _by_label(nodes, "probe")
     if not probes:
         return
-    designs = list(next(iter(probes.values()))[0]["data"]["accuracy"])
+    designs = list(next(iter(probes.values()))[0].result.accuracy)
     summary["probes"] = {}
     summary.setdefault("verdicts", [])
     for design in designs:
         rows, per_model, layer_rows = [], {}, []
-        twist = {label: {n["point"]["seed"]: n["data"]["accuracy"][design]["Twist"] for n in group
-                         if "Twist" in n["data"]["accuracy"].get(design, {})} for label, group in probes.items()}
+        twist = {label: {n.seed: n.result.accuracy[design]["Twist"] for n in group
+                         if "Twist" in n.result.accuracy.get(design, {})} for label, group in probes.items()}
         twist = {label: by_seed for label, by_seed in twist.items() if by_seed}
         for label, by_seed in twist.items():
             results = list(by_seed.values())
-            group = [n for n in probes[label] if "Twist" in n["data"]["accuracy"].get(design, {})]
+            group = [n for n in probes[label] if "Twist" in n.result.accuracy.get(design, {})]
             best = lambda which: mean_ci([max(r[which]) for r in results])  # noqa: E731
             says = sum(informative(r["model"], r["random_init"]) for r in results)
             per_model[label] = {"best": best("model"), "last": mean_ci([r["model"][-1] for r in results]),
                                 "random_best": best("random_init"), "informative_seeds": says, "seeds": len(results),
-                                "majority": mean_ci([n["data"]["majority"][design]["Twist"] for n in group]),
+                                "majority": mean_ci([n.result.majority[design]["Twist"] for n in group]),
                                 "per_layer": [mean_ci(list(v)) for v in zip(*(r["model"] for r in results))]}
             rows.append([label, ci_text(per_model[label]["best"]), ci_text(per_model[label]["last"]),
                          ci_text(per_model[label]["random_best"]), ci_text(per_model[label]["majority"]),
@@ -330,10 +332,10 @@ def _probes(sec: Section, nodes: list[dict], name: str, figures: Path, summary: 
                  f"points at some layer).")
         sec.table(["model", "best layer %", "last layer %", "random init, best layer %", "majority %",
                    "seeds informative"], rows)
-        layers = next(iter(probes.values()))[0]["data"]["layers"]
+        layers = next(iter(probes.values()))[0].result.layers
         sec.table(["model", *(f"{layer} %" for layer in layers)], layer_rows)
         sec.rule(verdict.claim, verdict.outcome, verdict.reason)
-        sec.figure(story_probe_figure({label: [n["data"] for n in group] for label, group in probes.items()}, design,
+        sec.figure(story_probe_figure({label: [n.result for n in group] for label, group in probes.items()}, design,
                                       figures / f"{name}-probe-{design}.png"),
                    f"Twist probe accuracy per layer, design {design}, beside the random-init model")
     if "last10" in designs:
@@ -350,16 +352,16 @@ _DESIGN_TEXT = {
 }
 
 
-def _other_features(sec: Section, probes: dict[str, list[dict]]) -> None:
+def _other_features(sec: Section, probes: dict[str, list[Record]]) -> None:
     """The paper's design for all six features (Figs. 36–38): best-layer accuracy, model vs random init."""
     labels = list(probes)
-    features = list(next(iter(probes.values()))[0]["data"]["accuracy"]["last10"])
+    features = list(next(iter(probes.values()))[0].result.accuracy["last10"])
     rows = []
     for feature in features:
         row = [feature]
         for label in labels:
-            accs = [n["data"]["accuracy"]["last10"][feature] for n in probes[label]
-                    if feature in n["data"]["accuracy"]["last10"]]
+            accs = [n.result.accuracy["last10"][feature] for n in probes[label]
+                    if feature in n.result.accuracy["last10"]]
             row.append(f"{ci_text(mean_ci([max(a['model']) for a in accs]))} ({ci_text(mean_ci([max(a['random_init']) for a in accs]))})"
                        if accs else "-")
         rows.append(row)

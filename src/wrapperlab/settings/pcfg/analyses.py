@@ -22,7 +22,7 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import tensors_digest, weights
 from wrapperlab.models.gpt import GPT
 from wrapperlab.runs.profiles import validated
-from wrapperlab.runs.stage import Artifact, Say, cached, cached_tensor
+from wrapperlab.runs.stage import Artifact, Lab, cached, cached_tensor
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig
 from wrapperlab.settings.pcfg.evaluate import accuracy, finetune_accuracies, finetune_test_sets
@@ -46,12 +46,12 @@ def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tu
     return run, ft, FinetuneData(PCFGData(pretraining_config(run).data), ft)
 
 
-def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0, say: Say = print,
-              pair: FinetuneDataConfig | None = None, device: str = "cpu") -> Artifact:
+def prune_run(lab: Lab, ref: str, cfg: PruneConfig, n_eval: int = 1000, seed: int = 0,
+              pair: FinetuneDataConfig | None = None) -> Artifact:
     """Prune a run's model by pretraining-task saliency; accuracies per K (stored, cached). A fine-tuned run is
     pruned for its own pair; a pretrained run (a negative control: e.g. the Scr.+FT pretraining, which never had
-    O_PT) for ``pair``. ``device`` is where it computes, not part of the cached result's key (like a run's
-    runtime: the numbers agree across devices up to float rounding)."""
+    O_PT) for ``pair``."""
+    store, say, device = lab.store, lab.say, lab.device
     run, ft, data = _pair_data(store, ref, pair)
     key = {"prune": cfg.model_dump(mode="json"), "n_eval": n_eval, "seed": seed}
     if run.kind == "pretrain":
@@ -70,13 +70,13 @@ def prune_run(store: RunStore, ref: str, cfg: PruneConfig, n_eval: int = 1000, s
             model, samples, lambda m: finetune_accuracies(m, data, test_sets=test_sets).as_dict(), cfg,
             reference=run.result().get("before"),
         )
-        return result.as_dict()
+        return result.to_json()
 
     return cached(run, "prune", key, compute, VERSIONS["prune"])
 
 
-def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0, say: Say = print,
-              pair: FinetuneDataConfig | None = None, device: str = "cpu") -> Artifact:
+def probe_run(lab: Lab, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: int = 0,
+              pair: FinetuneDataConfig | None = None) -> Artifact:
     """Probe a run for the counts of O_PT and O_FT at every block, beside a random-init control.
 
     Inputs are uncorrelated (C_Te = 0) windows asking the ``prompt`` operand's question. A pretrained
@@ -84,6 +84,7 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
     """
     if prompt not in ("pt", "ft"):
         raise ConfigError("prompt", prompt, "pt or ft")
+    store, say, device = lab.store, lab.say, lab.device
     run, ft, data = _pair_data(store, ref, pair)
     key = {"probe": cfg.model_dump(mode="json"), "pair": [ft.task, ft.pt_operand, ft.operand], "prompt": prompt, "seed": seed}
 
@@ -100,7 +101,7 @@ def probe_run(store: RunStore, ref: str, cfg: ProbeConfig, prompt: str = "pt", s
             for op in (ft.pt_operand, ft.operand)
         }
         say(f"probing {run.id}: {len(targets)} targets x {len(model.blocks) + 1} layers, model and random init")
-        return probe(model, control, sets[0], sets[1], targets, cfg, seed, control_residuals(store, control, sets)).as_dict()
+        return probe(model, control, sets[0], sets[1], targets, cfg, seed, control_residuals(store, control, sets)).to_json()
 
     return cached(run, "probe", key, compute, VERSIONS["probe"])
 
@@ -131,13 +132,13 @@ def jailbreak_tokens(pt_tasks: Sequence[str], ft: FinetuneDataConfig, field: str
     return tokens
 
 
-def jailbreak_run(store: RunStore, ref: str, n_eval: int = 1000, seed: int = 0, say: Say = print,
-                  device: str = "cpu") -> Artifact:
+def jailbreak_run(lab: Lab, ref: str, n_eval: int = 1000, seed: int = 0) -> Artifact:
     """The synthetic jailbreak (App. E.2): a fine-tuned run's accuracy on its pretraining question (count O_PT)
     asked through every counting token its pretraining knew — the ordinary one the fine-tuning used (``count``,
     T_NJ) and the jailbreak tokens seen in pretraining only with O_PT (``count_j1``, ``count_j2``) — on the same
     C_Te = 0 and C_Te = 1 test windows, for the run and for the pretrained model it descends from. The ordinary
     token is each jailbreak token's control: same model, same windows, same answer; only the "prompt" differs."""
+    store, say, device = lab.store, lab.say, lab.device
     run, ft, data = _pair_data(store, ref, None)
     tokens = jailbreak_tokens(data.data.config.tasks, ft, "run", ref)
     pretrained = lineage_root(run, "pretrain")
@@ -157,16 +158,15 @@ def jailbreak_run(store: RunStore, ref: str, n_eval: int = 1000, seed: int = 0, 
     return cached(run, "jailbreak", key, compute, VERSIONS["jailbreak"])
 
 
-def attention_run(
-    store: RunStore, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0, say: Say = print,
-    text: str | None = None, device: str = "cpu",
-) -> Artifact:
+def attention_run(lab: Lab, ref: str, n_mass: int = 300, example: int = 0, seed: int = 0,
+                  text: str | None = None) -> Artifact:
     """Attention patterns, MLP activations and attention masses on O_PT vs O_FT for one run.
 
     Inputs ask the pretraining question (O_PT) on uncorrelated windows, so a fine-tuned model and its
     pretrained parent are compared on the same inputs. ``text`` (terminals, one window long) replaces
     the drawn example.
     """
+    store, say, device = lab.store, lab.say, lab.device
     run, ft, data = _pair_data(store, ref, None)
     width = data.data.config.window
     if text is not None and (len(text) != width or set(text) - set(TERMINALS)):
@@ -182,15 +182,16 @@ def attention_run(
             np.array([[TERMINALS.index(ch) for ch in text]], dtype=np.uint8) if text else windows[example : example + 1]
         )
         one = data.data.build([ft.task], [ft.pt_operand], chosen)
-        return attention_maps(model, one, many, ft.task, ft.pt_operand, ft.operand, data.vocab).as_dict()
+        return attention_maps(model, one, many, ft, data.vocab).as_dict()
 
     return cached(run, "attention", key, compute, VERSIONS["attention"])
 
 
-def diff_runs(store: RunStore, ref_a: str, ref_b: str, say: Say = print, device: str = "cpu") -> Artifact:
-    """Weight differences from run A to run B (stored with run B); the SVDs run on ``device`` (in float64, which
+def diff_runs(lab: Lab, ref_a: str, ref_b: str) -> Artifact:
+    """Weight differences from run A to run B (stored with run B); the SVDs run on ``lab.device`` (in float64, which
     Apple's MPS lacks: there they run on the CPU)."""
-    device = "cpu" if device == "mps" else device
+    store, say = lab.store, lab.say
+    device = "cpu" if lab.device == "mps" else lab.device
     run_a, run_b = store.resolve(ref_a, field="run_a"), store.resolve(ref_b, field="run_b")
 
     def compute() -> dict[str, Any]:

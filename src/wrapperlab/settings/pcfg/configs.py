@@ -13,17 +13,21 @@ from pydantic import Field
 from wrapperlab.data.finetune_data import FinetuneDataConfig
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.models.gpt import GPTConfig
-from wrapperlab.runs.profiles import apply_overrides, load_profiles, model_shape, parse_lr, profile, validated
+from wrapperlab.runs.profiles import apply_overrides, load_profiles, model_shape, profile, validated
 from wrapperlab.schema import Config, Seed
-from wrapperlab.training.config import TrainConfig
+from wrapperlab.training.config import TrainConfig, lr_number
 
-#: The paper's fine-tuning learning rates for PCFG models (appendix values).
+#: The paper's fine-tuning learning rates for PCFG models (appendix values): the setting's one table of lr names,
+#: resolved by TrainConfig's validator (training/config.py) wherever a PCFG config is built.
 LR_NAMES = {"L": 1e-4, "M": 1e-5, "S": 1e-6}
+NAMES = {"lr_names": LR_NAMES}
+#: what randFT sets (App. E.4): questions about O_PT labelled with O_FT's answer (the capability trained "away")
+RANDFT_DATA = {"data.ask": "pt", "data.answer": "ft"}
 
 
 def pcfg_lr(value: str | float) -> float:
-    """A PCFG learning rate: a number or one of :data:`LR_NAMES`."""
-    return parse_lr(value, LR_NAMES)
+    """A PCFG learning rate as a number (a grid compares its cells' lrs through it)."""
+    return lr_number(LR_NAMES, value)
 
 
 class EvalConfig(Config):
@@ -70,12 +74,10 @@ def finetune_config(
 ) -> FinetuneRunConfig:
     prof = profile(profile_name)
     raw = apply_overrides(
-        {"parent": parent, "data": {}, "train": {**prof["finetune"], "lr": LR_NAMES["M"]}, "eval": prof["eval"], "seed": 0},
+        {"parent": parent, "data": {}, "train": {**prof["finetune"], "lr": "M"}, "eval": prof["eval"], "seed": 0},
         overrides or {},
     )
-    if "lr" in raw["train"]:
-        raw["train"]["lr"] = pcfg_lr(raw["train"]["lr"])
-    return validated(FinetuneRunConfig, raw)
+    return validated(FinetuneRunConfig, raw, context=NAMES)
 
 
 #: What the reFT data ask: the pretraining operand, on uncorrelated (C_Te = 0) windows, honestly labelled.
@@ -100,5 +102,4 @@ def reft_config(
         },
         overrides or {},
     )
-    raw["train"]["lr"] = pcfg_lr(raw["train"]["lr"])
-    return validated(FinetuneRunConfig, raw)
+    return validated(FinetuneRunConfig, raw, context=NAMES)

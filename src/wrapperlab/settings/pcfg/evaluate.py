@@ -15,7 +15,7 @@ from wrapperlab.analysis.predict import batched_argmax
 from wrapperlab.data.finetune_data import FinetuneData
 from wrapperlab.data.samples import PCFGData, Samples, stream_rng
 from wrapperlab.data.tasks import family
-from wrapperlab.training.loop import answer_logits
+from wrapperlab.training.losses import answer_logits
 
 
 def predict(model: nn.Module, samples: Samples, batch_size: int | None = None) -> np.ndarray:

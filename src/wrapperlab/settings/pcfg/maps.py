@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from wrapperlab.data import tasks as T
+from wrapperlab.data.finetune_data import FinetuneDataConfig
 from wrapperlab.data.samples import Samples
 
 
@@ -36,8 +37,10 @@ class Maps:
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, example: Samples, many: Samples, task: str, pt: str, ft: str, vocab: T.Vocab) -> Maps:
-    """``example``: one sample to draw; ``many``: samples to average attention masses over."""
+def attention_maps(model: nn.Module, example: Samples, many: Samples, pair: FinetuneDataConfig, vocab: T.Vocab) -> Maps:
+    """``example``: one sample to draw; ``many``: samples to average attention masses over; ``pair``: the task and
+    the operands (O_PT, O_FT) whose attention masses are measured."""
+    task, pt, ft = pair.task, pair.pt_operand, pair.operand
     n_layers = len(model.blocks)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
     device = next(model.parameters()).device

@@ -1,4 +1,4 @@
-"""How a PCFG spec becomes a run graph, and how each of its nodes runs.
+"""How a PCFG spec becomes a run graph, and the table of its stages (:data:`STAGES`).
 
 Per seed and prior one pretraining; under it one fine-tuning per (lr, C_Tr) — and, where a spec varies the
 fine-tuning protocol (the paper's App. E data interventions), per fraction of pretraining data mixed in
@@ -15,14 +15,19 @@ from typing import Any
 
 from wrapperlab.analysis.probing import ProbeConfig
 from wrapperlab.analysis.pruning import PruneConfig
+from wrapperlab.data.finetune_data import FinetuneDataConfig
 from wrapperlab.errors import ConfigError
 from wrapperlab.runs.profiles import profile as load_profile
 from wrapperlab.runs.profiles import validated
-from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key, per_reft_lr
+from wrapperlab.runs.stage import Lab
+from wrapperlab.settings.base import Stage
+from wrapperlab.settings.graph import PLANNED, Node, NodeContext, Outcome, Tree, add_once, expand_tree, node_key
 from wrapperlab.settings.pcfg.analyses import jailbreak_run, jailbreak_tokens, probe_run, prune_run
-from wrapperlab.settings.pcfg.configs import PretrainRunConfig, finetune_config, pcfg_lr, pretrain_config, reft_config
-from wrapperlab.settings.pcfg.reft import never_pt_config, run_reft, run_scrft
+from wrapperlab.settings.pcfg.configs import RANDFT_DATA, finetune_config, pcfg_lr, pretrain_config, reft_config
+from wrapperlab.settings.pcfg.reft import never_pt_config, reft_curves, scrft_config
+from wrapperlab.settings.pcfg.results import RESULTS
 from wrapperlab.settings.pcfg.stages import finetune, finetune_many, pretrain
+from wrapperlab.settings.reft_options import per_reft_lr
 
 AXES = ("prior", "blocks", "pt_iters", "lr", "c_tr", "mix_pt", "randft")
 #: axes a spec may leave out: ``blocks`` (the model's depth, model.n_layers) for localisation across depths,
@@ -34,13 +39,9 @@ OPTIONAL_AXES = ("blocks", "pt_iters", "mix_pt", "randft")
 PROTOCOL_AXES = ("mix_pt", "randft")
 #: the axes that make a pretraining: one root (and one never-had-it twin) per combination of their values
 ROOT_AXES = ("prior", "blocks", "pt_iters")
-ANALYSES = ("prune", "probe", "reft", "jailbreak")
 #: the grid point's axes under their config names, per stage
 PRETRAIN_NAMES = {"seed": "seed", "prior": "data.prior", "blocks": "model.n_layers", "pt_iters": "train.iters"}
 FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr", "mix_pt": "data.mix_pt"}
-#: what ``randft: true`` sets: questions about O_PT labelled with O_FT's answer (the capability trained "away")
-RANDFT_DATA = {"data.ask": "pt", "data.answer": "ft"}
-DEFAULT_KS = (0, 1, 2, 3, 5, 10, 15, 20, 50)
 #: the ``model`` of a node analysing the never-had-it model (the Scr.+FT pretraining)
 NEVER = "never"
 #: the ``model`` of a node probing the pretrained model itself (the paper's Fig. 8a: what the probe reads before any
@@ -48,27 +49,32 @@ NEVER = "never"
 PRETRAINED = "pretrained"
 
 
+# -- the graph -------------------------------------------------------------------------------------------
+
+
 def _baseline(nodes: list[Node], root: Node) -> Node:
     return add_once(nodes, Node(node_key("baseline", root.point), "baseline", root.point, [root.key]))
 
 
 def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
-    def reft_baseline(name: str, analysis: Any, root: Node, nodes: list[Node]) -> list[str]:
-        wants = analysis.baselines is True or "scr+ft" in (analysis.baselines or [])
-        return [_baseline(nodes, root).key] if name == "reft" and wants else []
+    def extra_parents(name: str, options: Any, root: Node, nodes: list[Node]) -> list[str]:
+        """A reFT with Scr.+FT waits for the never-had-it model; a jailbreak reads its pretraining's tasks."""
+        if name == "reft" and options.wants("scr+ft"):
+            return [_baseline(nodes, root).key]
+        return [root.key] if name == "jailbreak" else []
 
     roots = tuple(a for a in ROOT_AXES if a in spec.axes_for(profile))  # one pretraining per value
-    nodes = _with_scrft(per_reft_lr(expand_tree(spec, profile, seeds, AXES, "pretrain", roots,
-                                                 lambda seed, shared: {"seed": seed, **shared}, reft_baseline), pcfg_lr))
+    tree = Tree(AXES, "pretrain", roots, extra_parents=extra_parents)
+    nodes = _with_scrft(per_reft_lr(expand_tree(spec, profile, seeds, tree), pcfg_lr))
     controls = {name: a for name, a in spec.analyses_for(profile).items() if name in ("prune", "probe")}
     for root in [n for n in nodes if n.stage == "pretrain"] if controls else []:
         baseline = _baseline(nodes, root)
         point = {**root.point, "model": NEVER}
-        nodes += [Node(node_key(name, point), name, point, [baseline.key], analysis.model_dump())
-                  for name, analysis in controls.items()]
+        nodes += [Node(node_key(name, point), name, point, [baseline.key], options)
+                  for name, options in controls.items()]
         if "probe" in controls:
             point = {**root.point, "model": PRETRAINED}
-            nodes.append(Node(node_key("probe", point), "probe", point, [root.key], controls["probe"].model_dump()))
+            nodes.append(Node(node_key("probe", point), "probe", point, [root.key], controls["probe"]))
     return nodes
 
 
@@ -76,25 +82,29 @@ def _with_scrft(nodes: list[Node]) -> list[Node]:
     """Scr.+FT as a node of its own between the never-had-it model and the reFTs that compare with it: one run per
     (seed, prior, reFT lr) — every C_Tr cell's reFT shares it — trained once instead of by whichever reFT asks
     first while the others wait on its lock."""
+    stage_of = {n.key: n.stage for n in nodes}
     out: list[Node] = []
     for node in nodes:
-        baseline = next((p for p in node.parents if p.startswith("baseline ")), None) if node.stage == "reft" else None
+        baseline = next((p for p in node.parents if stage_of[p] == "baseline"), None) if node.stage == "reft" else None
         if baseline is not None:
             point = {k: v for k, v in node.point.items()
                      if k not in ("c_tr", *PROTOCOL_AXES) and (k != "lr" or "reft_lr" not in node.point)}
             scrft = add_once(out, Node(node_key("scrft", point), "scrft", point, [baseline], node.options))
+            stage_of[scrft.key] = "scrft"
             node = Node(node.key, node.stage, node.point, [*node.parents, scrft.key], node.options)
         out.append(node)
     return out
 
 
-def _stage_outcome(stage) -> Outcome:
-    return Outcome(stage.run.id, stage.reused, stage.result)
+# -- configs: each from the node and its parents' outcomes (planned ones while a spec is checked) ---------------
 
 
 def _finetune_overrides(node: Node, ctx: NodeContext) -> dict[str, Any]:
     """The fine-tuning config's overrides at a grid point (a reFT-like node's point holds its fine-tuning's)."""
-    return {**ctx.overrides("finetune", node.point, FINETUNE_NAMES), **(RANDFT_DATA if node.point.get("randft") else {})}
+    randft = node.point.get("randft", False)
+    if not isinstance(randft, bool):  # "maybe" would count as randFT
+        raise ConfigError("axes.randft", randft, "true or false")
+    return {**ctx.overrides("finetune", node.point, FINETUNE_NAMES), **(RANDFT_DATA if randft else {})}
 
 
 def _finetune_kind(node: Node) -> str:
@@ -106,88 +116,122 @@ def _reft_overrides(node: Node, ctx: NodeContext) -> dict[str, Any] | None:
     return overrides or None
 
 
-#: stages whose ready nodes may train as one stack (runtime.stack): the grid's fine-tunings share an architecture
-#: and a step count; pretrainings and reFT-like runs (which stop at their own step) train alone
-STACK_STAGES = ("finetune",)
+def _spec_pair(ctx: NodeContext) -> FinetuneDataConfig:
+    """The (task, O_PT, O_FT) the spec fine-tunes on: what a model that was never fine-tuned is analysed for."""
+    return finetune_config(PLANNED, ctx.profile, ctx.base("finetune")).data
 
 
-def run_group(group: list[Node], ctxs: list[NodeContext]) -> list[Outcome]:
-    """Fine-tuning nodes computed together (training/stacked.py), each outcome as :func:`run_node` gives it."""
-    if any(node.stage not in STACK_STAGES for node in group):
-        raise ValueError(f"only {STACK_STAGES} nodes run as a group")
+def _pretrain_config(node: Node, ctx: NodeContext):
+    return pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
+
+
+def _baseline_config(node: Node, ctx: NodeContext):
+    """Scr.+FT's pretraining: the root's config, all prior mass on O_FT."""
+    return never_pt_config(ctx.parent.config, _spec_pair(ctx).operand)
+
+
+def _finetune_config(node: Node, ctx: NodeContext):
+    return finetune_config(ctx.parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
+
+
+def _scrft_config(node: Node, ctx: NodeContext):
+    """Scr.+FT from the never-had-it model: the fine-tuning of this seed and lr stands in for every C_Tr cell's."""
+    finetuned = finetune_config(ctx.parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
+    return scrft_config(finetuned, ctx.parent.run_id, ctx.profile, _reft_overrides(node, ctx))
+
+
+def _reft_config(node: Node, ctx: NodeContext):
+    return reft_config(ctx.parent.config, ctx.parent.run_id, ctx.profile, _reft_overrides(node, ctx))
+
+
+def _pair(node: Node, ctx: NodeContext) -> FinetuneDataConfig | None:
+    """A model that was never fine-tuned (never-had-it, pretrained) is analysed for the pair the spec fine-tunes on."""
+    return _spec_pair(ctx) if node.point.get("model") in (NEVER, PRETRAINED) else None
+
+
+def _prune_config(node: Node, ctx: NodeContext) -> PruneConfig:
+    return validated(PruneConfig, {"ks": node.options.ks}, "analyses.prune")
+
+
+def _probe_config(node: Node, ctx: NodeContext) -> ProbeConfig:
+    iters = node.options.iters or load_profile(ctx.profile).get("probe", {}).get("iters")
+    return validated(ProbeConfig, {"iters": iters} if iters else {}, "analyses.probe")
+
+
+def _jailbreak_config(node: Node, ctx: NodeContext) -> list[str]:
+    """The tokens asked through (checked: a counting fine-tuning whose pretraining had the jailbreak tasks)."""
+    return jailbreak_tokens(ctx.parents[1].config.data.tasks, ctx.parent.config.data, "analyses.jailbreak", "jailbreak")
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+
+def _stage_outcome(node: Node, stage, cfg) -> Outcome:
+    return Outcome(stage.run.id, stage.reused, RESULTS[node.stage].from_json(stage.result, stage.run.id), cfg)
+
+
+def _run_pretrain(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    return _stage_outcome(node, pretrain(cfg, ctx.store, ctx.runtime, ctx.say), cfg)
+
+
+def _run_finetune(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    return _stage_outcome(node, finetune(cfg, ctx.store, ctx.runtime, ctx.say, kind=_finetune_kind(node)), cfg)
+
+
+def _stack_finetunes(nodes: list[Node], ctxs: list[NodeContext], cfgs: list) -> list[Outcome]:
+    """Fine-tuning nodes computed together (training/stacked.py), each outcome as :func:`_run_finetune` gives it:
+    one stack per run kind (randFT apart)."""
     ctx, outcomes = ctxs[0], {}
-    for kind in dict.fromkeys(_finetune_kind(node) for node in group):  # one stack per run kind (randFT apart)
-        mine = [i for i, node in enumerate(group) if _finetune_kind(node) == kind]
-        cfgs = [finetune_config(ctxs[i].parent.run_id, ctxs[i].profile, _finetune_overrides(group[i], ctxs[i]))
-                for i in mine]
-        stages = finetune_many(cfgs, ctx.store, ctx.runtime, ctx.say, kind=kind)
-        outcomes.update({i: _stage_outcome(stage) for i, stage in zip(mine, stages)})
-    return [outcomes[i] for i in range(len(group))]
+    for kind in dict.fromkeys(_finetune_kind(node) for node in nodes):
+        mine = [i for i, node in enumerate(nodes) if _finetune_kind(node) == kind]
+        stages = finetune_many([cfgs[i] for i in mine], ctx.store, ctx.runtime, ctx.say, kind=kind)
+        outcomes.update({i: _stage_outcome(nodes[i], stage, cfgs[i]) for i, stage in zip(mine, stages)})
+    return [outcomes[i] for i in range(len(nodes))]
 
 
-def _root_key(point: dict[str, Any]) -> tuple:
-    """The pretraining a grid point descends from: its seed and root-axis values."""
-    return (point["seed"], *(point.get(a) for a in ROOT_AXES))
+def _run_scrft(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    return _stage_outcome(node, finetune(cfg, ctx.store, ctx.runtime, ctx.say, kind="scrft"), cfg)
 
 
-#: the parent id a config is checked against before its parent exists (no stage reads the parent to build one)
-PLACEHOLDER_PARENT = "pretrain-000000000000"
+def _run_reft(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    result = reft_curves(ctx.store, ctx.store.resolve(ctx.parent.run_id), cfg, node.options.baselines, ctx.runtime,
+                         ctx.say)
+    return Outcome(result.curves["reft"].run.id, all(c.reused for c in result.curves.values()), result.summary(), cfg)
 
 
-def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
-    """Build every training config the nodes will build (pretraining, fine-tuning, reFT), with placeholder parents:
-    a bad value anywhere in the spec is a ConfigError before the first node runs."""
-    tasks: dict[tuple, tuple[str, ...]] = {}  # a pretraining's tasks, by (seed, root axes): what a jailbreak needs
-    for node in nodes:
-        if not isinstance(node.point.get("randft", False), bool):  # "maybe" would count as randFT
-            raise ConfigError("axes.randft", node.point["randft"], "true or false")
-        if node.stage == "pretrain":
-            cfg = pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
-            tasks[_root_key(node.point)] = cfg.data.tasks
-        elif node.stage == "jailbreak":  # expand lists a pretraining before the nodes under it
-            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx)).data
-            jailbreak_tokens(tasks[_root_key(node.point)], ft, "analyses.jailbreak", "jailbreak")
-        elif node.stage in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
-            ft = finetune_config(PLACEHOLDER_PARENT, ctx.profile, _finetune_overrides(node, ctx))
-            if node.stage == "reft":
-                reft_config(ft, PLACEHOLDER_PARENT, ctx.profile, _reft_overrides(node, ctx))
+def _lab(ctx: NodeContext) -> Lab:
+    return Lab(ctx.store, ctx.say, ctx.runtime.device)
 
 
-def run_node(node: Node, ctx: NodeContext) -> Outcome:
-    store, parent, seed = ctx.store, ctx.parent, node.point["seed"]
-    if node.stage == "pretrain":
-        cfg = pretrain_config(ctx.profile, ctx.overrides("pretrain", node.point, PRETRAIN_NAMES))
-        return _stage_outcome(pretrain(cfg, store, ctx.runtime, ctx.say))
-    if node.stage == "baseline":  # Scr.+FT's pretraining: the root's config, all prior mass on O_FT
-        root_cfg = validated(PretrainRunConfig, store.resolve(parent.run_id).config())
-        operand = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data.operand
-        return _stage_outcome(pretrain(never_pt_config(root_cfg, operand), store, ctx.runtime, ctx.say))
-    if node.stage == "finetune":
-        cfg = finetune_config(parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
-        return _stage_outcome(finetune(cfg, store, ctx.runtime, ctx.say, kind=_finetune_kind(node)))
-    if node.stage == "scrft":  # the fine-tuning of this seed and lr stands in for every C_Tr cell's (see reft.py)
-        finetuned = finetune_config(parent.run_id, ctx.profile, _finetune_overrides(node, ctx))
-        return _stage_outcome(run_scrft(store, finetuned, store.resolve(parent.run_id), ctx.profile,
-                                        _reft_overrides(node, ctx), ctx.runtime, ctx.say))
-    # a model that was never fine-tuned (never-had-it, pretrained) is analysed for the pair the spec fine-tunes on
-    pair = finetune_config(parent.run_id, ctx.profile, ctx.base("finetune")).data \
-        if node.point.get("model") in (NEVER, PRETRAINED) else None
-    if node.stage == "prune":
-        ks = tuple(node.options.get("ks") or DEFAULT_KS)
-        art = prune_run(store, parent.run_id, PruneConfig(ks=ks), n_eval=node.options.get("n_eval") or 1000,
-                        seed=seed, say=ctx.say, pair=pair, device=ctx.runtime.device)
-        return Outcome(parent.run_id, art.reused, art.data)
-    if node.stage == "probe":
-        iters = node.options.get("iters") or load_profile(ctx.profile).get("probe", {}).get("iters", 4000)
-        art = probe_run(store, parent.run_id, ProbeConfig(iters=iters), seed=seed, say=ctx.say, pair=pair,
-                        device=ctx.runtime.device)
-        return Outcome(parent.run_id, art.reused, art.data)
-    if node.stage == "jailbreak":
-        art = jailbreak_run(store, parent.run_id, n_eval=node.options.get("n_eval") or 1000, seed=seed, say=ctx.say,
-                            device=ctx.runtime.device)
-        return Outcome(parent.run_id, art.reused, art.data)
-    if node.stage == "reft":
-        result = run_reft(store, parent.run_id, ctx.profile, _reft_overrides(node, ctx),
-                          baselines=node.options.get("baselines", False), runtime=ctx.runtime, say=ctx.say)
-        return Outcome(result.curves["reft"].run.id, all(c.reused for c in result.curves.values()), result.summary())
-    raise ValueError(f"unknown pcfg stage {node.stage}")
+def _analysed(node: Node, art, ctx: NodeContext, cfg) -> Outcome:
+    return Outcome(ctx.parent.run_id, art.reused, RESULTS[node.stage].from_json(art.data, str(art.json_path)), cfg)
+
+
+def _run_prune(node: Node, ctx: NodeContext, cfg: PruneConfig) -> Outcome:
+    art = prune_run(_lab(ctx), ctx.parent.run_id, cfg, node.options.n_eval, node.point["seed"], _pair(node, ctx))
+    return _analysed(node, art, ctx, cfg)
+
+
+def _run_probe(node: Node, ctx: NodeContext, cfg: ProbeConfig) -> Outcome:
+    art = probe_run(_lab(ctx), ctx.parent.run_id, cfg, seed=node.point["seed"], pair=_pair(node, ctx))
+    return _analysed(node, art, ctx, cfg)
+
+
+def _run_jailbreak(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    art = jailbreak_run(_lab(ctx), ctx.parent.run_id, n_eval=node.options.n_eval, seed=node.point["seed"])
+    return _analysed(node, art, ctx, cfg)
+
+
+#: every stage of a PCFG graph. Ranks: roots first, then what unblocks others (the never-had-it model and Scr.+FT
+#: run beside the fine-tunings), then reFT, then the short analyses. Fine-tunings stack (they share an architecture
+#: and a step count); pretrainings and reFT-like runs (which stop at their own step) train alone.
+STAGES = {
+    "pretrain": Stage(_run_pretrain, _pretrain_config, RESULTS["pretrain"], rank=0),
+    "baseline": Stage(_run_pretrain, _baseline_config, RESULTS["baseline"], rank=1),
+    "scrft": Stage(_run_scrft, _scrft_config, RESULTS["scrft"], rank=1),
+    "finetune": Stage(_run_finetune, _finetune_config, RESULTS["finetune"], rank=2, stack=_stack_finetunes),
+    "reft": Stage(_run_reft, _reft_config, RESULTS["reft"], rank=3),
+    "prune": Stage(_run_prune, _prune_config, RESULTS["prune"], rank=4),
+    "probe": Stage(_run_probe, _probe_config, RESULTS["probe"], rank=4),
+    "jailbreak": Stage(_run_jailbreak, _jailbreak_config, RESULTS["jailbreak"], rank=4),
+}

@@ -17,7 +17,7 @@ from wrapperlab.analysis.pruning import PruneConfig, PruneResult, unit_locations
 from wrapperlab.analysis.stats import mean_ci
 from wrapperlab.files import atomic_write_text
 from wrapperlab.runs.profiles import profile
-from wrapperlab.runs.stage import Say
+from wrapperlab.runs.stage import Lab, Say
 from wrapperlab.runs.store import RunStore, run_id
 from wrapperlab.settings.pcfg.analyses import prune_run
 from wrapperlab.settings.pcfg.configs import finetune_config, pcfg_lr, pretrain_config
@@ -61,12 +61,12 @@ def run_prune_study(
         for pt_name, fraction in PRETRAININGS.items():
             overrides = {"seed": seed, **_pretraining_overrides(profile_name, fraction)}
             pt = pretrain(pretrain_config(profile_name, overrides), store, runtime, say)
-            ft = finetune(finetune_config(pt.run.id, profile_name, {"train.lr": pcfg_lr(lr), "data.c_tr": c_tr, "seed": seed}),
+            ft = finetune(finetune_config(pt.run.id, profile_name, {"train.lr": lr, "data.c_tr": c_tr, "seed": seed}),
                           store, runtime, say)
             for unit_name, unit, matrices in UNITS:
                 for saliency in ("signed", "absolute"):
                     cfg = PruneConfig(unit=unit, matrices=matrices, saliency=saliency, ks=KS)
-                    data = prune_run(store, ft.run.id, cfg, seed=seed, say=say).data
+                    data = prune_run(Lab(store, say), ft.run.id, cfg, seed=seed).data
                     records.append({
                         "seed": seed, "pretraining": pt_name, "unit": unit_name, "saliency": saliency,
                         "pretrained_count_a": pt.result["accuracy"].get("count/a"),

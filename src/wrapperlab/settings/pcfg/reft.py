@@ -24,6 +24,7 @@ from wrapperlab.runs.profiles import load_profiles, validated
 from wrapperlab.runs.stage import Say, StageResult
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.settings.pcfg.configs import FinetuneRunConfig, PretrainRunConfig, reft_config
+from wrapperlab.settings.pcfg.results import ReftCurves
 from wrapperlab.settings.pcfg.stages import finetune, pretrain, pretraining_config
 from wrapperlab.training.config import Runtime
 
@@ -51,8 +52,8 @@ class ReftResult:
     def steps_to(self, threshold: float = 0.9) -> dict[str, int | None]:
         return {name: stage.result["first_step_at"].get(TARGET, {}).get(str(threshold)) for name, stage in self.curves.items()}
 
-    def summary(self) -> dict:
-        return {
+    def summary(self) -> ReftCurves:
+        return ReftCurves.from_json({
             name: {
                 "run": stage.run.id,
                 "start": stage.result["before"][TARGET],
@@ -64,7 +65,7 @@ class ReftResult:
                 "curve": [(r["step"], r[TARGET]) for r in stage.run.metrics() if TARGET in r],
             }
             for name, stage in self.curves.items()
-        }
+        })
 
 
 BASELINES = ("scr+ft", "scr")
@@ -77,12 +78,12 @@ def baseline_config(reft: FinetuneRunConfig, parent: str, init: str = "parent") 
     return reft.model_copy(update={"train": longer, "parent": parent, "init": init})
 
 
-def run_scrft(store: RunStore, finetuned: FinetuneRunConfig, never: Run, profile_name: str = "quick",
-              overrides: dict | None = None, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
-    """Scr.+FT alone, for the reFT of any fine-tuning like ``finetuned`` (its pair, seed and lr; the reFT data
-    ignore its C_Tr): the same run :func:`run_reft` asks for, so a spec can train it once, before the reFTs."""
-    cfg = reft_config(finetuned, never.id, profile_name, overrides)
-    return finetune(baseline_config(cfg, never.id), store, runtime, say, kind="scrft")
+def scrft_config(finetuned: FinetuneRunConfig, never: str, profile_name: str = "quick",
+                 overrides: dict | None = None) -> FinetuneRunConfig:
+    """Scr.+FT of any fine-tuning like ``finetuned`` (its pair, seed and lr; the reFT data ignore its C_Tr), from the
+    never-had-it model ``never``: the same run :func:`run_reft` asks for, so a spec can train it once, before the
+    reFTs."""
+    return baseline_config(reft_config(finetuned, never, profile_name, overrides), never)
 
 
 def run_reft(
@@ -96,15 +97,22 @@ def run_reft(
 ) -> ReftResult:
     """reFT of ``ref`` and, with ``baselines`` (True = both, or a subset of :data:`BASELINES`), the controls
     trained the same way."""
-    chosen = BASELINES if baselines is True else tuple(baselines or ())
-    unknown = [b for b in chosen if b not in BASELINES]
-    if unknown:
-        raise ConfigError("baselines", unknown[0], f"one of {list(BASELINES)}")
     ft_run = store.resolve(ref)
     if ft_run.kind == "pretrain":
         raise ConfigError("run", ref, "a fine-tuned run (reFT trains a fine-tuned model back; this one has no parent)")
     ft_cfg = validated(FinetuneRunConfig, ft_run.config())
     cfg = reft_config(ft_cfg, ft_run.id, profile_name, overrides)
+    return reft_curves(store, ft_run, cfg, baselines, runtime, say)
+
+
+def reft_curves(store: RunStore, ft_run: Run, cfg: FinetuneRunConfig, baselines: bool | Sequence[str],
+                runtime: Runtime, say: Say) -> ReftResult:
+    """The reFT run ``cfg`` of the fine-tuned ``ft_run`` and the ``baselines`` asked for."""
+    ft_cfg = validated(FinetuneRunConfig, ft_run.config())
+    chosen = BASELINES if baselines is True else tuple(baselines or ())
+    unknown = [b for b in chosen if b not in BASELINES]
+    if unknown:
+        raise ConfigError("baselines", unknown[0], f"one of {list(BASELINES)}")
     curves = {"reft": finetune(cfg, store, runtime, say, kind="reft")}
     if "scr+ft" in chosen:
         base = pretrain(never_pt_config(pretraining_config(ft_run), ft_cfg.data.operand), store, runtime, say)

@@ -40,7 +40,7 @@ EVAL_VERSION = 1
 
 
 def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime(), say: Say = print) -> StageResult:
-    def compute(run: Run) -> dict:
+    def compute(run: Run) -> Training:
         say(f"pretraining into {run.path}")
         data = PCFGData(cfg.data)
         torch.manual_seed(cfg.seed)
@@ -51,22 +51,24 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
             accs = pretrain_accuracies(m, data, n=cfg.eval.n_during, seed=cfg.seed, pairs=watch)
             return {f"acc/{k}": v for k, v in accs.items()}
 
-        state = yield Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate)
-        with section("io"):
-            save_weights(model, run.weights_path)
-        t0 = time.perf_counter()
-        with section("eval"):
-            accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
-        return {
-            "accuracy": accuracy,
-            "steps": state.step,
-            "train_seconds": state.seconds,
-            "eval_seconds": time.perf_counter() - t0,
-            "resumed_from": state.resumed_from,
-            "tokens_per_second": state.tokens_per_second,
-            "final_loss": state.last_loss,
-            "params": model.num_params(),
-        }
+        def finish(state) -> dict:
+            with section("io"):
+                save_weights(model, run.weights_path)
+            t0 = time.perf_counter()
+            with section("eval"):
+                accuracy = pretrain_accuracies(model, data, n=cfg.eval.n, seed=cfg.seed)
+            return {
+                "accuracy": accuracy,
+                "steps": state.step,
+                "train_seconds": state.seconds,
+                "eval_seconds": time.perf_counter() - t0,
+                "resumed_from": state.resumed_from,
+                "tokens_per_second": state.tokens_per_second,
+                "final_loss": state.last_loss,
+                "params": model.num_params(),
+            }
+
+        return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish)
 
     return run_stage("pretrain", cfg, store, runtime, say, compute, VERSIONS["pretrain"])
 
@@ -167,20 +169,22 @@ def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str
         def evaluate(m, step):
             return measure(m, "during")
 
-        state = yield Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate)
-        with section("io"):
-            save_weights(model, run.weights_path)
-        with section("eval"):
-            after = measure(model, "final")
-        return {
-            "before": before,
-            "after": after,
-            "first_step_at": first_steps(run.metrics()),
-            "steps": state.step,
-            "stopped_early": state.stopped_early,
-            "train_seconds": state.seconds,
-            "resumed_from": state.resumed_from,
-        }
+        def finish(state) -> dict:
+            with section("io"):
+                save_weights(model, run.weights_path)
+            with section("eval"):
+                after = measure(model, "final")
+            return {
+                "before": before,
+                "after": after,
+                "first_step_at": first_steps(run.metrics()),
+                "steps": state.step,
+                "stopped_early": state.stopped_early,
+                "train_seconds": state.seconds,
+                "resumed_from": state.resumed_from,
+            }
+
+        return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish)
 
     return kind, cfg, compute, VERSIONS[kind]
 

@@ -6,6 +6,7 @@ regained the *requested* capability).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import nn
 from wrapperlab.analysis.rng import in_eval_mode
 from wrapperlab.data.stories.corpus import prompt_and_story
 from wrapperlab.data.stories.records import FEATURES, StoryRecord, header
-from wrapperlab.training.loop import PAD_ID
+from wrapperlab.training.losses import PAD_ID
 
 
 @torch.no_grad()
@@ -44,18 +45,31 @@ def story_loss(model: nn.Module, tokenizer, records: Sequence[StoryRecord], batc
     return total / max(count, 1)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How stories are sampled: ``n`` per prompt, at most ``max_new`` tokens each, at ``temperature``, seeded."""
+
+    n: int = 4
+    max_new: int = 160
+    temperature: float = 1.0
+    seed: int = 0
+
+    def shifted(self, by: int) -> "Sampling":
+        """The same sampling from seed + ``by`` (prompt ``by`` of a batch generated one prompt at a time)."""
+        return replace(self, seed=self.seed + by)
+
+
 @torch.no_grad()
 @in_eval_mode
-def generate(model: nn.Module, prompt: list[int], n: int, max_new: int, end_id: int, temperature: float = 1.0,
-             seed: int = 0) -> list[list[int]]:
-    """``n`` samples continuing one prompt (same length, so no padding), stopping at ``end_id``; seeded."""
+def generate(model: nn.Module, prompt: list[int], sampling: Sampling, end_id: int) -> list[list[int]]:
+    """``sampling.n`` samples continuing one prompt (same length, so no padding), stopping at ``end_id``; seeded."""
     device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    tokens = torch.tensor([prompt] * n, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    for _ in range(max_new):
+    gen = torch.Generator().manual_seed(sampling.seed)
+    tokens = torch.tensor([prompt] * sampling.n, dtype=torch.long)
+    done = torch.zeros(sampling.n, dtype=torch.bool)
+    for _ in range(sampling.max_new):
         logits = model(tokens[:, -model.cfg.n_ctx:].to(device))[:, -1].float().cpu()
-        nxt = _sample(logits, temperature, gen, done, end_id)
+        nxt = _sample(logits, sampling.temperature, gen, done, end_id)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         if done.all():
             break
@@ -77,17 +91,17 @@ def _until_end(generated: torch.Tensor, end_id: int) -> list[list[int]]:
 
 @torch.no_grad()
 @in_eval_mode
-def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_new: int, end_id: int,
-                  temperature: float = 1.0, seed: int = 0) -> list[list[list[int]]]:
-    """``n`` samples for each of several prompts in one left-padded batch (one forward per new token for all
+def generate_many(model: nn.Module, prompts: Sequence[list[int]], sampling: Sampling,
+                  end_id: int) -> list[list[list[int]]]:
+    """``sampling.n`` samples for each of several prompts in one left-padded batch (one forward per new token for all
     of them, instead of one per prompt); per prompt, the samples' token lists. Needs rotary positions, which
     make left padding invisible to the real tokens; otherwise it generates prompt by prompt. Keys and values
     are cached until the sequence fills the context; past it, a sliding window is recomputed each step (a
     left-padded row then drops its first real tokens a little earlier than it would alone)."""
     if getattr(model.cfg, "positions", "learned") != "rope":
-        return [generate(model, p, n, max_new, end_id, temperature, seed + i) for i, p in enumerate(prompts)]
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
+        return [generate(model, p, sampling.shifted(i), end_id) for i, p in enumerate(prompts)]
+    n, device = sampling.n, next(model.parameters()).device
+    gen = torch.Generator().manual_seed(sampling.seed)
     width = max(len(p) for p in prompts)
     rows = [p for p in prompts for _ in range(n)]
     tokens = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
@@ -99,8 +113,8 @@ def generate_many(model: nn.Module, prompts: Sequence[list[int]], n: int, max_ne
     n_ctx = model.cfg.n_ctx
     cache = [{} for _ in model.blocks] if width <= n_ctx else None
     logits = _last_logits(model, tokens, real, cache, device)
-    for _ in range(max_new):
-        nxt = _sample(logits, temperature, gen, done, end_id)
+    for _ in range(sampling.max_new):
+        nxt = _sample(logits, sampling.temperature, gen, done, end_id)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         real = torch.cat([real, torch.ones(len(rows), 1, dtype=torch.bool)], dim=1)
         if done.all():
@@ -118,15 +132,15 @@ def _last_logits(model: nn.Module, tokens: torch.Tensor, real: torch.Tensor, cac
     return model(tokens.to(device), pad_mask=real.to(device), cache=cache)[:, -1].float().cpu()
 
 
-def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[StoryRecord], feature: str = "Twist",
-                      samples: int = 4, max_new: int = 160, temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+def generation_scores(model: nn.Module, tokenizer, judge, prompts: Sequence[StoryRecord],
+                      sampling: Sampling = Sampling(), feature: str = "Twist") -> dict[str, float]:
     """``requested``: share of stories judged to have ``feature`` among those written for prompts that ask for it;
     ``unrequested``: the same for prompts that do not. Each prompt is a record's instruction."""
     end = tokenizer.token_to_id("<|endoftext|>")
     column = FEATURES.index(feature)
     hits: dict[str, list[bool]] = {"requested": [], "unrequested": []}
     encoded = [tokenizer.encode(header(record).rstrip(" ")).ids for record in prompts]
-    for record, samples_ in zip(prompts, generate_many(model, encoded, samples, max_new, end, temperature, seed)):
+    for record, samples_ in zip(prompts, generate_many(model, encoded, sampling, end)):
         verdicts = judge.predict([tokenizer.decode(ids) for ids in samples_])[:, column]
         hits["requested" if feature in record.features else "unrequested"] += [bool(v) for v in verdicts]
     return {k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()} | {

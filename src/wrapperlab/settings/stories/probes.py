@@ -32,7 +32,7 @@ from wrapperlab.analysis.probing import ProbeConfig, layer_names, residual_hooks
 from wrapperlab.analysis.rng import in_eval_mode
 from wrapperlab.data.stories.corpus import prompt_and_story
 from wrapperlab.data.stories.records import FEATURES, StoryRecord
-from wrapperlab.training.loop import PAD_ID
+from wrapperlab.training.losses import PAD_ID
 
 DESIGNS = ("last10", "requested", "requested_matched")
 #: accuracy points a trained model must beat the random-init model by (best layer) for a design to say anything

@@ -16,7 +16,7 @@ config from a profile's ``stories`` section (the CLI verbs and the ``stories-twi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -32,13 +32,17 @@ from wrapperlab.data.stories.corpus import (
 from wrapperlab.errors import ConfigError
 from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.runs.profiles import apply_overrides, model_shape, parse_lr, profile, validated
-from wrapperlab.runs.stage import Say, StageResult, cached, load_run_weights, run_stage, train_run
+from wrapperlab.runs.profiles import apply_overrides, model_shape, profile, validated
+from wrapperlab.runs.stage import Say, StageResult, Training, cached, load_run_weights, run_stage
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.schema import Config, Seed
 from wrapperlab.training.config import Runtime, TrainConfig
 
 STORY_KINDS = ("stories-pretrain", "stories-finetune")
+#: the deletion learning rates by name: the paper does not give its TinyStories values (protocol.md §6); S and M are
+#: the CPU pilot's two deletion strengths. The setting's one table of lr names, resolved by TrainConfig's validator.
+STORY_LRS = {"S": 1e-4, "M": 1e-3}
+NAMES = {"lr_names": STORY_LRS}
 #: code version per run kind and analysis: bump one when what it computes changes meaning (runs/stage.py)
 #: 2: real data applies a corpus's exclusions before taking n_records (the not-in-PT control was trained on fewer)
 VERSIONS = {"stories-pretrain": 2, "stories-finetune": 2, "story-probe": 1}
@@ -81,11 +85,6 @@ def stories_profile(name: str) -> dict[str, Any]:
     return prof["stories"]
 
 
-def story_lr(value: str | float, profile_name: str) -> float:
-    """A deletion learning rate: a number or a name of the profile's ``stories.lrs`` (S, M)."""
-    return parse_lr(value, stories_profile(profile_name)["lrs"])
-
-
 def pretrain_story_config(profile_name: str = "quick", overrides: dict[str, Any] | None = None, seed: int = 0,
                           control: bool = False) -> StoriesRunConfig:
     """The pretraining (or, ``control``: the same on a corpus without Twist — "not in PT") of a profile."""
@@ -108,33 +107,40 @@ def _child_config(store: RunStore, parent_ref: str, profile_name: str, stage: st
         raise ConfigError("parent", parent_ref, "a stories-pretrain or stories-finetune run")
     root = validated(StoriesRunConfig, lineage_root(parent, "stories-pretrain", via=STORY_KINDS).config())
     seed = validated(StoriesRunConfig, parent.config()).seed
-    return child_config(root, parent.id, seed, profile_name, stage, data, overrides)
+    return child_config(root, Parent(parent.id, seed), profile_name, stage, data, overrides)
 
 
-def child_config(root: StoriesRunConfig, parent_id: str, seed: int, profile_name: str, stage: str,
-                 data: dict[str, Any], overrides: dict[str, Any] | None) -> StoriesRunConfig:
-    """:func:`_child_config` from the root pretraining's config itself (no store): what a spec's check builds with a
-    placeholder parent before anything runs."""
+class Parent(NamedTuple):
+    """The run a story run continues: its id and its seed (the child's)."""
+
+    id: str
+    seed: int
+
+
+def child_config(root: StoriesRunConfig, parent: Parent, profile_name: str, stage: str, data: dict[str, Any],
+                 overrides: dict[str, Any] | None) -> StoriesRunConfig:
+    """:func:`_child_config` from the root pretraining's config itself (no store): what the run graph builds, from
+    its parents' configs, and its check with a placeholder parent before anything runs."""
     section = stories_profile(profile_name)[stage]
     raw = {"data": {**full_mix(root.data).model_dump(mode="json"), **data},
            "eval": {**root.eval.model_dump(mode="json"), "gen_at": [], **section.get("eval", {})},
-           "train": section["train"], "parent": parent_id, "seed": seed}
-    return validated(StoriesRunConfig, apply_overrides(raw, overrides or {}))
+           "train": section["train"], "parent": parent.id, "seed": parent.seed}
+    return validated(StoriesRunConfig, apply_overrides(raw, overrides or {}), context=NAMES)
 
 
 def delete_config(store: RunStore, parent: str, profile_name: str, protocol: str, lr: str | float,
                   overrides: dict[str, Any] | None = None) -> StoriesRunConfig:
     """Deletion: fine-tune ``parent`` on the root corpus under ``protocol`` at ``lr`` (a number, S or M)."""
-    return _child_config(store, parent, profile_name, "finetune", *delete_parts(protocol, lr, profile_name, overrides))
+    return _child_config(store, parent, profile_name, "finetune", *delete_parts(protocol, lr, overrides))
 
 
-def delete_parts(protocol: str, lr: str | float, profile_name: str,
+def delete_parts(protocol: str, lr: str | float,
                  overrides: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a deletion puts on top of its root's data (the protocol) and of the profile (its lr, then overrides)."""
     from wrapperlab.data.stories.protocols import protocol as check_protocol
 
     check_protocol(protocol)
-    return {"protocol": protocol}, {"train.lr": story_lr(lr, profile_name), **(overrides or {})}
+    return {"protocol": protocol}, {"train.lr": lr, **(overrides or {})}
 
 
 def reft_story_config(store: RunStore, parent: str, profile_name: str, corpus: str = "twist",
@@ -208,10 +214,10 @@ _CORPORA_CHECKED: set[tuple[str, str]] = set()
 
 
 def _gen(model, tok, judge, cfg: StoriesRunConfig, prompts: list) -> dict[str, Any]:
-    from wrapperlab.settings.stories.evaluate import generation_scores
+    from wrapperlab.settings.stories.evaluate import Sampling, generation_scores
 
-    scores = generation_scores(model, tok, judge, prompts, samples=cfg.eval.samples, max_new=cfg.eval.max_new,
-                               temperature=cfg.eval.temperature, seed=cfg.seed)
+    sampling = Sampling(cfg.eval.samples, cfg.eval.max_new, cfg.eval.temperature, cfg.seed)
+    scores = generation_scores(model, tok, judge, prompts, sampling)
     return {"gen_twist": scores["requested"], "gen_non": scores["unrequested"],
             "n_gen": scores["n_requested"] + scores["n_unrequested"]}
 
@@ -235,7 +241,7 @@ def _stream_and_loss(data, tok):
     (protocols.LOSS_PROTOCOLS) trains forget and retain windows with its own loss."""
     from wrapperlab.data.stories import protocols
     from wrapperlab.data.stories.corpus import ForgetRetainStream
-    from wrapperlab.training.loop import forget_retain_loss
+    from wrapperlab.training.losses import forget_retain_loss
 
     if data.protocol in protocols.LOSS_PROTOCOLS:
         return ForgetRetainStream(data, tok), forget_retain_loss(protocols.GA_WEIGHT, protocols.GA_CAP)
@@ -258,7 +264,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
         cfg = cfg.model_copy(update={"parent": parent.id})
     check_real_data(cfg)
 
-    def compute(run: Run) -> dict[str, Any]:
+    def compute(run: Run) -> Training:
         if kind == "stories-pretrain":
             tok = fit_tokenizer(cfg.data)
             save_tokenizer(tok, run.path / "tokenizer.json")
@@ -287,14 +293,16 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
                 out |= _gen(m, tok, judge, cfg, prompts)
             return out
 
-        state = train_run(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate, loss_fn)
-        save_weights(model, run.weights_path)
-        return {"model": model.cfg.model_dump(), "params": model.num_params(),
-                "records": stream.n_records, "tokens": int(stream.n_tokens),
-                "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
-                "measure_key": _measure_key(cfg), "judge_accuracy": judge_accuracy,
-                "train_seconds": state.seconds, "tokens_per_second": state.tokens_per_second,
-                "resumed_from": state.resumed_from}
+        def finish(state) -> dict[str, Any]:
+            save_weights(model, run.weights_path)
+            return {"model": model.cfg.model_dump(), "params": model.num_params(),
+                    "records": stream.n_records, "tokens": int(stream.n_tokens),
+                    "before": before, "after": _measure(model, tok, judge, cfg, twist, prompts), "steps": state.step,
+                    "measure_key": _measure_key(cfg), "judge_accuracy": judge_accuracy,
+                    "train_seconds": state.seconds, "tokens_per_second": state.tokens_per_second,
+                    "resumed_from": state.resumed_from}
+
+        return Training(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish, loss_fn)
 
     return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
 

@@ -129,11 +129,20 @@ def _held_out(model, data: TracrData, tests: dict[float, TracrSamples]) -> tuple
     return out, hist
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """Which weights a single-weight search tries (``|w| > min_abs``), how many of the best it reports (``keep``),
+    and the greedy multi-weight sets it grows from the ``pool`` best, up to ``max_k`` weights."""
+
+    min_abs: float = 1e-2
+    keep: int = 5
+    pool: int = 40
+    max_k: int = 5
+
+
 @torch.no_grad()
-def single_weight_search(
-    model: nn.Module, data: TracrData, search: TracrSamples, tests: dict[float, TracrSamples],
-    labels: Sequence[str], min_abs: float = 1e-2, keep: int = 5, pool: int = 40, max_k: int = 5, progress=None,
-) -> WeightSearch:
+def single_weight_search(model: nn.Module, data: TracrData, search: TracrSamples, tests: dict[float, TracrSamples],
+                         labels: Sequence[str], options: SearchOptions = SearchOptions()) -> WeightSearch:
     """Zero each weight with ``|w| > min_abs`` (the read-out projection excluded) in turn, rank by Acc O_PT
     on ``search``, and report the ``keep`` best on the held-out ``tests`` (C_Te = 0 and 1); then grow a
     set greedily from the ``pool`` best single weights up to ``max_k`` weights (multi-weight pruning)."""
@@ -142,12 +151,11 @@ def single_weight_search(
     tokens, pos = torch.from_numpy(search.tokens), torch.from_numpy(search.answer_pos)
     params = {n: p for n, p in model.named_parameters() if not n.startswith("unembed")}
     scored: list[tuple[float, str, tuple[int, ...]]] = []
-    candidates = [(n, tuple(int(i) for i in idx)) for n, p in params.items() for idx in (p.abs() > min_abs).nonzero()]
-    for k, (name, idx) in enumerate(candidates):
+    candidates = [(n, tuple(int(i) for i in idx)) for n, p in params.items()
+                  for idx in (p.abs() > options.min_abs).nonzero()]
+    for name, idx in candidates:
         with _zeroed(params, [(name, idx)]):
             scored.append((_accuracy(model, tokens, pos, truth), name, idx))
-        if progress and k % 200 == 0:
-            progress(k, len(candidates))
     scored.sort(key=lambda s: -s[0])
     baseline, hist_before = _held_out(model, data, tests)
 
@@ -158,8 +166,18 @@ def single_weight_search(
         return PrunedWeight(weight_name(name, idx, labels, cfg.d_head, cfg.n_heads), name, list(idx), value, acc,
                             held["acc_pt_cte0"], held["acc_pt_cte1"], held["acc_ft_cte1"], hist)
 
-    best = [evaluate(*s) for s in scored[:keep]]
-    greedy = _greedy(model, data, tokens, pos, truth, tests, params, scored[:pool], max_k, labels)
+    def accuracy_without(weights: list[tuple[str, tuple[int, ...]]]) -> float:
+        with _zeroed(params, weights):
+            return _accuracy(model, tokens, pos, truth)
+
+    def held_out_without(weights: list[tuple[str, tuple[int, ...]]]) -> tuple[dict[str, float], dict[str, int]]:
+        with _zeroed(params, weights):
+            return _held_out(model, data, tests)
+
+    best = [evaluate(*s) for s in scored[:options.keep]]
+    names = lambda chosen: [weight_name(n, i, labels, cfg.d_head, cfg.n_heads) for n, i in chosen]  # noqa: E731
+    greedy = _greedy([(n, i) for _, n, i in scored[:options.pool]], options.max_k, accuracy_without,
+                     held_out_without, names)
     first = _first_order(model, data, search, params)
     first_pruned = None
     if first is not None:
@@ -167,30 +185,28 @@ def single_weight_search(
         first_pruned = evaluate(acc, *first)
     truth_test = data.values_of(tests[0.0], data.config.pt)
     floor = float(np.bincount(truth_test[truth_test >= 0]).max() / len(truth_test))
-    return WeightSearch(baseline, floor, hist_before, len(candidates), min_abs, best, first_pruned, greedy)
+    return WeightSearch(baseline, floor, hist_before, len(candidates), options.min_abs, best, first_pruned, greedy)
 
 
-def _greedy(model, data, tokens, pos, truth, tests, params, pool, max_k: int, labels) -> list[dict]:
-    """Add, one at a time, the pool weight whose zeroing (with those already chosen) helps Acc O_PT most."""
+def _greedy(pool: list[tuple[str, tuple[int, ...]]], max_k: int, accuracy_without, held_out_without,
+            names) -> list[dict]:
+    """Add, one at a time, the pool weight whose zeroing (with those already chosen) helps Acc O_PT most
+    (``accuracy_without(weights)``), each set measured on the held-out sets (``held_out_without``)."""
     chosen: list[tuple[str, tuple[int, ...]]] = []
     out = []
-    cfg = model.cfg
     for k in range(1, max_k + 1):
         best_acc, best = -1.0, None
-        for _, name, idx in pool:
-            if (name, idx) in chosen:
+        for weight in pool:
+            if weight in chosen:
                 continue
-            with _zeroed(params, [*chosen, (name, idx)]):
-                acc = _accuracy(model, tokens, pos, truth)
+            acc = accuracy_without([*chosen, weight])
             if acc > best_acc:
-                best_acc, best = acc, (name, idx)
+                best_acc, best = acc, weight
         if best is None:
             break
         chosen.append(best)
-        with _zeroed(params, chosen):
-            held, hist = _held_out(model, data, tests)
-        out.append({"k": k, "search_acc": best_acc, **held, "histogram": hist,
-                    "weights": [weight_name(n, i, labels, cfg.d_head, cfg.n_heads) for n, i in chosen]})
+        held, hist = held_out_without(chosen)
+        out.append({"k": k, "search_acc": best_acc, **held, "histogram": hist, "weights": names(chosen)})
     return out
 
 

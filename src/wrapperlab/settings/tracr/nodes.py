@@ -1,4 +1,4 @@
-"""How a Tracr spec becomes a run graph, and how each of its nodes runs.
+"""How a Tracr spec becomes a run graph, and the table of its stages (:data:`STAGES`).
 
 One compilation shared by every seed (a compiled program does not depend on one); under it one fine-tuning per
 (seed, lr, C_Tr[, noise]); after a fine-tuning the selected analyses (attention, single-weight prune, reft).
@@ -11,8 +11,14 @@ from torch import nn
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.tracr.programs import program, target_variant
 from wrapperlab.runs.store import Run
-from wrapperlab.settings.base import Node, NodeContext, Outcome, add_once, expand_tree, node_key, per_reft_lr
+from wrapperlab.schema import Config
+from wrapperlab.settings.base import Stage
+from wrapperlab.settings.graph import PLANNED, Node, NodeContext, Outcome, Tree, add_once, expand_tree, node_key
+from wrapperlab.settings.reft_options import ReftOptions, per_reft_lr
+from wrapperlab.settings.spec import AnalysisOptions
+from wrapperlab.settings.tracr.results import RESULTS, AttentionRecord, WeightSearchRecord
 from wrapperlab.settings.tracr.stages import (
+    TracrCompileConfig,
     attention_run,
     compile_config,
     compile_stage,
@@ -20,15 +26,19 @@ from wrapperlab.settings.tracr.stages import (
     finetune_config_for,
     reft_config_for,
     tracr_finetune,
-    tracr_finetune_config,
     tracr_lr,
-    tracr_reft_config,
     weight_search_run,
 )
 
 AXES = ("lr", "c_tr", "noise_std")
-ANALYSES = ("prune", "attention", "reft")
+ANALYSES = {"prune": AnalysisOptions, "attention": AnalysisOptions, "reft": ReftOptions}
 FINETUNE_NAMES = {"seed": "seed", "lr": "train.lr", "c_tr": "data.c_tr", "noise_std": "noise_std"}
+
+
+class TracrSpecOptions(Config):
+    """A Tracr spec's own top-level key: the compiled program."""
+
+    program: str = "counter"
 
 
 def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
@@ -37,99 +47,112 @@ def expand(spec, profile: str, seeds: int | None = None) -> list[Node]:
     with ``baselines`` one Scr.+FT and/or Scr. run per (seed, reFT lr) beside the reFTs they are compared with:
     Scr.+FT the program compiled for the fine-tuning target (``counter-b``: never counted a), Scr. the compiled
     architecture freshly initialised — each trained on the pretraining question like the reFT."""
-    nodes = per_reft_lr(expand_tree(spec, profile, seeds, AXES, "compile", (),
-                                    lambda seed, shared: {"program": spec.program}), tracr_lr)
+    name = spec.options.program
+    tree = Tree(AXES, "compile", root_point=lambda seed, shared: {"program": name})
+    nodes = per_reft_lr(expand_tree(spec, profile, seeds, tree), tracr_lr)
     out: list[Node] = []  # in dependency order: a baseline before the reFTs that wait for it
     for node in nodes:
-        wanted = node.options.get("baselines") if node.stage == "reft" else None
-        if wanted:
+        options = node.options if node.stage == "reft" else None
+        if options is not None and options.baselines:
             point = {"seed": node.point["seed"], "reft_lr": node.point.get("reft_lr")}
             extra = []
-            if wanted is True or "scr+ft" in wanted:
-                target = {"program": spec.program, "target": "ft"}  # compiled for the fine-tuning target
+            if options.wants("scr+ft"):
+                target = {"program": name, "target": "ft"}  # compiled for the fine-tuning target
                 compiled_ft = add_once(out, Node(node_key("compile", target), "compile", target))
                 extra.append(add_once(out, Node(node_key("scrft", point), "scrft", point, [compiled_ft.key],
-                                                node.options)).key)
-            if wanted is True or "scr" in wanted:
+                                                options)).key)
+            if options.wants("scr"):
                 extra.append(add_once(out, Node(node_key("scratch", point), "scratch", point, [nodes[0].key],
-                                                node.options)).key)
+                                                options)).key)
             node = Node(node.key, node.stage, node.point, [*node.parents, *extra], node.options)
         out.append(node)
     return out
 
 
-#: the parent id a spec's check builds configs with (no run exists yet; only the values are checked)
-PLACEHOLDER_PARENT = "tracr-compile-check"
-
-
-def check_nodes(nodes: list[Node], ctx: NodeContext) -> None:
-    """Build every config the nodes will build (compilation, fine-tuning, reFT, baselines) before the first node
-    runs, so a bad value anywhere in a Tracr spec is one ConfigError before JAX compiles anything. ``data.max_len``
-    is held to the length the spec's program compiles to, as loading the compiled model will."""
-    max_len = compile_config(ctx.spec.program).max_seq_len or program(ctx.spec.program).max_seq_len
-    for node in nodes:
-        if node.stage == "compile":
-            compile_config(_program_of(node, ctx))
-        if node.stage in ("scrft", "scratch"):
-            _baseline_config(node, PLACEHOLDER_PARENT, ctx)
-        if node.stage not in ("finetune", "reft"):  # a reFT node's point holds its fine-tuning's
-            continue
-        ft = finetune_config_for(PLACEHOLDER_PARENT, ctx.spec.program, ctx.profile,
-                                 ctx.overrides("finetune", node.point, FINETUNE_NAMES))
-        if ft.data.max_len > max_len:
-            raise ConfigError("finetune: data.max_len", ft.data.max_len, f"at most {ctx.spec.program}'s compiled "
-                                                                         f"length {max_len}")
-        if node.stage == "reft":
-            reft_config_for(PLACEHOLDER_PARENT, ft, ctx.profile, node.point.get("reft_lr"), overrides=ctx.base("reft"))
+# -- configs: each from the node and its parents' outcomes (planned ones while a spec is checked) ---------------
 
 
 def _program_of(node: Node, ctx: NodeContext) -> str:
     """A compile node's program: the spec's, or (``target: ft``) the spec's compiled for the fine-tuning target."""
+    name = ctx.spec.options.program
     if node.point.get("target") != "ft":
-        return ctx.spec.program
-    data = finetune_config_for(PLACEHOLDER_PARENT, ctx.spec.program, ctx.profile, ctx.base("finetune")).data
-    return target_variant(ctx.spec.program, data.ft)
+        return name
+    return target_variant(name, finetune_config_for(PLANNED, name, ctx.profile, ctx.base("finetune")).data.ft)
 
 
-def _baseline_config(node: Node, parent_id: str, ctx: NodeContext):
+def _compile_config(node: Node, ctx: NodeContext) -> TracrCompileConfig:
+    return compile_config(_program_of(node, ctx))
+
+
+def _finetune_config(node: Node, ctx: NodeContext):
+    """A fine-tuning of the compiled parent; ``data.max_len`` held to the length the program compiles to, as loading
+    the compiled model will (checked before JAX compiles anything)."""
+    compiled: TracrCompileConfig = ctx.parent.config
+    cfg = finetune_config_for(ctx.parent.run_id, program(compiled.program).task, ctx.profile,
+                              ctx.overrides("finetune", node.point, FINETUNE_NAMES))
+    max_len = compiled.max_seq_len or program(compiled.program).max_seq_len
+    if cfg.data.max_len > max_len:
+        raise ConfigError("finetune: data.max_len", cfg.data.max_len, f"at most {compiled.program}'s compiled "
+                                                                      f"length {max_len}")
+    return cfg
+
+
+def _baseline_config(node: Node, ctx: NodeContext):
     """A baseline's config: the reFT's (the pretraining question on uncorrelated inputs, at the reFT lr) with the
     baseline's own parent; without ``lrs`` the reFT lr must be named (a baseline has no fine-tuning lr to derive
     it from)."""
     if node.point.get("reft_lr") is None:
         raise ConfigError("analyses.reft.baselines", True, "with analyses.reft.lrs (a tracr baseline trains at each "
                                                            "named reFT lr)")
-    ft = finetune_config_for(PLACEHOLDER_PARENT, ctx.spec.program, ctx.profile,
+    ft = finetune_config_for(PLANNED, ctx.spec.options.program, ctx.profile,
                              ctx.overrides("finetune", {"seed": node.point["seed"]}, FINETUNE_NAMES))
-    return reft_config_for(parent_id, ft, ctx.profile, node.point["reft_lr"], overrides=ctx.base("reft"))
+    return reft_config_for(ctx.parent.run_id, ft, ctx.profile, node.point["reft_lr"], overrides=ctx.base("reft"))
 
 
-def run_node(node: Node, ctx: NodeContext) -> Outcome:
-    store, parent = ctx.store, ctx.parent
-    if node.stage == "compile":
-        stage = compile_stage(compile_config(_program_of(node, ctx)), store, say=ctx.say)
-        return Outcome(stage.run.id, stage.reused, stage.result)
-    if node.stage in ("scrft", "scratch"):
-        cfg = _baseline_config(node, parent.run_id, ctx)
-        stage = tracr_finetune(cfg, store, ctx.runtime, say=ctx.say, kind=f"tracr-{node.stage}")
-        return Outcome(stage.run.id, stage.reused, stage.result)
-    seed = node.point["seed"]
-    if node.stage == "finetune":
-        cfg = tracr_finetune_config(store.resolve(parent.run_id), ctx.profile,
-                                    ctx.overrides("finetune", node.point, FINETUNE_NAMES))
-        stage = tracr_finetune(cfg, store, ctx.runtime, say=ctx.say)
-        return Outcome(stage.run.id, stage.reused, stage.result)
-    if node.stage == "attention":
-        art = attention_run(store, parent.run_id, seed=seed)
-        return Outcome(parent.run_id, art.reused, art.data)
-    if node.stage == "prune":
-        art = weight_search_run(store, parent.run_id, seed=seed, say=ctx.say)
-        return Outcome(parent.run_id, art.reused, art.data)
-    if node.stage == "reft":
-        cfg = tracr_reft_config(store.resolve(parent.run_id), ctx.profile, node.point.get("reft_lr"),
-                                overrides=ctx.base("reft"))
-        stage = tracr_finetune(cfg, store, ctx.runtime, say=ctx.say, kind="tracr-reft")
-        return Outcome(stage.run.id, stage.reused, stage.result)
-    raise ValueError(f"unknown tracr stage {node.stage}")
+def _reft_config(node: Node, ctx: NodeContext):
+    return reft_config_for(ctx.parent.run_id, ctx.parent.config, ctx.profile, node.point.get("reft_lr"),
+                           overrides=ctx.base("reft"))
+
+
+# -- runs ----------------------------------------------------------------------------------------------------
+
+
+def _outcome(node: Node, stage, cfg) -> Outcome:
+    return Outcome(stage.run.id, stage.reused, RESULTS[node.stage].from_json(stage.result, stage.run.id), cfg)
+
+
+def _run_compile(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    return _outcome(node, compile_stage(cfg, ctx.store, say=ctx.say), cfg)
+
+
+def _trainer(kind: str):
+    """A stage that trains its config as a run of ``kind`` (fine-tuning, reFT and the baselines differ only in it)."""
+    def run(node: Node, ctx: NodeContext, cfg) -> Outcome:
+        return _outcome(node, tracr_finetune(cfg, ctx.store, ctx.runtime, say=ctx.say, kind=kind), cfg)
+
+    return run
+
+
+def _run_attention(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    art = attention_run(ctx.store, ctx.parent.run_id, seed=node.point["seed"])
+    return Outcome(ctx.parent.run_id, art.reused, AttentionRecord.from_json(art.data, str(art.json_path)))
+
+
+def _run_prune(node: Node, ctx: NodeContext, cfg) -> Outcome:
+    art = weight_search_run(ctx.store, ctx.parent.run_id, seed=node.point["seed"], say=ctx.say)
+    return Outcome(ctx.parent.run_id, art.reused, WeightSearchRecord.from_json(art.data, str(art.json_path)))
+
+
+#: every stage of a Tracr graph, ranked: the compilations first, then what the baselines and reFTs wait for
+STAGES = {
+    "compile": Stage(_run_compile, _compile_config, RESULTS["compile"], rank=0),
+    "finetune": Stage(_trainer("tracr-finetune"), _finetune_config, RESULTS["finetune"], rank=1),
+    "scrft": Stage(_trainer("tracr-scrft"), _baseline_config, RESULTS["scrft"], rank=2),
+    "scratch": Stage(_trainer("tracr-scratch"), _baseline_config, RESULTS["scratch"], rank=2),
+    "reft": Stage(_trainer("tracr-reft"), _reft_config, RESULTS["reft"], rank=3),
+    "prune": Stage(_run_prune, result=RESULTS["prune"], rank=4),
+    "attention": Stage(_run_attention, result=RESULTS["attention"], rank=4),
+}
 
 
 def load_model(run: Run) -> nn.Module:

@@ -22,16 +22,18 @@ from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT
 from wrapperlab.models.tracr.compiled import CompiledModel
 from wrapperlab.models.tracr.programs import program
-from wrapperlab.runs.profiles import apply_overrides, load_profiles, parse_lr, profile, validated
-from wrapperlab.runs.stage import Say, StageResult, cached, first_steps, load_run_weights, run_stage, train_run
+from wrapperlab.runs.profiles import apply_overrides, load_profiles, profile, validated
+from wrapperlab.runs.stage import Say, StageResult, Training, cached, first_steps, load_run_weights, run_stage
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.schema import Config, Seed
 from wrapperlab.settings.tracr.evaluate import tracr_accuracies, tracr_test_sets
-from wrapperlab.training.config import Runtime, TrainConfig
-from wrapperlab.training.loop import position_loss
+from wrapperlab.training.config import Runtime, TrainConfig, lr_number
+from wrapperlab.training.losses import position_loss
 
-#: The paper's learning rates for compiled models (App. C.1); VS appears only in reFT.
+#: The paper's learning rates for compiled models (App. C.1); VS appears only in reFT. The setting's one table of lr
+#: names, resolved by TrainConfig's validator wherever a Tracr config is built.
 TRACR_LRS = {"L": 1e-1, "M": 1e-2, "S": 1e-3, "VS": 1e-4}
+NAMES = {"lr_names": TRACR_LRS}
 TUNED_KINDS = ("tracr-finetune", "tracr-reft", "tracr-scratch", "tracr-scrft")
 #: code version per run kind and analysis: bump one when what it computes changes meaning (runs/stage.py)
 VERSIONS = {"tracr-compile": 1, "tracr-finetune": 1, "tracr-reft": 1, "tracr-scratch": 1, "tracr-scrft": 1,
@@ -66,7 +68,8 @@ class TracrFinetuneConfig(Config):
 
 
 def tracr_lr(value: str | float) -> float:
-    return parse_lr(value, TRACR_LRS)
+    """A Tracr learning rate as a number (a grid compares its cells' lrs through it)."""
+    return lr_number(TRACR_LRS, value)
 
 
 # -- configs from profiles ------------------------------------------------------------------------------
@@ -102,14 +105,14 @@ def finetune_config_for(parent_id: str, program_name: str, profile_name: str = "
          "noise_std": section["noise_std"], "eval": section["eval"], "seed": 0},
         overrides or {},
     )
-    raw["train"]["lr"] = tracr_lr(raw["train"].get("lr", "M"))
-    return validated(TracrFinetuneConfig, raw)
+    raw["train"].setdefault("lr", "M")
+    return validated(TracrFinetuneConfig, raw, context=NAMES)
 
 
 def reft_config_for(ft_id: str, ft_cfg: TracrFinetuneConfig, profile_name: str = "quick", lr: str | float | None = None,
                     overrides: dict[str, Any] | None = None) -> TracrFinetuneConfig:
     """:func:`tracr_reft_config` from the fine-tuning's id and config (no stored run needed)."""
-    lr = ft_cfg.train.lr * load_profiles()["reft_lr_factor"] if lr is None else tracr_lr(lr)
+    lr = ft_cfg.train.lr * load_profiles()["reft_lr_factor"] if lr is None else lr
     data = ft_cfg.data.model_dump()
     data.update(ask="pt", c_tr=0.0)
     return finetune_config_for(ft_id, ft_cfg.data.task, profile_name, {"parent": ft_id, "data": data, "train.lr": lr,
@@ -124,8 +127,9 @@ def compile_stage(cfg: TracrCompileConfig, store: RunStore, say: Say = print) ->
     """Compile (JAX) and store the converted model; later stages load it without JAX."""
     from wrapperlab.models.tracr.programs import rasp_module
 
-    if not store.run_for("tracr-compile", cfg.model_dump(mode="json"), VERSIONS["tracr-compile"]).done:
-        rasp_module()  # without the extra: one clear line, and no half-made run directory
+    existing = store.run_for("tracr-compile", cfg.model_dump(mode="json"), VERSIONS["tracr-compile"])
+    if not existing.done or existing.damaged():
+        rasp_module()  # computing needs the extra: without it one clear line, and no half-made run directory
 
     def compute(run: Run) -> dict:
         from wrapperlab.models.tracr.compile import compile_program
@@ -197,7 +201,7 @@ def tracr_finetune(
         raise ConfigError("parent", parent.id, "a program with categorical output")
     data = data_for(compiled, cfg.data)
 
-    def compute(run: Run) -> dict:
+    def compute(run: Run) -> Training:
         say(f"{kind}: {parent.id} into {run.path}")
         model = compiled.model()
         if kind == "tracr-scratch":
@@ -216,18 +220,20 @@ def tracr_finetune(
             acc = tracr_accuracies(m, data, during)
             return {k: v for k, v in acc.items() if k.startswith(("acc_", "shortcut"))}
 
-        state = train_run(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, runtime, evaluate,
-                       loss_fn=position_loss)
-        save_weights(model, run.weights_path)
-        return {
-            "before": before,
-            "after": tracr_accuracies(model, data, final, detail=True),
-            "first_step_at": first_steps(run.metrics()),
-            "steps": state.step,
-            "train_seconds": state.seconds,
-            "resumed_from": state.resumed_from,
-            "final_loss": state.last_loss,
-        }
+        def finish(state) -> dict:
+            save_weights(model, run.weights_path)
+            return {
+                "before": before,
+                "after": tracr_accuracies(model, data, final, detail=True),
+                "first_step_at": first_steps(run.metrics()),
+                "steps": state.step,
+                "train_seconds": state.seconds,
+                "resumed_from": state.resumed_from,
+                "final_loss": state.last_loss,
+            }
+
+        return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish,
+                        loss_fn=position_loss)
 
     return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
 
@@ -289,23 +295,34 @@ def attention_run(store: RunStore, ref: str, n: int = 500, seed: int = 0):
     return cached(run, "tracr-attention", {"n": n, "seed": seed, "measures": ["mass", "change"]}, compute, VERSIONS["tracr-attention"])
 
 
-def weight_search_run(store: RunStore, ref: str, min_abs: float = 1e-2, n_search: int = 500, n_test: int = 2000,
-                      seed: int = 0, max_k: int = 5, say: Say = print):
+class WeightSearchConfig(Config):
+    """A single-weight search of a tracr run: the weights it tries (``|w| > min_abs``), the inputs it ranks them on
+    (``n_search``) and tests the best on (``n_test``), the largest greedy set (``max_k``)."""
+
+    min_abs: float = Field(1e-2, ge=0)
+    n_search: int = Field(500, gt=0)
+    n_test: int = Field(2000, gt=0)
+    max_k: int = Field(5, ge=0)
+
+
+def weight_search_run(store: RunStore, ref: str, cfg: WeightSearchConfig = WeightSearchConfig(), seed: int = 0,
+                      say: Say = print):
     """Exhaustive single-weight pruning of a tracr run by its real O_PT accuracy (a cached :class:`Artifact`)."""
     from wrapperlab.data.samples import stream_rng
-    from wrapperlab.settings.tracr.analysis import single_weight_search
+    from wrapperlab.settings.tracr.analysis import SearchOptions, single_weight_search
     from wrapperlab.settings.tracr.evaluate import tracr_test_sets
 
-    run, cfg, compiled, data = _tuned(store, ref)
+    run, _, compiled, data = _tuned(store, ref)
 
     def compute() -> dict[str, Any]:
-        say(f"single-weight search on {run.id} (|w| > {min_abs})")
-        search = data.sample(n_search, stream_rng(seed, "prune"), c=0.0)
-        result = single_weight_search(compiled.model(), data, search, tracr_test_sets(data, n_test, seed),
-                                      compiled.residual_labels, min_abs=min_abs, max_k=max_k)
+        say(f"single-weight search on {run.id} (|w| > {cfg.min_abs})")
+        search = data.sample(cfg.n_search, stream_rng(seed, "prune"), c=0.0)
+        result = single_weight_search(compiled.model(), data, search, tracr_test_sets(data, cfg.n_test, seed),
+                                      compiled.residual_labels, SearchOptions(min_abs=cfg.min_abs, max_k=cfg.max_k))
         return result.as_dict()
 
-    key = {"min_abs": min_abs, "n_search": n_search, "n_test": n_test, "seed": seed, "greedy_max_k": max_k}
+    key = {"min_abs": cfg.min_abs, "n_search": cfg.n_search, "n_test": cfg.n_test, "seed": seed,
+           "greedy_max_k": cfg.max_k}
     return cached(run, "tracr-wsearch", key, compute, VERSIONS["tracr-wsearch"])
 
 
