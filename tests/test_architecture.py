@@ -19,12 +19,12 @@ from wrapperlab.settings import registry
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "wrapperlab"
 #: the layers, bottom first: a module may import from its own layer and the ones before it
-LAYERS = ["errors", "schema", "files", "timing", "data", "models", "training", "analysis", "claims", "runs", "settings", "orchestration", "report",
+LAYERS = ["errors", "schema", "files", "timing", "data", "models", "training", "analysis", "claims", "audit", "runs", "settings", "orchestration", "report",
           "api", "cli", "__main__"]
 #: modules that hold no setting-specific code: they find settings through the registry only
 GENERIC = ["runs", "orchestration", "report/render.py", "report/sections/common.py", "cli/main.py", "cli/common.py",
            "cli/reproduce.py", "cli/export.py", "cli/audit.py", "report/audit.py", "settings/base.py",
-           "settings/graph.py", "settings/spec.py", "claims/__init__.py", "report/records.py"]
+           "settings/graph.py", "settings/spec.py", "claims/__init__.py", "report/records.py", "audit"]
 
 
 def _modules():

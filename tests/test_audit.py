@@ -1,60 +1,61 @@
-"""The audit of a model pair (data/capability.py, analysis/audit.py, report/audit.py, `wrapperlab audit`): the
-capability file and its splits, answer scoring, the pipeline on tiny exported models, and bad input as one line."""
+"""The audit of a model pair (data/capability.py, the audit package, report/audit.py, `wrapperlab audit`): the
+capability file and its splits, answer scoring and the measurements on tiny Hugging Face models read natively, eight
+architectures audited end to end, parity with the converted path, the gates, and bad input as one line."""
 
 from __future__ import annotations
 
-import copy
 import json
+import math
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from wrapperlab.analysis.audit import RelearnConfig, encode, relearn, score
-from wrapperlab.cli.main import main
-from wrapperlab.data.capability import Capability, Example, load_capability
-from wrapperlab.errors import ConfigError, UserError
-from wrapperlab.models.gpt import GPT, GPTConfig
-from wrapperlab.models.hf import export_hf
+pytest.importorskip("transformers", reason="the audit reads models through transformers (pip install 'wrapperlab[hf]')")
 
-WORDS = ["<pad>", "q", "a", "is", "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "y0", "y1", "y2", "y3"]
+import tiny_lm as T  # noqa: E402
 
+from wrapperlab.audit.config import AuditConfig, RelearnConfig  # noqa: E402
+from wrapperlab.audit.encode import encode  # noqa: E402
+from wrapperlab.audit.measure import (  # noqa: E402,E501
+    answer_losses,
+    answer_queries,
+    probe_answer,
+    prune_curve,
+    relearn,
+    row_saliency,
+    score,
+)
+from wrapperlab.audit.models import CausalLM, load_model, load_tokenizer  # noqa: E402
+from wrapperlab.cli.main import main  # noqa: E402
+from wrapperlab.data.capability import Capability, Example, load_capability  # noqa: E402
+from wrapperlab.errors import ConfigError, UserError  # noqa: E402
 
-def _tokenizer(path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(path))
-    return tok
-
-
-def _capability_file(path, n=16):
-    lines = [json.dumps({"prompt": f"q x{i % 8} is", "answer": f"y{i % 4} a"}) for i in range(n)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+FAST = ["--steps", "4", "--probe-iters", "50", "--batch-size", "8", "--quiet"]
 
 
-def _model(seed: int, **shape) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig.preset("test", vocab_size=len(WORDS), n_ctx=8, **shape))
+@pytest.fixture(scope="module")
+def gpt2_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gpt2")
+    base, finetuned, never = T.build_pair("gpt2", root)
+    return base, finetuned, never, T.write_capability(root / "cap.jsonl")
 
 
-def _pair(tmp_path, **shape):
-    _tokenizer(tmp_path / "tok.json")
-    dirs = []
-    for i, name in enumerate(("base", "finetuned", "control")):
-        dirs.append(export_hf(_model(i, **shape), tmp_path / name, tokenizer=tmp_path / "tok.json"))
-    return dirs
+def _lm(path, role="BASE") -> CausalLM:
+    return load_model(path, role, torch.float32, "cpu")
 
 
 def test_capability_file_checks_name_the_line(tmp_path):
-    good = _capability_file(tmp_path / "cap.jsonl")
+    good = T.write_capability(tmp_path / "cap.jsonl")
     cap = load_capability(good)
-    assert len(cap.examples) == 16 and cap.examples[2] == Example("q x2 is", "y2 a", 3)
+    assert len(cap.examples) == T.N_KEYS and cap.examples[2] == Example("Q k2 =", f"v{T.answer_of(2)}", 3)
     bad = tmp_path / "bad.jsonl"
-    for text, match in ((good.read_text() + "{oops\n", r"bad.jsonl:17"),
-                        (good.read_text() + '{"prompt": "q"}\n', r"bad.jsonl:17: answer"),
-                        (good.read_text() + '["a list"]\n', r"bad.jsonl:17"),
+    n = T.N_KEYS + 1
+    for text, match in ((good.read_text() + "{oops\n", rf"bad.jsonl:{n}"),
+                        (good.read_text() + '{"prompt": "q"}\n', rf"bad.jsonl:{n}: answer"),
+                        (good.read_text() + '["a list"]\n', rf"bad.jsonl:{n}"),
                         ('{"prompt": "q", "answer": "a"}\n' * 3, "at least 8"),
                         ('{"prompt": "q", "answer": "a"}\n' * 9, "at least two")):
         bad.write_text(text)
@@ -77,135 +78,256 @@ def test_splits_and_the_never_known_twin():
         cap.split(0, attack_share=1.0)
 
 
-def test_answers_are_scored_exactly(tmp_path):
-    tok = _tokenizer(tmp_path / "tok.json")
-    cap = load_capability(_capability_file(tmp_path / "cap.jsonl"))
-    enc = encode(cap, tok, n_ctx=8)
-    # "q x0 is" + "y0 a": positions 2 and 3 predict the answer tokens y0 and a, nothing else is scored
-    assert enc.tokens[0, :5].tolist() == [1, 4, 3, 12, 2] and enc.target[0].tolist()[:5] == [-1, -1, 12, 2, -1]
-    model = _model(0)
+def test_answers_are_scored_exactly(gpt2_pair):
+    base, _, _, cap_file = gpt2_pair
+    tok, lm, cap = load_tokenizer(base, "BASE"), _lm(base), load_capability(cap_file)
+    enc = encode(cap, tok, n_ctx=32)
+    # "<bos> Q k0 =" then the answer "v3": position 3 predicts it, nothing else is scored
+    answer = T.WORDS.index(f"v{T.answer_of(0)}")
+    assert enc.tokens[0, :5].tolist() == [1, 4, T.WORDS.index("k0"), 5, answer]
+    assert enc.target[0, :5].tolist() == [-1, -1, -1, answer, -1] and enc.mask[0, :5].tolist() == [1] * 5
     with torch.no_grad():
-        logp = torch.log_softmax(model(enc.tokens[:1]), -1)[0]
-    scored = score(model, enc).logprob[0]
-    assert scored == pytest.approx(float(logp[2, 12] + logp[3, 2]) / 2, abs=1e-5)
+        logp = torch.log_softmax(lm.model(input_ids=enc.tokens[:1, :5]).logits, -1)[0]
+    assert score(lm, enc).logprob[0] == pytest.approx(float(logp[3, answer]), abs=1e-5)
+    assert score(lm, enc, max_tokens=5).logprob == pytest.approx(score(lm, enc).logprob, abs=1e-5)  # batches of one
     with pytest.raises(ConfigError, match=r"cap.jsonl:1: got '5 tokens"):
         encode(cap, tok, n_ctx=4)
 
 
-def test_relearning_learns_the_attack_split(tmp_path):
-    tok = _tokenizer(tmp_path / "tok.json")
-    cap = load_capability(_capability_file(tmp_path / "cap.jsonl", n=32))
-    enc = encode(cap, tok, n_ctx=8)
-    model = _model(0)
-    before = [p.detach().clone() for p in model.parameters()]
-    curve = relearn(model, enc, enc, RelearnConfig(steps=40, lr=3e-3, batch_size=8), seed=0)
-    assert [p["step"] for p in curve] == RelearnConfig(steps=40).eval_at
-    assert curve[-1]["logprob"] > curve[0]["logprob"] + 0.5  # it learned what it trained on
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # on a copy: the model is untouched
-    assert relearn(model, enc, enc, RelearnConfig(steps=5), seed=1) == relearn(model, enc, enc, RelearnConfig(steps=5), seed=1)
+@pytest.mark.parametrize("lora", [None, 4])
+def test_relearning_learns_the_attack_split_and_leaves_the_model_as_it_was(gpt2_pair, lora):
+    _, finetuned, _, cap_file = gpt2_pair
+    tok, lm = load_tokenizer(finetuned, "FINETUNED"), _lm(finetuned, "FINETUNED")
+    enc = encode(load_capability(cap_file), tok, n_ctx=32)
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    cfg = RelearnConfig(steps=30, lr=3e-3, batch_size=8, lora=lora)
+    done = relearn(lm, (enc, enc), cfg, seed=0)
+    assert [p["step"] for p in done.curve] == cfg.eval_at and done.diverged_at is None
+    assert done.curve[-1]["logprob"] > done.curve[0]["logprob"] + 0.3  # it learned what it trained on
+    after = dict(lm.model.named_parameters())
+    assert set(after) == set(before) and all(torch.equal(before[n], after[n]) for n in before)  # untouched
+    assert type(lm.model).__name__ == "GPT2LMHeadModel"  # LoRA's adapters gone again
+    again = relearn(lm, (enc, enc), cfg.model_copy(update={"steps": 3}), seed=1)
+    assert again.curve == relearn(lm, (enc, enc), cfg.model_copy(update={"steps": 3}), seed=1).curve  # seeded
 
 
-def test_the_signatures_read_the_records(tmp_path):
+def test_a_relearning_that_diverges_is_reported_as_such(gpt2_pair, monkeypatch):
+    """A non-finite gradient stops the run before any update with it; the audit's relearning verdicts then say it
+    diverged (inconclusive), never read a number off it."""
+    import wrapperlab.audit.measure as M
+
+    base, finetuned, never, cap = gpt2_pair
+    real_clip, real_student, steps = torch.nn.utils.clip_grad_norm_, M._student, [0]
+
+    def student(*args):  # a relearning run begins
+        steps[0] = 0
+        return real_student(*args)
+
+    def clip(params, max_norm):  # every relearning run's third step has an infinite gradient norm
+        steps[0] += 1
+        norm = real_clip(params, max_norm)
+        return torch.tensor(float("inf")) if steps[0] == 3 else norm
+
+    monkeypatch.setattr(M, "_student", student)
+    monkeypatch.setattr(M.torch.nn.utils, "clip_grad_norm_", clip)
+    result = _api_audit(base, finetuned, cap, never, relearn={"steps": 6, "lr": 1e-3, "batch_size": 8})
+    assert all(s.diverged == {"real": 3, "never_known": 3, "control": 3} for s in result.seeds)
+    assert [p.step for p in result.seeds[0].relearn_real] == [0, 1, 2]  # nothing measured after it
+    for rule in ("never_known", "control"):
+        assert result.verdicts[rule].outcome == "inconclusive" and "diverged" in result.verdicts[rule].reason
+    assert result.verdict.outcome == "inconclusive"
+
+
+def test_the_signatures_read_the_records(gpt2_pair):
     """Probe labels are the first answer tokens at the last prompt position; pruning's K = 0 is the unpruned model,
     the top row lowers the loss it was chosen on (first order), and the model is never touched."""
-    from wrapperlab.analysis.audit import answer_losses, answer_queries, probe_answer, prune_curve
-    from wrapperlab.analysis.probing import ProbeConfig
-
-    tok = _tokenizer(tmp_path / "tok.json")
-    cap = load_capability(_capability_file(tmp_path / "cap.jsonl", n=32))
-    enc = encode(cap, tok, n_ctx=8)
+    base, _, _, cap_file = gpt2_pair
+    tok, lm, cap = load_tokenizer(base, "BASE"), _lm(base), load_capability(cap_file)
+    enc = encode(cap, tok, n_ctx=32)
     attack, held = cap.split(seed=0)
     query, label = answer_queries(enc)
-    assert query[:3].tolist() == [2, 2, 2] and label[:5].tolist() == [12, 13, 14, 15, 12]  # "q xi is" -> y(i % 4)
-    model = _model(0)
-    trained = copy.deepcopy(model)
-    opt = torch.optim.AdamW(trained.parameters(), lr=3e-3)
-    for _ in range(60):  # learn the capability: the answer is a function of x_i, readable after attention
-        loss = sum(answer_losses(enc)(trained))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    acc = probe_answer({"trained": trained, "random": model}, enc.take(attack), enc.take(held), ProbeConfig(iters=300),
-                       seed=0)
-    assert len(acc["trained"]) == 3 and all(0 <= a <= 1 for a in acc["random"])
-    assert max(acc["trained"][1:]) == 1.0  # x_i mod 4 is the answer: the trained model's residual holds it
-    before = [p.detach().clone() for p in model.parameters()]
-    curve = prune_curve(model, enc, enc)
-    assert curve[0]["logprob"] == pytest.approx(score(model, enc).mean_logprob)
-    assert curve[1]["logprob"] > curve[0]["logprob"]  # the most salient row helps the loss it was picked on
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert query[:3].tolist() == [3, 3, 3] and label[:2].tolist() == [T.WORDS.index(f"v{T.answer_of(k)}") for k in (0, 1)]
+    acc = probe_answer({"base": lm, "twin": lm.twin(0)}, enc, enc, iters=200, seed=0)
+    assert len(acc["base"]) == 3 and all(0 <= a <= 1 for a in acc["twin"])  # B0 and after each of two layers
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    rows = row_saliency(lm, answer_losses(enc), top=3)
+    assert rows[0][0].startswith("transformer.h.") and rows[0][2] >= rows[-1][2]
+    curve = prune_curve(lm, enc, enc)
+    assert [p["k"] for p in curve] == [0, 1, 2, 3, 5, 10, 15]
+    assert curve[0]["logprob"] == pytest.approx(score(lm, enc).mean_logprob, abs=1e-6)
+    assert all(torch.equal(before[n], p) for n, p in lm.model.named_parameters())
 
 
-def test_audit_command_writes_the_report(tmp_path, capsys):
-    base, finetuned, control = _pair(tmp_path)
-    cap = _capability_file(tmp_path / "cap.jsonl")
+def _api_audit(base, finetuned, cap, control=None, **settings):
+    from wrapperlab.api import audit
+
+    cfg = {"seeds": 3, "probe_iters": 50, "relearn": {"steps": 4, "lr": 1e-3, "batch_size": 8}, **settings}
+    return audit(base, finetuned, cap, control=control, **cfg)
+
+
+@pytest.mark.parametrize("family", list(T.SHAPES))
+def test_every_architecture_is_audited_end_to_end(tmp_path, family):
+    """Eight decoder families, each trained here on the toy capability and unlearned by gradient ascent, audited
+    through transformers with every signature — no per-family code in the audit."""
+    base, finetuned, never = T.build_pair(family, tmp_path)
+    result = _api_audit(base, finetuned, T.write_capability(tmp_path / "cap.jsonl"), never)
+    assert result.model["model_type"] == family and result.model["n_layers"] == 2
+    assert result.verdict.outcome in ("wrapped", "deleted", "inconclusive")
+    assert set(result.verdicts) == {"removed", "never_known", "control"} and set(result.signatures) == {"probe", "pruning"}
+    for s in result.seeds:
+        assert s.gap > 0 and math.isfinite(s.relearn_real[-1].logprob) and not s.diverged
+        assert set(s.probe) == {"finetuned", "base", "random_init", "control"} and len(s.probe["base"]) == 3
+        assert [p.k for p in s.prune_control] == [0, 1, 2, 3, 5, 10, 15]
+    assert result.answered["true"] > result.answered["shuffled"] + 0.1  # BASE answers what it is audited on
+    assert result.weight_diff and all(d["rel_change"] > 0 for d in result.weight_diff if ".0." in d["name"])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_native_log_probs_equal_the_converted_path(tmp_path, family):
+    """One audit pipeline: a model of ours exported (models/hf.py) and read natively by transformers scores every
+    held-out answer as our own GPT does (the path the audit used to take)."""
+    from wrapperlab.models.gpt import GPT, GPTConfig
+    from wrapperlab.models.hf import export_hf
+
+    shape = {"gpt2": {}, "llama": {"norm": "rmsnorm", "act": "swiglu", "positions": "rope", "bias": False}}[family]
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig.preset("test", vocab_size=len(T.WORDS), n_ctx=16, **shape)).eval()
+    T.tokenizer().backend_tokenizer.save(str(tmp_path / "tok.json"))
+    export_hf(ours, tmp_path / "hf", tokenizer=tmp_path / "tok.json")
+    cap = load_capability(T.write_capability(tmp_path / "cap.jsonl"))
+    tok, lm = load_tokenizer(tmp_path / "hf", "BASE"), _lm(tmp_path / "hf")
+    enc = encode(cap, tok, n_ctx=16)
+    with torch.no_grad():
+        logp = torch.log_softmax(ours(enc.tokens).float(), -1)
+    mask = enc.target >= 0
+    theirs = ((logp.gather(-1, enc.target.clamp(min=0)[..., None])[..., 0] * mask).sum(1) / mask.sum(1)).tolist()
+    assert score(lm, enc).logprob == pytest.approx(theirs, abs=1e-4)
+
+
+def test_audit_command_writes_the_report(gpt2_pair, tmp_path, capsys):
+    base, finetuned, control, cap = gpt2_pair
     out = tmp_path / "audits" / "quick" / "tiny"
-    args = ["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, "--steps", "4",
-            "--probe-iters", "100"]
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert printed.startswith("verdict: ") and str(out / "audit.html") in printed
+    assert main(["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, *FAST]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith("verdict: ") and str(out / "audit.html") in printed.out
+    assert "estimate: peak memory" in printed.err
     result = json.loads((out / "audit.json").read_text())
     assert len(result["seeds"]) == 3 and set(result["verdicts"]) == {"removed", "never_known", "control"}
-    assert set(result["signatures"]) == {"probe", "pruning"}
-    probe = result["seeds"][0]["probe"]
-    assert set(probe) == {"finetuned", "base", "random_init", "control"} and len(probe["finetuned"]) == 3  # B0-B2
-    assert [p["k"] for p in result["seeds"][0]["prune_control"]] == [0, 1, 2, 3, 5, 10, 15]
-    assert result["verdict"]["outcome"] in ("wrapped", "deleted", "inconclusive")
-    assert result["decisive"] == result["verdicts"]["control"]["claim"]
+    assert result["decisive"] == result["verdicts"]["control"]["claim"] and result["model"]["model_type"] == "gpt2"
     html = (out / "audit.html").read_text()
     assert "Verdict: deleted or wrapped" in html and "data:image/png;base64" in html
     md = (out / "audit.md").read_text()
-    assert "| B1 |" in md  # where the fine-tune wrote, per block
+    assert "| L1 |" in md and "attn.c_attn ‖ΔW‖/‖W‖ %" in md  # where the fine-tune wrote, per layer and module
     assert "random-init twin %" in md and "K rows zeroed" in md  # the probe and pruning tables
-    # published from the result, never typed: a docs block beside the audits lists each one
-    from wrapperlab.report.docs import update_docs
+    from wrapperlab.report.docs import update_docs  # published from the result, never typed
 
     docs = tmp_path / "audit.md"
     docs.write_text("x\n<!-- wrapperlab:audits audits/quick -->\nold\n<!-- /wrapperlab -->\n")
     assert update_docs({}, [docs]) == {docs: 1}
     table = docs.read_text()
-    assert "[tiny](audits/quick/tiny/audit.md)" in table and f"**{result['verdict']['outcome']}**" in table and "old" not in table
+    assert "[tiny](audits/quick/tiny/audit.md)" in table and f"**{result['verdict']['outcome']}**" in table
 
 
-def test_bad_input_is_one_line(tmp_path, capsys):
-    base, finetuned, _ = _pair(tmp_path)
-    cap = _capability_file(tmp_path / "cap.jsonl")
-    other = export_hf(_model(5, d_model=32), tmp_path / "narrow", tokenizer=tmp_path / "tok.json")
-    (tmp_path / "notamodel").mkdir()
-    llama_like = tmp_path / "neox"
-    llama_like.mkdir()
-    (llama_like / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
-    (llama_like / "tokenizer.json").write_text((tmp_path / "tok.json").read_text())
-    badcap = tmp_path / "bad.jsonl"
-    badcap.write_text(cap.read_text() + '{"prompt": "q", "answer": 3}\n')
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    mismatched = tmp_path / "mismatched"
-    export_hf(_model(1), mismatched)
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(reversed(WORDS))}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.save(str(mismatched / "tokenizer.json"))
-    (tmp_path / "notokenizer").mkdir()
-    (tmp_path / "notokenizer" / "config.json").write_text((tmp_path / "base" / "config.json").read_text())
-    cases = {(base, tmp_path / "notamodel", cap): "notamodel: no config.json",
-             (base, tmp_path / "notokenizer", cap): "notokenizer: no tokenizer.json",
-             (base, llama_like, cap): "model_type: got 'gpt_neox'",
-             (base, finetuned, badcap): "bad.jsonl:17: answer",
-             (base, mismatched, cap): "another vocabulary",
-             (base, other, cap): "d_model differ"}
-    for (b, f, c), message in cases.items():
-        assert main(["audit", b, f, "--capability", c, "--out", tmp_path / "x", "--steps", "2"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and message in err, err
+def test_the_documented_api_example_runs(gpt2_pair, tmp_path, monkeypatch):
+    """docs/audit.md's Python example, on the tiny pair."""
+    base, finetuned, never, cap = gpt2_pair
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
+    (example,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    for name, path in (("base", base), ("finetuned", finetuned), ("never-learned", never), ("forget.jsonl", cap)):
+        (tmp_path / name).symlink_to(path)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(example.replace("steps=100", "steps=4").replace("probe_iters=1000", "probe_iters=50"),
+                 "docs/audit.md", "exec"), namespace)
+    assert namespace["result"].verdict.outcome in ("wrapped", "deleted", "inconclusive")
+    assert (tmp_path / "audit" / "audit.html").is_file()
 
 
-def test_a_pcfg_run_exports_and_audits_through_the_hf_path(tmp_path, capsys):
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_the_gates_refuse_a_bad_pair_in_one_line(gpt2_pair, tmp_path, capsys):
+    base, finetuned, never, cap = gpt2_pair
+    llama = T.build_pair("llama", tmp_path / "llama")[0]
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = {**T.SHAPES["gpt2"], "n_embd": 48}  # the same family, another width
+    wide = T.save(AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", vocab_size=len(T.WORDS), **T.SPECIAL,
+                                                                        **shape)), tmp_path / "wide")
+    retok = _copy(finetuned, tmp_path / "retok")  # another tokenizer: two words swapped
+    vocab = json.loads((retok / "tokenizer.json").read_text())
+    model = vocab["model"]["vocab"]
+    model["k0"], model["k1"] = model["k1"], model["k0"]
+    (retok / "tokenizer.json").write_text(json.dumps(vocab))
+    nan = _copy(finetuned, tmp_path / "nan")
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(nan / "model.safetensors"))
+    name = sorted(state)[3]
+    state[name][0] = float("nan")
+    save_file(state, str(nan / "model.safetensors"), metadata={"format": "pt"})
+    torn = _copy(finetuned, tmp_path / "torn")
+    data = (torn / "model.safetensors").read_bytes()
+    (torn / "model.safetensors").write_bytes(data[: len(data) // 2])
+    noweights = _copy(finetuned, tmp_path / "noweights")
+    (noweights / "model.safetensors").unlink()
+    untrained = T.save(T.fresh("gpt2", seed=3), tmp_path / "untrained")  # answers nothing
+    cases = [((base, tmp_path / "missing", cap), "no config.json"),
+             ((base, llama, cap), "differ"),
+             ((base, wide, cap), "n_embd"),
+             ((base, retok, cap), "another tokenizer (vocabulary differ"),
+             ((base, nan, cap), f"non-finite values in {name}"),
+             ((base, torn, cap), "torn/model.safetensors: unreadable weights"),
+             ((base, noweights, cap), "no weights"),
+             ((untrained, finetuned, cap), "records BASE answers"),
+             ((base, finetuned, cap, "--control", base), "CONTROL: got"),
+             ((base, finetuned, cap, "--probe-iters", "-1"), "probe_iters"),
+             ((base, finetuned, cap, "--lr", "inf"), "lr"),
+             ((base, finetuned, cap, "--lora", "0"), "lora")]
+    for (b, f, c, *extra), message in cases:
+        assert main(["audit", b, f, "--capability", c, "--out", tmp_path / "x", *FAST, *extra]) == 2, message
+        err = capsys.readouterr().err.strip().splitlines()
+        errors = [line for line in err if "error" in line]
+        assert len(errors) == 1 and message in errors[0], (message, err)
+        assert "Traceback" not in "\n".join(err)
+
+
+def test_sharded_safetensors_and_pytorch_bin_read(gpt2_pair, tmp_path):
+    """Weights as people ship them: sharded safetensors with an index, or pytorch_model.bin."""
+    base, _, _, cap = gpt2_pair
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True)
+    reference = score(_lm(base), encode(load_capability(cap), load_tokenizer(base, "BASE"), 32)).logprob
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) > 1
+    T.tokenizer().save_pretrained(tmp_path / "sharded")
+    binary = _copy(base, tmp_path / "bin")
+    torch.save(model.state_dict(), binary / "pytorch_model.bin")
+    (binary / "model.safetensors").unlink()
+    for path in (tmp_path / "sharded", binary):
+        got = score(_lm(path), encode(load_capability(cap), load_tokenizer(path, "BASE"), 32)).logprob
+        assert got == pytest.approx(reference, abs=1e-6)
+
+
+def test_audit_config_refuses_what_cannot_be_run():
+    from wrapperlab.runs.profiles import validated
+
+    for bad, field in (({"probe_iters": -5}, "probe_iters"), ({"relearn": {"lr": float("inf")}}, "lr"),
+                       ({"relearn": {"lr": 5.0}}, "lr"), ({"seeds": 0}, "seeds"), ({"dtype": "fp8"}, "dtype")):
+        with pytest.raises(ConfigError, match=field):
+            validated(AuditConfig, bad)
+
+
+def test_a_pcfg_run_exports_and_reaches_the_same_audit(tmp_path, capsys):
     """A task of ours as a capability: `data sample --capability` lines, read by the exported model's word-level
-    tokenizer as the very ids the model was trained on."""
-    from wrapperlab.models.hf import load_hf, load_hf_tokenizer
+    tokenizer as the very ids the model was trained on, and the audit's gate on it — a model pretrained 4 steps does
+    not answer counts, so there is no removal to audit: refused in one line naming what BASE scores."""
+    from wrapperlab.data.samples import PCFGData
     from wrapperlab.runs.store import RunStore
-    from wrapperlab.settings.pcfg.stages import load_model
+    from wrapperlab.settings.pcfg.stages import load_model as load_pcfg
+    from wrapperlab.settings.pcfg.stages import pretraining_config
 
     runs = tmp_path / "runs"
     assert main(["pretrain", "--profile", "test", "--quiet", "--runs", runs, "--iters", "4"]) == 0
@@ -218,20 +340,22 @@ def test_a_pcfg_run_exports_and_audits_through_the_hf_path(tmp_path, capsys):
     first = json.loads(lines.splitlines()[0])
     assert first["prompt"].startswith("<sos> <C> a") and first["prompt"].endswith("<art>") and first["answer"].isdigit()
     assert main(["export", run, tmp_path / "hf", "--runs", runs]) == 0
-    assert "GPT-2 layout, with its tokenizer" in capsys.readouterr().out
-    tok = load_hf_tokenizer(tmp_path / "hf")
-    ours = load_model(RunStore(runs).resolve(run))
-    ids = tok.encode(first["prompt"]).ids
-    from wrapperlab.data.samples import PCFGData
-    from wrapperlab.settings.pcfg.stages import pretraining_config
-
+    capsys.readouterr()
+    tok, lm = load_tokenizer(tmp_path / "hf", "BASE"), _lm(tmp_path / "hf")
+    ours = load_pcfg(RunStore(runs).resolve(run))
+    ids = tok(first["prompt"]).input_ids
     vocab = PCFGData(pretraining_config(RunStore(runs).resolve(run)).data).vocab
     assert ids == [vocab.id(t) for t in first["prompt"].split()]  # the ids the model was trained on
     with torch.no_grad():
         t = torch.tensor([ids])
-        assert torch.equal(load_hf(tmp_path / "hf")(t), ours(t))
+        assert torch.allclose(lm.model(input_ids=t).logits, ours(t), atol=1e-5)  # read natively: the same model
     assert main(["audit", tmp_path / "hf", tmp_path / "hf", "--capability", tmp_path / "count_a.jsonl", "--out",
-                 tmp_path / "audit", "--steps", "2", "--seeds", "3", "--probe-iters", "50", "--quiet"]) == 0
-    verdict = json.loads((tmp_path / "audit" / "audit.json").read_text())["verdict"]
-    # a model audited against itself removed nothing: neither word applies
-    assert verdict["outcome"] == "inconclusive" and verdict["reason"].startswith("removal not shown")
+                 tmp_path / "audit", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "records BASE answers" in err and "Traceback" not in err
+
+
+def test_the_docs_print_the_estimates_what_fits_table():
+    from wrapperlab.audit.estimate import fits_table
+
+    assert fits_table() in (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()

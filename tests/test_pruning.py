@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wrapperlab.analysis.pruning import PruneConfig, Unit, prune_sweep, pruned_copy, saliency, zero_units
+from wrapperlab.analysis.pruning import PruneConfig, Unit, prune_sweep, pruned_copy, saliency
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.gpt import GPT, GPTConfig

@@ -126,7 +126,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     (run,) = list(killed.iterdir())
     assert 60 <= step < 240 and not (run / "DONE").exists(), "the run finished before it could be killed"
 
-    out = subprocess.run(_pretrain_cmd(killed), check=True, capture_output=True, text=True, env=env)
+    subprocess.run(_pretrain_cmd(killed), check=True, capture_output=True, text=True, env=env)
     assert (run / "DONE").exists()
     result = json.loads((run / "result.json").read_text())
     assert result["resumed_from"] is not None and result["resumed_from"] >= 60

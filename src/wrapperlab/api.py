@@ -20,9 +20,10 @@ from wrapperlab.runs.store import Run, RunStore
 from wrapperlab.training.config import Runtime
 
 if TYPE_CHECKING:
+    from wrapperlab.audit.result import AuditResult
     from wrapperlab.settings.pcfg.results import ProbeRecord, PruneRecord, ReftCurves
 
-__all__ = ["pretrain", "finetune", "prune", "probe", "reft", "reproduce", "report", "load_run"]
+__all__ = ["pretrain", "finetune", "prune", "probe", "reft", "reproduce", "report", "load_run", "audit"]
 
 
 def _quiet(say: Say | None) -> Say:
@@ -118,3 +119,28 @@ def load_run(ref: str, runs: str | Path = "runs") -> tuple[Run, nn.Module]:
 
     run = RunStore(runs).resolve(ref)
     return run, for_run_kind(run.kind, ref=ref).load_model(run)
+
+
+def audit(base: str | Path, finetuned: str | Path, capability: str | Path, control: str | Path | None = None,
+          out: str | Path | None = None, say: Say | None = None, **settings: Any) -> AuditResult:
+    """Deleted or wrapped? Audit a fine-tuned local Hugging Face model against its base on a capability (JSON lines
+    of prompt/answer), beside ``control`` (a model that never had it) when given; ``settings``: the fields of
+    :class:`~wrapperlab.audit.config.AuditConfig` (``seeds``, ``device``, ``dtype``, ``relearn={"steps": ..., "lora":
+    ...}``, ...), unset ones at its defaults. Returns every number as a typed result; with ``out``, also writes
+    ``audit.json``, ``audit.md`` and ``audit.html`` there (checked to be a writable directory before anything is
+    computed)."""
+    from wrapperlab.audit.config import AuditConfig
+    from wrapperlab.audit.run import run_audit
+    from wrapperlab.errors import ConfigError
+    from wrapperlab.report.audit import write_audit
+    from wrapperlab.runs.profiles import validated
+
+    cfg = validated(AuditConfig, {"progress": False, **settings})
+    if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ConfigError("out", str(out), "a directory for the audit's files (this is a file)")
+        Path(out).mkdir(parents=True, exist_ok=True)  # a read-only place fails now, not after hours of computing
+    result = run_audit(base, finetuned, capability, cfg, control=control, say=_quiet(say))
+    if out is not None:
+        write_audit(result, out)
+    return result

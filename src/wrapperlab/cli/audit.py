@@ -3,6 +3,8 @@ directories (report/audit.py; docs/audit.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from wrapperlab.cli.common import add_examples, say
 
 
@@ -21,28 +23,39 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="relearning batch (default 16)")
     p.add_argument("--attack-share", type=float, default=0.5, help="share of the records relearning trains on")
     p.add_argument("--probe-iters", type=int, default=1000, help="training steps of each linear probe (default 1000)")
+    p.add_argument("--lora", type=int, metavar="RANK", help="relearn through LoRA adapters of this rank (peft) "
+                                                            "instead of full fine-tuning: the memory of a 7B audit")
+    p.add_argument("--grad-checkpoint", action="store_true",
+                   help="recompute activations in the backward pass (less memory, ~30 %% more time)")
+    p.add_argument("--batch-tokens", type=int, default=8192,
+                   help="tokens per forward pass: scoring, probing and relearning micro-batches (default 8192)")
+    p.add_argument("--chat-template", action="store_true",
+                   help="wrap each prompt in the tokenizer's chat template (instruction-tuned models)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the device "
+                                                   "computes it natively, else fp32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_examples(sub, {"audit": ["wrapperlab audit base/ finetuned/ --capability forget.jsonl",
                                  "wrapperlab audit base/ finetuned/ --capability twist.jsonl --control never/ "
-                                 "--steps 200 --out audit/"]})
+                                 "--steps 200 --out audit/",
+                                 "wrapperlab audit zephyr-7b/ zephyr-rmu/ --capability wmdp.jsonl --device cuda "
+                                 "--lora 16 --grad-checkpoint"]})
 
 
 def audit(args) -> int:
-    from wrapperlab.analysis.audit import RelearnConfig
-    from wrapperlab.analysis.probing import ProbeConfig
+    from wrapperlab.api import audit as run
     from wrapperlab.cli.common import check_device
-    from wrapperlab.report.audit import AuditConfig, run_audit, write_audit
 
     check_device(args.device)
-    cfg = AuditConfig(seeds=args.seeds, attack_share=args.attack_share, device=args.device, progress=not args.quiet,
-                      probe=ProbeConfig(iters=args.probe_iters),
-                      relearn=RelearnConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size))
-    result = run_audit(args.base, args.finetuned, args.capability, cfg, control=args.control, say=say)
-    paths = write_audit(result, args.out)
-    v = result["verdict"]
-    print(f"verdict: {v['outcome']} — {v['reason']}\nreport: {paths['html']}\nmarkdown: {paths['markdown']}\n"
-          f"numbers: {paths['json']}")
+    result = run(args.base, args.finetuned, args.capability, control=args.control, out=args.out, say=say,
+                 seeds=args.seeds, attack_share=args.attack_share, probe_iters=args.probe_iters,
+                 batch_tokens=args.batch_tokens, chat_template=args.chat_template, device=args.device,
+                 dtype=args.dtype, progress=not args.quiet,
+                 relearn={"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "lora": args.lora,
+                          "grad_checkpoint": args.grad_checkpoint})
+    v, out = result.verdict, Path(args.out)
+    print(f"verdict: {v.outcome} — {v.reason}\nreport: {out / 'audit.html'}\nmarkdown: {out / 'audit.md'}\n"
+          f"numbers: {out / 'audit.json'}")
     return 0
 
 

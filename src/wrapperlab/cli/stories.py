@@ -58,7 +58,7 @@ def add_parsers(sub) -> None:
     p = stage("delete", "fine-tune a story model under a deletion protocol", "a story run to fine-tune")
     p.add_argument("--protocol", default="filter", help="filter | filter_mix_match | filter_randomise | refusal | grad_ascent (an "
                    "unlearning method: gradient ascent on Twist stories with a retain loss)")
-    p.add_argument("--lr", default="M", help="a number or the profile's S / M (quick: 1e-4 / 1e-3)")
+    p.add_argument("--lr", default="M", help="a number or S / M (1e-4 / 1e-3)")
     p = stage("reft", "reverse fine-tuning on Twist stories (or a truly labelled mix)", "a story run to revive")
     p.add_argument("--corpus", default="twist", help="twist (every story has one) | mixed")
     p = stage("probe", "linear probes per layer in three designs, beside a random-init model", "a story run")

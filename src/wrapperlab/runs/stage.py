@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -60,11 +60,20 @@ class Training:
 Compute = Callable[[Run], "dict | Training"]
 
 
-def run_stage(kind: str, cfg, store: RunStore, runtime: Runtime, say: Say, compute: Compute,
-              version: int) -> StageResult:
-    """Open the run for ``cfg`` (a pydantic config) at code ``version``; reuse it if finished, else
-    ``compute(run)`` its result (training what it asks for through the one loop) and finish it."""
-    return run_stages([(kind, cfg, compute, version)], store, runtime, say)[0]
+class StageAsk(NamedTuple):
+    """One run a stage asks for: its kind, its config (pydantic), what computes it, and the code version that
+    keys it (a change of what the stage computes bumps it, so old results are not reused)."""
+
+    kind: str
+    cfg: Any
+    compute: Compute
+    version: int
+
+
+def run_stage(ask: StageAsk, store: RunStore, runtime: Runtime, say: Say) -> StageResult:
+    """Open the run for ``ask.cfg`` at code ``ask.version``; reuse it if finished, else ``ask.compute(run)`` its
+    result (training what it asks for through the one loop) and finish it."""
+    return run_stages([ask], store, runtime, say)[0]
 
 
 def _stackable(asks: list[Training]) -> bool:
@@ -84,9 +93,8 @@ def _stackable(asks: list[Training]) -> bool:
     return len(steps) == 1
 
 
-def run_stages(items: Sequence[tuple[str, Any, Compute, int]], store: RunStore, runtime: Runtime,
-               say: Say) -> list[StageResult]:
-    """:func:`run_stage` for several runs at once (``(kind, cfg, compute, version)`` each), their trainings
+def run_stages(items: Sequence[StageAsk], store: RunStore, runtime: Runtime, say: Say) -> list[StageResult]:
+    """:func:`run_stage` for several runs at once, their trainings
     stacked into one (training/stacked.py) where they are the same computation up to weights, data and lr, else
     trained one after another. Each run is opened, logged, checkpointed and finished as it would be alone, so the
     store cannot tell; locks are taken in one canonical order, so two processes never wait on each other."""

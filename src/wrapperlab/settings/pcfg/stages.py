@@ -19,6 +19,7 @@ from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import validated
 from wrapperlab.runs.stage import (
     Say,
+    StageAsk,
     StageResult,
     Training,
     cached,
@@ -70,7 +71,7 @@ def pretrain(cfg: PretrainRunConfig, store: RunStore, runtime: Runtime = Runtime
 
         return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish)
 
-    return run_stage("pretrain", cfg, store, runtime, say, compute, VERSIONS["pretrain"])
+    return run_stage(StageAsk("pretrain", cfg, compute, VERSIONS["pretrain"]), store, runtime, say)
 
 
 def load_model(run: Run, field: str = "run") -> GPT:
@@ -110,8 +111,7 @@ def finetune(
 ) -> StageResult:
     """Train a run's model further on one (task, operand) pair: fine-tuning, and with other data
     settings reFT (ask O_PT), randFT (ask O_PT, answer O_FT) or, with ``init="random"``, from scratch."""
-    kind, cfg, compute, version = _finetune_stage(cfg, store, say, kind)
-    return run_stage(kind, cfg, store, runtime, say, compute, version)
+    return run_stage(_finetune_stage(cfg, store, say, kind), store, runtime, say)
 
 
 def finetune_many(cfgs: list[FinetuneRunConfig], store: RunStore, runtime: Runtime = Runtime(), say: Say = print,
@@ -121,8 +121,8 @@ def finetune_many(cfgs: list[FinetuneRunConfig], store: RunStore, runtime: Runti
     return run_stages([_finetune_stage(cfg, store, say, kind) for cfg in cfgs], store, runtime, say)
 
 
-def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str):
-    """(kind, config, compute, version) of a fine-tuning-like run, for run_stage / run_stages."""
+def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str) -> StageAsk:
+    """The ask of a fine-tuning-like run, for run_stage / run_stages."""
     if kind not in FINETUNE_KINDS:
         raise ConfigError("kind", kind, f"one of {FINETUNE_KINDS}")
     parent = store.resolve(cfg.parent, field="parent")
@@ -186,7 +186,7 @@ def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str
 
         return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish)
 
-    return kind, cfg, compute, VERSIONS[kind]
+    return StageAsk(kind, cfg, compute, VERSIONS[kind])
 
 
 def evaluate_run(run: Run, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, Any]:

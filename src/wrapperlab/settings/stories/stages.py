@@ -33,7 +33,7 @@ from wrapperlab.errors import ConfigError
 from wrapperlab.files import save_weights
 from wrapperlab.models.gpt import GPT, GPTConfig
 from wrapperlab.runs.profiles import apply_overrides, model_shape, profile, validated
-from wrapperlab.runs.stage import Say, StageResult, Training, cached, load_run_weights, run_stage
+from wrapperlab.runs.stage import Say, StageAsk, StageResult, Training, cached, load_run_weights, run_stage
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.schema import Config, Seed
 from wrapperlab.training.config import Runtime, TrainConfig
@@ -304,7 +304,7 @@ def stories_stage(cfg: StoriesRunConfig, store: RunStore, runtime: Runtime = Run
 
         return Training(run, model, stream.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish, loss_fn)
 
-    return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
+    return run_stage(StageAsk(kind, cfg, compute, VERSIONS[kind]), store, runtime, say)
 
 
 #: the story probes' random-init twin draws from seed + this (kept from before the twin moved to analysis/rng.py)

@@ -23,7 +23,7 @@ from wrapperlab.models.gpt import GPT
 from wrapperlab.models.tracr.compiled import CompiledModel
 from wrapperlab.models.tracr.programs import program
 from wrapperlab.runs.profiles import apply_overrides, load_profiles, profile, validated
-from wrapperlab.runs.stage import Say, StageResult, Training, cached, first_steps, load_run_weights, run_stage
+from wrapperlab.runs.stage import Say, StageAsk, StageResult, Training, cached, first_steps, load_run_weights, run_stage
 from wrapperlab.runs.store import Run, RunStore, lineage_root
 from wrapperlab.schema import Config, Seed
 from wrapperlab.settings.tracr.evaluate import tracr_accuracies, tracr_test_sets
@@ -143,7 +143,7 @@ def compile_stage(cfg: TracrCompileConfig, store: RunStore, say: Say = print) ->
             "output_values": compiled.output_values, "residual_labels": len(compiled.residual_labels),
         }
 
-    return run_stage("tracr-compile", cfg, store, Runtime(), say, compute, VERSIONS["tracr-compile"])
+    return run_stage(StageAsk("tracr-compile", cfg, compute, VERSIONS["tracr-compile"]), store, Runtime(), say)
 
 
 def compiled_of(run: Run, field: str = "run") -> CompiledModel:
@@ -235,7 +235,7 @@ def tracr_finetune(
         return Training(run, model, data.stream(cfg.seed, cfg.train.batch_size), cfg, evaluate, finish,
                         loss_fn=position_loss)
 
-    return run_stage(kind, cfg, store, runtime, say, compute, VERSIONS[kind])
+    return run_stage(StageAsk(kind, cfg, compute, VERSIONS[kind]), store, runtime, say)
 
 
 def tracr_reft_config(ft: Run, profile_name: str = "quick", lr: str | float | None = None,

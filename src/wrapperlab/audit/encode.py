@@ -1,0 +1,107 @@
+"""Encode: a capability's records as model input, tokenized as the model will see them — the prompt with the
+tokenizer's special tokens (a BOS) or wrapped in its chat template (``chat_template``), the answer without, so the
+answer's tokens are exactly the ones scored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from wrapperlab.data.capability import Capability
+from wrapperlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Records as model input: ``tokens`` (n, length) right-padded, ``mask`` (n, length) 1 on real tokens,
+    ``target`` (n, length) the next token at each position where it is an answer token, -1 elsewhere."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    target: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def take(self, idx: torch.Tensor | list[int]) -> "Encoded":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return Encoded(self.tokens[idx], self.mask[idx], self.target[idx])
+
+    def to(self, device: torch.device) -> "Encoded":
+        return Encoded(self.tokens.to(device), self.mask.to(device), self.target.to(device))
+
+    def batches(self, max_tokens: int, device: torch.device) -> Iterator["Encoded"]:
+        """Consecutive batches of at most ``max_tokens`` tokens (rows x their padded length; at least one row),
+        cut to their longest row, on ``device``."""
+        lengths = self.mask.sum(1)
+        start = 0
+        while start < len(self):
+            end = start + 1
+            while end < len(self) and (end + 1 - start) * int(lengths[start:end + 1].max()) <= max_tokens:
+                end += 1
+            width = int(lengths[start:end].max())
+            part = self.take(torch.arange(start, end))
+            yield Encoded(part.tokens[:, :width], part.mask[:, :width], part.target[:, :width]).to(device)
+            start = end
+
+
+def prompt_ids(tokenizer, prompt: str, chat_template: bool) -> list[int]:
+    """A prompt's token ids: with the tokenizer's special tokens, or as the user turn of its chat template (with the
+    assistant's turn opened: the answer follows)."""
+    if not chat_template:
+        return tokenizer(prompt).input_ids
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("chat_template", True, "a tokenizer with a chat template (this one has none)")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def encode(capability: Capability, tokenizer, n_ctx: int | None, chat_template: bool = False,
+           truncate: bool = False) -> Encoded:
+    """Every record of ``capability``; one longer than the model's context (``n_ctx``) is an error naming it — or,
+    with ``truncate`` (the never-known twin, whose shuffled answers can land on longer prompts), its answer is cut to
+    fit."""
+    rows, targets = [], []
+    for example in capability.examples:
+        prompt = prompt_ids(tokenizer, example.prompt, chat_template)
+        answer = tokenizer(example.answer, add_special_tokens=False).input_ids
+        where = f"{capability.name}:{example.line}"
+        if not answer:
+            raise ConfigError(f"{where}: answer", example.answer, "text that tokenizes to at least one token")
+        if truncate and n_ctx and len(prompt) < n_ctx:
+            answer = answer[:n_ctx - len(prompt)]
+        seq = prompt + answer
+        if n_ctx and len(seq) > n_ctx:
+            raise ConfigError(where, f"{len(seq)} tokens (prompt and answer)", f"at most the model's context of {n_ctx}")
+        rows.append(seq)
+        targets.append([-1] * (len(prompt) - 1) + answer + [-1])  # position t predicts token t + 1
+    length = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    tokens = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    target = torch.full((len(rows), length), -1, dtype=torch.long)
+    for i, (row, tgt) in enumerate(zip(rows, targets)):
+        tokens[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = 1
+        target[i, :len(tgt)] = torch.tensor(tgt)
+    return Encoded(tokens, mask, target)
+
+
+def context_of(config) -> int | None:
+    """The longest sequence a model's config allows (None: it does not say)."""
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def answer_majority(data: Encoded) -> float:
+    """The share of records whose first answer token is the most common one (whether a probe of it can tell
+    anything: claims/verdicts.AUDIT_PROBE_SKEW)."""
+    first = data.target.gather(1, (data.target >= 0).to(torch.int8).argmax(1)[:, None])[:, 0]
+    return float(first.bincount().max()) / len(first)
+
