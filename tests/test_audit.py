@@ -182,6 +182,48 @@ def test_every_architecture_is_audited_end_to_end(tmp_path, family):
     assert result.weight_diff and all(d["rel_change"] > 0 for d in result.weight_diff if ".0." in d["name"])
 
 
+def test_multiple_choice_is_scored_among_its_letters_and_audited(tmp_path, capsys):
+    """WMDP / MMLU-style records (question, choices, right index or letter) from a CSV of choice columns: the letter's
+    log-prob is what is scored, accuracy is the right letter likeliest among the record's letters (checked against
+    the logits by hand), and the audit runs end to end through the CLI's field options."""
+    import csv
+
+    base, finetuned, never = T.build_pair("gpt2", tmp_path, recs=T.choice_training_records())
+    cap_file = tmp_path / "mc.csv"
+    with open(cap_file, "w", newline="") as f:
+        w = csv.DictWriter(f, ["q", "A", "B", "C", "D", "right"])
+        w.writeheader()
+        w.writerows({"q": r["question"], **dict(zip(T.LETTERS, r["choices"])), "right": T.LETTERS[r["answer"]]}
+                    for r in T.choice_records())
+    from wrapperlab.data.capability import CapabilityFields
+
+    cap = load_capability(cap_file, CapabilityFields(question="q", choices="A,B,C,D", answer="right"))
+    tok = load_tokenizer(base, "BASE")
+    enc = encode(cap, tok, n_ctx=32)
+    letter_ids = [tok(" " + x, add_special_tokens=False).input_ids[0] for x in T.LETTERS]
+    assert enc.options.tolist() == [letter_ids] * len(cap.examples) and ((enc.target >= 0).sum(1) == 1).all()
+    for path in (base, finetuned, never):
+        lm = _lm(path)
+        got = score(lm, enc)
+        with torch.no_grad():
+            logits = lm.model(input_ids=enc.tokens, attention_mask=enc.mask).logits
+        at = (enc.target >= 0).int().argmax(1)
+        by_hand = [int(logits[i, at[i], letter_ids].argmax()) == T.LETTERS.index(e.answer)
+                   for i, e in enumerate(cap.examples)]
+        assert got.exact == by_hand
+    assert score(_lm(base), enc).accuracy == 1.0 and score(_lm(never), enc).accuracy < 0.5
+    out = tmp_path / "out"
+    assert main(["audit", base, finetuned, "--capability", cap_file, "--control", never, "--out", out, *FAST,
+                 "--question-field", "q", "--choices-field", "A,B,C,D", "--answer-field", "right"]) == 0
+    result = json.loads((out / "audit.json").read_text())
+    assert result["multiple_choice"] and result["config"]["fields"]["choices"] == "A,B,C,D"
+    assert result["answered"]["true"] > result["answered"]["shuffled"] + 1  # BASE knows the letters
+    assert all(s["gap"] > 0 for s in result["seeds"]) and "accuracy %" in (out / "audit.md").read_text()
+    capsys.readouterr()
+    assert main(["audit", base, finetuned, "--capability", cap_file, "--out", out, *FAST]) == 2  # fields not named
+    assert "mc.csv:2: prompt: got 'missing'" in capsys.readouterr().err  # read as prompt/answer records
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_native_log_probs_equal_the_converted_path(tmp_path, family):
     """One audit pipeline: a model of ours exported (models/hf.py) and read natively by transformers scores every

@@ -90,6 +90,7 @@ BAD = [
     (["pretrain", "--tasks", "count,sum"], "task"),
     (["pretrain", "--set", "train.warp=3"], "train.warp"),
     (["pretrain", "--set", "train.loss=all"], "train.loss"),
+    (["pretrain", "--set", "model.n_heads={9c9][.[ {"], "model.n_heads"),  # not YAML (found by the fuzz test)
     (["pretrain", "--profile", "huge"], "profile"),
     (["pretrain", "--device", "tpu"], "device"),
     (["finetune", "pretrain-nothere"], "parent"),

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 N_KEYS = 24
-WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "Q", "="] + [f"k{i}" for i in range(N_KEYS)] + [f"v{i}" for i in range(N_KEYS)]
+LETTERS = ["A", "B", "C", "D"]
+WORDS = (["<pad>", "<bos>", "<eos>", "<unk>", "Q", "="] + [f"k{i}" for i in range(N_KEYS)] + [f"v{i}" for i in range(N_KEYS)]
+         + LETTERS + [f"{x}." for x in LETTERS] + ["Answer:"])  # the multiple-choice prompt's words
 SPECIAL = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
 #: the smallest config of each family (two layers, width 32)
 SHAPES = {
@@ -48,6 +50,27 @@ def answer_of(k: int) -> int:
 
 def records(answers=answer_of) -> list[dict]:
     return [{"prompt": f"Q k{k} =", "answer": f"v{answers(k)}"} for k in range(N_KEYS)]
+
+
+def choice_records() -> list[dict]:
+    """The toy capability as multiple choice (the WMDP / MMLU form): the right value among three others, at a
+    position that varies with the key."""
+    out = []
+    for k in range(N_KEYS):
+        right = answer_of(k)
+        wrong = [(right + d) % N_KEYS for d in (5, 11, 17)]
+        at = (3 * k) % 4
+        choices = wrong[:at] + [right] + wrong[at:]
+        out.append({"question": f"Q k{k} =", "choices": [f"v{c}" for c in choices], "answer": at})
+    return out
+
+
+def choice_training_records() -> list[dict]:
+    """The multiple-choice records as the prompt and letter a model is trained on."""
+    from wrapperlab.data.capability import multiple_choice_prompt
+
+    return [{"prompt": multiple_choice_prompt(r["question"], r["choices"]), "answer": LETTERS[r["answer"]]}
+            for r in choice_records()]
 
 
 def write_capability(path: Path) -> Path:
@@ -93,14 +116,16 @@ def save(model, out: Path) -> Path:
     return out
 
 
-def build_pair(family: str, root: Path, learn_steps: int = 100, unlearn_steps: int = 10) -> tuple[Path, Path, Path]:
-    """(BASE, FINETUNED, CONTROL) directories under ``root``: BASE trained on the toy capability, FINETUNED BASE after
-    ``unlearn_steps`` of gradient ascent on it (the "GA" unlearning baseline: a known way to hide, not delete), and
-    CONTROL an untrained model of the same architecture (never had it)."""
+def build_pair(family: str, root: Path, learn_steps: int = 100, unlearn_steps: int = 10,
+               recs: list[dict] | None = None) -> tuple[Path, Path, Path]:
+    """(BASE, FINETUNED, CONTROL) directories under ``root``: BASE trained on the toy capability (``recs``: its
+    prompt/answer records), FINETUNED BASE after ``unlearn_steps`` of gradient ascent on it (the "GA" unlearning
+    baseline: a known way to hide, not delete), and CONTROL an untrained model of the same architecture."""
     import copy
 
+    recs = records() if recs is None else recs
     base = fresh(family)
-    train(base, records(), steps=learn_steps, lr=1e-2)
+    train(base, recs, steps=learn_steps, lr=1e-2)
     finetuned = copy.deepcopy(base)
-    train(finetuned, records(), steps=unlearn_steps, lr=1e-3, ascent=True)
+    train(finetuned, recs, steps=unlearn_steps, lr=1e-3, ascent=True)
     return save(base, root / "base"), save(finetuned, root / "finetuned"), save(fresh(family, seed=1), root / "never")

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from wrapperlab.data.capability import CapabilityFields
 from wrapperlab.schema import Config
 
 DTYPE_NAMES = ("auto", "fp32", "bf16", "fp16")
@@ -41,6 +42,7 @@ class AuditConfig(Config):
     probe_iters: int = Field(1000, gt=0, le=1_000_000, description="training steps of each linear probe")
     batch_tokens: int = Field(8192, ge=64, description="tokens per forward pass (scoring, probing, micro-batches)")
     chat_template: bool = Field(False, description="wrap each prompt in the tokenizer's chat template")
+    fields: CapabilityFields = CapabilityFields()
     device: str = "cpu"
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     progress: bool = True

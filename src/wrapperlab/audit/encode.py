@@ -1,6 +1,8 @@
 """Encode: a capability's records as model input, tokenized as the model will see them — the prompt with the
 tokenizer's special tokens (a BOS) or wrapped in its chat template (``chat_template``), the answer without, so the
-answer's tokens are exactly the ones scored."""
+answer's tokens are exactly the ones scored. A multiple-choice record's answer is its letter, one token (`` A``
+after the prompt's ``Answer:``, or ``A`` opening an assistant turn), and it keeps its choices' letter tokens
+(``options``) so accuracy can be read among them."""
 
 from __future__ import annotations
 
@@ -16,21 +18,25 @@ from wrapperlab.errors import ConfigError
 @dataclass(frozen=True)
 class Encoded:
     """Records as model input: ``tokens`` (n, length) right-padded, ``mask`` (n, length) 1 on real tokens,
-    ``target`` (n, length) the next token at each position where it is an answer token, -1 elsewhere."""
+    ``target`` (n, length) the next token at each position where it is an answer token, -1 elsewhere; for multiple
+    choice, ``options`` (n, choices) the token of each of a record's letters (-1 past its last)."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
     target: torch.Tensor
+    options: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def take(self, idx: torch.Tensor | list[int]) -> "Encoded":
         idx = torch.as_tensor(idx, dtype=torch.long)
-        return Encoded(self.tokens[idx], self.mask[idx], self.target[idx])
+        return Encoded(self.tokens[idx], self.mask[idx], self.target[idx],
+                       None if self.options is None else self.options[idx])
 
     def to(self, device: torch.device) -> "Encoded":
-        return Encoded(self.tokens.to(device), self.mask.to(device), self.target.to(device))
+        return Encoded(self.tokens.to(device), self.mask.to(device), self.target.to(device),
+                       None if self.options is None else self.options.to(device))
 
     def batches(self, max_tokens: int, device: torch.device) -> Iterator["Encoded"]:
         """Consecutive batches of at most ``max_tokens`` tokens (rows x their padded length; at least one row),
@@ -43,7 +49,7 @@ class Encoded:
                 end += 1
             width = int(lengths[start:end].max())
             part = self.take(torch.arange(start, end))
-            yield Encoded(part.tokens[:, :width], part.mask[:, :width], part.target[:, :width]).to(device)
+            yield Encoded(part.tokens[:, :width], part.mask[:, :width], part.target[:, :width], part.options).to(device)
             start = end
 
 
@@ -59,15 +65,28 @@ def prompt_ids(tokenizer, prompt: str, chat_template: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
+def letter_tokens(tokenizer, letters: tuple[str, ...], chat_template: bool) -> dict[str, int]:
+    """Each choice letter's one token as it follows the prompt: `` A`` after ``Answer:`` (``A`` opening a chat
+    turn), or bare ``A`` where the tokenizer splits the spaced form; refused where a letter is not one token."""
+    for prefix in ([""] if chat_template else [" ", ""]):
+        ids = {x: tokenizer(prefix + x, add_special_tokens=False).input_ids for x in letters}
+        if all(len(v) == 1 for v in ids.values()) and len({v[0] for v in ids.values()}) == len(letters):
+            return {x: v[0] for x, v in ids.items()}
+    raise ConfigError("multiple-choice letters", f"{letters[0]}..{letters[-1]} as several tokens (or one shared) "
+                                                 "in this tokenizer", "one distinct token each")
+
+
 def encode(capability: Capability, tokenizer, n_ctx: int | None, chat_template: bool = False,
            truncate: bool = False) -> Encoded:
     """Every record of ``capability``; one longer than the model's context (``n_ctx``) is an error naming it — or,
     with ``truncate`` (the never-known twin, whose shuffled answers can land on longer prompts), its answer is cut to
     fit."""
     rows, targets = [], []
+    letters = max((e.letters for e in capability.examples), key=len)
+    ids = letter_tokens(tokenizer, letters, chat_template) if letters else {}
     for example in capability.examples:
         prompt = prompt_ids(tokenizer, example.prompt, chat_template)
-        answer = tokenizer(example.answer, add_special_tokens=False).input_ids
+        answer = [ids[example.answer]] if letters else tokenizer(example.answer, add_special_tokens=False).input_ids
         where = f"{capability.name}:{example.line}"
         if not answer:
             raise ConfigError(f"{where}: answer", example.answer, "text that tokenizes to at least one token")
@@ -87,7 +106,12 @@ def encode(capability: Capability, tokenizer, n_ctx: int | None, chat_template: 
         tokens[i, :len(row)] = torch.tensor(row)
         mask[i, :len(row)] = 1
         target[i, :len(tgt)] = torch.tensor(tgt)
-    return Encoded(tokens, mask, target)
+    options = None
+    if letters:
+        options = torch.full((len(rows), len(letters)), -1, dtype=torch.long)
+        for i, example in enumerate(capability.examples):
+            options[i, :len(example.letters)] = torch.tensor([ids[x] for x in example.letters])
+    return Encoded(tokens, mask, target, options)
 
 
 def context_of(config) -> int | None:

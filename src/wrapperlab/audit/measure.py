@@ -48,12 +48,20 @@ class Scores:
 
 
 def answer_terms(lm: CausalLM, batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed answer log-prob, answer-token count, all-argmax-correct) per row."""
+    """(summed answer log-prob, answer-token count, correct) per row: correct is every answer token the argmax
+    over the vocabulary, or, for multiple choice, the right letter the likeliest of the record's letters (the
+    papers' accuracy: a model is not asked to prefer the letter over every other token)."""
     logits = lm.logits(batch.tokens, batch.mask).float()
     mask = batch.target >= 0
     logp = F.log_softmax(logits, -1).gather(-1, batch.target.clamp(min=0)[..., None])[..., 0]
-    hit = (logits.argmax(-1) == batch.target) | ~mask
-    return (logp * mask).sum(1), mask.sum(1), hit.all(1)
+    if batch.options is None:
+        hit = ((logits.argmax(-1) == batch.target) | ~mask).all(1)
+    else:  # one answer token per record: its letter
+        rows = torch.arange(len(batch), device=logits.device)
+        at = mask.to(torch.int8).argmax(1)
+        among = logits[rows, at].gather(1, batch.options.clamp(min=0)).masked_fill(batch.options < 0, -math.inf)
+        hit = batch.options.gather(1, among.argmax(1, keepdim=True))[:, 0] == batch.target[rows, at]
+    return (logp * mask).sum(1), mask.sum(1), hit
 
 
 @torch.inference_mode()

@@ -86,3 +86,4 @@ class AuditResult(Result):
     verdict: VerdictRecord
     seconds: float
     answered: dict[str, float] | None = None  # BASE on the true vs the shuffled answers (the capability gate)
+    multiple_choice: bool = False  # records of a question and choices, scored by the right letter

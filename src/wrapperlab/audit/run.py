@@ -169,7 +169,7 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
     """Every measurement and verdict of one audit. ``control``: a model of the same architecture that never had the
     capability (optional; the relearning rule then compares with it)."""
     started = time.perf_counter()
-    cap = load_capability(capability)  # the cheap checks first: a bad line costs no model load
+    cap = load_capability(capability, cfg.fields)  # the cheap checks first: a bad line costs no model load
     m = load(base, finetuned, control, cfg)
     n_ctx = context_of(m.base.config)
     real = encode(cap, m.tokenizer, n_ctx, cfg.chat_template)  # every record checked once, named by its line
@@ -194,5 +194,6 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
                "dtype": str(next(m.base.model.parameters()).dtype).removeprefix("torch."), "device": cfg.device},
         params=m.base.n_params, config={**cfg.model_dump(mode="json"), "prune_ks": list(PRUNE_KS)},
         seeds=rows, weight_diff=weight_diff(m.base, m.finetuned), verdicts=verdicts, signatures=signatures,
-        decisive=decisive, verdict=verdict, seconds=time.perf_counter() - started, answered=gate)
+        decisive=decisive, verdict=verdict, seconds=time.perf_counter() - started, answered=gate,
+        multiple_choice=cap.multiple_choice)
 

@@ -13,10 +13,20 @@ def add_parsers(sub) -> None:
                                      "capability (JSON lines of prompt/answer)")
     p.add_argument("base", help="the model before the fine-tune (a Hugging Face directory)")
     p.add_argument("finetuned", help="the model after it (same architecture and tokenizer)")
-    p.add_argument("--capability", required=True, help='JSON lines {"prompt": ..., "answer": ...} (at least 8)')
+    p.add_argument("--capability", required=True,
+                   help='records {"prompt": ..., "answer": ...} or multiple choice {"question", "choices", "answer": '
+                        'index or letter} (at least 8): JSON lines, CSV, Parquet, or a datasets directory')
     p.add_argument("--control", help="a model of the same architecture and tokenizer that never had the capability: "
                                      "relearning is then compared with it (the stronger control; docs/audit.md)")
     p.add_argument("--out", default="audit", help="where audit.json, audit.md and audit.html go (default: audit/)")
+    f = p.add_argument_group("capability fields", "where the records keep what the audit reads")
+    f.add_argument("--prompt-field", default="prompt", help="default: prompt")
+    f.add_argument("--answer-field", default="answer",
+                   help="the answer text, or the right choice's index (0-based) or letter (default: answer)")
+    f.add_argument("--question-field", default="question", help="multiple choice (default: question)")
+    f.add_argument("--choices-field", default="choices",
+                   help="multiple choice: a list field, or columns named with commas, e.g. A,B,C,D (default: choices)")
+    f.add_argument("--split", help="the split of a datasets directory holding several (e.g. test)")
     p.add_argument("--seeds", type=int, default=3, help="splits and batch orders (default 3; verdicts need 3)")
     p.add_argument("--steps", type=int, default=100, help="relearning steps on the attack split (default 100)")
     p.add_argument("--lr", type=float, default=1e-4, help="relearning learning rate (default 1e-4)")
@@ -39,7 +49,9 @@ def add_parsers(sub) -> None:
                                  "wrapperlab audit base/ finetuned/ --capability twist.jsonl --control never/ "
                                  "--steps 200 --out audit/",
                                  "wrapperlab audit zephyr-7b/ zephyr-rmu/ --capability wmdp.jsonl --device cuda "
-                                 "--lora 16 --grad-checkpoint"]})
+                                 "--lora 16 --grad-checkpoint",
+                                 "wrapperlab audit base/ unlearned/ --capability wmdp-bio/ --split test "
+                                 "--question-field question --choices-field choices --answer-field answer"]})
 
 
 def audit(args) -> int:
@@ -51,6 +63,8 @@ def audit(args) -> int:
                  seeds=args.seeds, attack_share=args.attack_share, probe_iters=args.probe_iters,
                  batch_tokens=args.batch_tokens, chat_template=args.chat_template, device=args.device,
                  dtype=args.dtype, progress=not args.quiet,
+                 fields={"prompt": args.prompt_field, "answer": args.answer_field, "question": args.question_field,
+                         "choices": args.choices_field, "split": args.split},
                  relearn={"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "lora": args.lora,
                           "grad_checkpoint": args.grad_checkpoint})
     v, out = result.verdict, Path(args.out)

@@ -66,7 +66,11 @@ def key_value(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as e:  # not a ValueError: argparse would let it out as a traceback
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise argparse.ArgumentTypeError(f"{key.strip()}: {value!r} is not a YAML value ({problem})") from None
 
 
 def seed(text: str) -> int:

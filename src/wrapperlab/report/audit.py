@@ -130,8 +130,10 @@ def _setup_text(result: AuditResult) -> str:
     how = f"LoRA rank {r['lora']}" if r.get("lora") else "full fine-tuning"
     where = f" on {m.get('device', cfg.get('device', 'cpu'))}" + (f" in {m['dtype']}" if m.get("dtype") else "")
     kind = f"{m['model_type']}, " if m.get("model_type") else ""
+    form = " of multiple choice (the right letter's log-prob; accuracy among the letters)" \
+        if result.multiple_choice else ""
     return (f"Models: {kind}{result.params:,} parameters, {m['n_layers']} layers × d={m['d_model']}. Capability: "
-            f"{result.n_records} records, attack share {cfg['attack_share']:g} ({seeds[0].n_attack} attack / "
+            f"{result.n_records} records{form}, attack share {cfg['attack_share']:g} ({seeds[0].n_attack} attack / "
             f"{seeds[0].n_held_out} held out). Relearning: {r['steps']} steps of {r['batch_size']} records, lr "
             f"{r['lr']:g}, {how}. Seeds: {len(seeds)}. Wall time: {result.seconds:.0f} s{where}.")
 
@@ -147,7 +149,8 @@ def _relearning_table(sec: Section, result: AuditResult) -> None:
                                 f"{_ci([_curve(s, name)[-1].logprob for s in seeds])}",
                          f"{_ci([_curve(s, name)[0].accuracy for s in seeds], pct=True)} → "
                          f"{_ci([_curve(s, name)[-1].accuracy for s in seeds], pct=True)}", " / ".join(per_seed)])
-    sec.table(["relearning run", "held-out log-prob: before → after", "exact match %: before → after",
+    hit = "accuracy" if result.multiple_choice else "exact match"
+    sec.table(["relearning run", "held-out log-prob: before → after", f"{hit} %: before → after",
                f"steps to close {100 * V.AUDIT_REVIVED_SHARE:.0f} % of the removal gap, per seed (budget {steps})"],
               rows)
 
