@@ -10,6 +10,7 @@ how many threads it had); the ratios say what LoRA buys and which part to shrink
 records) or to move to ``--device cuda``.
 
     python benchmarks/audit_scale.py [--records 64] [--prompt 48] [--answer 8] [--steps 3] [--lora 16] [--device cpu]
+                                   [--dtype auto | fp32 bf16 ...]
 """
 
 from __future__ import annotations
@@ -55,26 +56,13 @@ def write_pair(tmp: Path, records: int, prompt: int, answer: int) -> tuple[Path,
     return tmp / "model", tmp / "cap.jsonl"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--records", type=int, default=64, help="capability records (half attack, half held out)")
-    ap.add_argument("--prompt", type=int, default=48, help="prompt tokens per record")
-    ap.add_argument("--answer", type=int, default=8, help="answer tokens per record")
-    ap.add_argument("--steps", type=int, default=3, help="relearning steps timed (the mean is used)")
-    ap.add_argument("--lora", type=int, default=16, help="the LoRA rank timed beside full fine-tuning")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    args = ap.parse_args()
-    dtype = resolve_dtype(args.dtype, args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        path, cap_file = write_pair(Path(tmp), args.records, args.prompt, args.answer)
-        t_load, lm = timed(load_model, path, "BASE", dtype, args.device)
-        cap, tokenizer = load_capability(cap_file), load_tokenizer(path, "BASE")
-    data = encode(cap, tokenizer, lm.config.n_positions)
-    attack_idx, held_idx = cap.split(0)
+def time_parts(path: Path, cap_file: Path, dtype: torch.dtype, args) -> tuple[dict[str, float], dict[str, float]]:
+    """Each part of an audit timed once in ``dtype``: (every part's seconds, a relearning step's seconds per
+    method)."""
+    t_load, lm = timed(load_model, path, "BASE", dtype, args.device)
+    data = encode(load_capability(cap_file), load_tokenizer(path, "BASE"), lm.config.n_positions)
+    attack_idx, held_idx = load_capability(cap_file).split(0)
     attack, held = data.take(attack_idx), data.take(held_idx)
-    print(f"GPT-2-small shape: {lm.n_params:,} parameters in {str(dtype).removeprefix('torch.')}; {args.records} "
-          f"records of {args.prompt} + {args.answer} tokens; {torch.get_num_threads()} threads on {args.device}")
     t_score, _ = timed(score, lm, held)
     steps = {}
     for name, lora in (("full fine-tuning", None), (f"LoRA r={args.lora}", args.lora)):
@@ -83,23 +71,56 @@ def main() -> None:
     t_prune, _ = timed(prune_curve, lm, attack, held)
     t_probe, _ = timed(probe_answer, {"finetuned": lm, "base": lm, "random_init": lm.twin(0), "control": lm}, attack,
                        held, 1000, 0)
-    evals = len(RelearnConfig().eval_at)
     parts = {"load one model (transformers)": t_load, "score the held-out half": t_score,
              **{f"one relearning step, {k} (batch 16)": v for k, v in steps.items()},
              f"pruning sweep (saliency + {len(PRUNE_KS)} scorings)": t_prune, "probes (4 models, 1,000 steps)": t_probe}
-    for name, seconds in parts.items():
-        print(f"  {name:52s} {seconds:9.1f} s")
+    return parts, steps
+
+
+def default_audit(parts: dict[str, float], step: float, runs: int) -> tuple[float, float]:
+    """A default audit's seconds (3 seeds, ``runs`` relearning runs a seed) from its parts, and relearning's share."""
+    t_load, t_score, t_prune, t_probe = (parts[k] for k in ("load one model (transformers)", "score the held-out half",
+                                                            next(k for k in parts if k.startswith("pruning")),
+                                                            next(k for k in parts if k.startswith("probes"))))
+    run = RelearnConfig().steps * step + len(RelearnConfig().eval_at) * t_score
+    per_seed = runs * run + runs * t_prune + t_probe + 3 * t_score
+    return 3 * per_seed + (runs + 1) * t_load, runs * run / per_seed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=64, help="capability records (half attack, half held out)")
+    ap.add_argument("--prompt", type=int, default=48, help="prompt tokens per record")
+    ap.add_argument("--answer", type=int, default=8, help="answer tokens per record")
+    ap.add_argument("--steps", type=int, default=3, help="relearning steps timed (the mean is used)")
+    ap.add_argument("--lora", type=int, default=16, help="the LoRA rank timed beside full fine-tuning")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16", "fp16"],
+                    help="one or more: each is timed in this run (e.g. --dtype fp32 bf16 for their ratio)")
+    args = ap.parse_args()
+    dtypes = [resolve_dtype(d, args.device) for d in args.dtype]
     totals = {}
-    for name, step in steps.items():
-        run = RelearnConfig().steps * step + evals * t_score
-        for control, runs in (("without --control", 2), ("with --control", 3)):
-            per_seed = runs * run + runs * t_prune + t_probe + 3 * t_score
-            totals[name, control] = 3 * per_seed + (runs + 1) * t_load
-            print(f"default audit, {name}, {control}: {totals[name, control] / 60:.0f} min (3 seeds x "
-                  f"{per_seed / 60:.1f} min; relearning {100 * runs * run / per_seed:.0f} % of it)")
-    full, lora = list(steps)
-    print(f"ratio full / LoRA: relearning step {steps[full] / steps[lora]:.2f}, default audit with --control "
-          f"{totals[full, 'with --control'] / totals[lora, 'with --control']:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path, cap_file = write_pair(Path(tmp), args.records, args.prompt, args.answer)
+        for dtype in dtypes:
+            name = str(dtype).removeprefix("torch.")
+            parts, steps = time_parts(path, cap_file, dtype, args)
+            print(f"GPT-2-small shape (124 M parameters) in {name}; {args.records} records of {args.prompt} + "
+                  f"{args.answer} tokens; {torch.get_num_threads()} threads on {args.device}")
+            for part, seconds in parts.items():
+                print(f"  {part:52s} {seconds:9.1f} s")
+            for method, step in steps.items():
+                for control, runs in (("without --control", 2), ("with --control", 3)):
+                    totals[name, method, control], share = default_audit(parts, step, runs)
+                    print(f"default audit, {name}, {method}, {control}: {totals[name, method, control] / 60:.0f} min "
+                          f"(relearning {100 * share:.0f} % of it)")
+            full, lora = list(steps)
+            print(f"ratio full / LoRA ({name}): relearning step {steps[full] / steps[lora]:.2f}, default audit with "
+                  f"--control {totals[name, full, 'with --control'] / totals[name, lora, 'with --control']:.2f}")
+    names = list(dict.fromkeys(k[0] for k in totals))
+    for other in names[1:]:
+        ratios = [totals[names[0], m, c] / totals[other, m, c] for (n, m, c) in totals if n == other]
+        print(f"ratio {names[0]} / {other}, default audits: {min(ratios):.2f} to {max(ratios):.2f}")
 
 
 if __name__ == "__main__":

@@ -335,6 +335,76 @@ def test_the_gates_refuse_a_bad_pair_in_one_line(gpt2_pair, tmp_path, capsys):
         assert "Traceback" not in "\n".join(err)
 
 
+def _edit_weights(src: Path, dst: Path, edit) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    out = _copy(src, dst)
+    state = load_file(str(out / "model.safetensors"))
+    edit(state)
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def _with_tokenizer(src: Path, dst: Path, edit) -> Path:
+    out = _copy(src, dst)
+    tok = load_tokenizer(out, "x")
+    edit(tok)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_what_slipped_through_the_gates_is_refused_in_one_line(gpt2_pair, tmp_path, capsys):
+    """Inputs a hostile user found accepted (exit 0 with garbage or NaN numbers, or a traceback): each now one line,
+    exit 2, before any measurement, and no empty --out directory is left behind."""
+    base, finetuned, never, cap = gpt2_pair
+
+    def first(state):  # the name of a tensor every GPT-2 has
+        return next(k for k in sorted(state) if k.endswith("ln_f.weight"))
+
+    missing = _edit_weights(finetuned, tmp_path / "missing_t", lambda st: st.pop(sorted(st)[3]))
+    extra = _edit_weights(finetuned, tmp_path / "extra_t", lambda st: st.update(bogus=torch.zeros(2)))
+    huge = _edit_weights(finetuned, tmp_path / "huge", lambda st: st[first(st)].fill_(3e38))  # finite, overflows
+    base_copy = _copy(base, tmp_path / "base_copy")
+    from tokenizers import processors
+
+    def no_bos(tok):
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="$A")
+
+    nobos = _with_tokenizer(finetuned, tmp_path / "nobos", no_bos)
+    template = "{{ messages[0]['content'] | nosuchfilter }}"
+    broken = [_with_tokenizer(m, tmp_path / f"ct_{m.name}", lambda t: setattr(t, "chat_template", template))
+              for m in (base, finetuned)]
+    surrogate = tmp_path / "surrogate.jsonl"
+    surrogate.write_text(cap.read_text() + '{"prompt": "Q k3 = \\ud800", "answer": "v1"}\n')
+    cases = [((base, missing, cap), "missing weights"),
+             ((base, extra, cap), "unexpected weights (bogus)"),
+             ((base, huge, cap), "non-finite answer log-probs"),
+             ((base, base, cap), "a model other than BASE"),
+             ((base, finetuned, cap, "--control", base_copy), "the same weights as BASE"),
+             ((base, nobos, cap), "tokenization rules differ"),
+             ((*broken, cap, "--chat-template"), "a template that fails"),
+             ((base, finetuned, surrogate), "valid Unicode"),
+             ((base, finetuned, cap, "--out", base), "apart from the audit's inputs"),
+             ((base, finetuned, cap, "--out", ""), "out: got 'an empty path'"),
+             ((base, finetuned, cap, "--control", ""), "control: got 'an empty path'")]
+    for (b, f, c, *extra_args), message in cases:
+        out = tmp_path / "never_made"
+        assert main(["audit", b, f, "--capability", c, "--out", out, *FAST, *extra_args]) == 2, message
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and not captured.out, (message, err, captured.out)
+        assert not out.exists(), message
+    assert not list(base.glob("audit*"))  # nothing was written into a model's directory
+
+
+def test_multiple_choice_letters_must_be_known_tokens():
+    from wrapperlab.audit.encode import letter_tokens
+
+    assert len(letter_tokens(T.tokenizer(), ("A", "B", "C", "D"), False)) == 4
+    with pytest.raises(ConfigError, match="unknown"):  # "E" is not in the vocabulary: it would be scored as <unk>
+        letter_tokens(T.tokenizer(), ("A", "B", "C", "D", "E"), False)
+
+
 def test_sharded_safetensors_and_pytorch_bin_read(gpt2_pair, tmp_path):
     """Weights as people ship them: sharded safetensors with an index, or pytorch_model.bin."""
     base, _, _, cap = gpt2_pair
@@ -391,7 +461,11 @@ def test_a_pcfg_run_exports_and_reaches_the_same_audit(tmp_path, capsys):
     with torch.no_grad():
         t = torch.tensor([ids])
         assert torch.allclose(lm.model(input_ids=t).logits, ours(t), atol=1e-5)  # read natively: the same model
-    assert main(["audit", tmp_path / "hf", tmp_path / "hf", "--capability", tmp_path / "count_a.jsonl", "--out",
+    assert main(["pretrain", "--profile", "test", "--quiet", "--runs", runs, "--iters", "4", "--seed", "1"]) == 0
+    other = next(p.name for p in runs.iterdir() if p.name.startswith("pretrain-") and p.name != run)
+    assert main(["export", other, tmp_path / "hf1", "--runs", runs]) == 0  # another model: FINETUNED is not BASE
+    capsys.readouterr()
+    assert main(["audit", tmp_path / "hf", tmp_path / "hf1", "--capability", tmp_path / "count_a.jsonl", "--out",
                  tmp_path / "audit", *FAST]) == 2
     err = capsys.readouterr().err
     assert "records BASE answers" in err and "Traceback" not in err

@@ -9,6 +9,7 @@ the tests).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -136,11 +137,36 @@ def audit(base: str | Path, finetuned: str | Path, capability: str | Path, contr
     from wrapperlab.runs.profiles import validated
 
     cfg = validated(AuditConfig, {"progress": False, **settings})
+    for name, value in (("base", base), ("finetuned", finetuned), ("capability", capability), ("control", control),
+                        ("out", out)):
+        if value is not None and not str(value).strip():
+            raise ConfigError(name, "an empty path", "a path (leave control out to audit without one)")
+    made = out is not None and not Path(out).exists()
     if out is not None:
-        if Path(out).exists() and not Path(out).is_dir():
-            raise ConfigError("out", str(out), "a directory for the audit's files (this is a file)")
-        Path(out).mkdir(parents=True, exist_ok=True)  # a read-only place fails now, not after hours of computing
-    result = run_audit(base, finetuned, capability, cfg, control=control, say=_quiet(say))
+        _check_out(Path(out), [Path(p) for p in (base, finetuned, control, capability) if p is not None])
+    try:
+        result = run_audit(base, finetuned, capability, cfg, control=control, say=_quiet(say))
+    except BaseException:
+        if made and Path(out).is_dir() and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # a refused audit leaves no empty directory behind
+        raise
     if out is not None:
         write_audit(result, out)
     return result
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """``out`` is a directory the audit can write and that holds none of its inputs — checked before any model is
+    loaded, so a read-only place or a typo costs nothing, not the hours of the audit."""
+    from wrapperlab.errors import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", str(out), "a directory for the audit's files (this is a file)")
+    where = out.resolve()
+    for p in inputs:
+        if p.exists() and (where == p.resolve() or (p.is_dir() and p.resolve() in where.parents)):
+            raise ConfigError("out", str(out), f"a directory apart from the audit's inputs (this is or is in {p})")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / f".write-test-{os.getpid()}"
+    probe.write_bytes(b"")  # a directory that exists but is not writable fails here, not at the end
+    probe.unlink()

@@ -60,8 +60,13 @@ def prompt_ids(tokenizer, prompt: str, chat_template: bool) -> list[int]:
         return tokenizer(prompt).input_ids
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("chat_template", True, "a tokenizer with a chat template (this one has none)")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception as e:  # jinja2's syntax, assertion and raise_exception errors: the template is the model's
+        why = f"{type(e).__name__}: {' '.join(str(e).split())[:100]}"
+        raise ConfigError("chat_template", f"a template that fails ({why})", "a chat template that renders a user "
+                                                                             "turn") from None
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
@@ -70,10 +75,11 @@ def letter_tokens(tokenizer, letters: tuple[str, ...], chat_template: bool) -> d
     turn), or bare ``A`` where the tokenizer splits the spaced form; refused where a letter is not one token."""
     for prefix in ([""] if chat_template else [" ", ""]):
         ids = {x: tokenizer(prefix + x, add_special_tokens=False).input_ids for x in letters}
-        if all(len(v) == 1 for v in ids.values()) and len({v[0] for v in ids.values()}) == len(letters):
+        if all(len(v) == 1 and v[0] != tokenizer.unk_token_id for v in ids.values()) \
+                and len({v[0] for v in ids.values()}) == len(letters):
             return {x: v[0] for x, v in ids.items()}
-    raise ConfigError("multiple-choice letters", f"{letters[0]}..{letters[-1]} as several tokens (or one shared) "
-                                                 "in this tokenizer", "one distinct token each")
+    raise ConfigError("multiple-choice letters", f"{letters[0]}..{letters[-1]} as several tokens (or one shared, or "
+                                                 "unknown) in this tokenizer", "one distinct known token each")
 
 
 def encode(capability: Capability, tokenizer, n_ctx: int | None, chat_template: bool = False,

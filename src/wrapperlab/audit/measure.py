@@ -51,8 +51,11 @@ def answer_terms(lm: CausalLM, batch: Encoded) -> tuple[torch.Tensor, torch.Tens
     """(summed answer log-prob, answer-token count, correct) per row: correct is every answer token the argmax
     over the vocabulary, or, for multiple choice, the right letter the likeliest of the record's letters (the
     papers' accuracy: a model is not asked to prefer the letter over every other token)."""
-    logits = lm.logits(batch.tokens, batch.mask).float()
-    mask = batch.target >= 0
+    scored = batch.target >= 0
+    first = int(scored.any(0).to(torch.int8).argmax())  # no logits are needed before the earliest answer
+    logits = lm.logits(batch.tokens, batch.mask, keep=batch.tokens.shape[1] - first).float()
+    batch = Encoded(batch.tokens, batch.mask, batch.target[:, first:], batch.options)
+    mask = scored[:, first:]
     logp = F.log_softmax(logits, -1).gather(-1, batch.target.clamp(min=0)[..., None])[..., 0]
     if batch.options is None:
         hit = ((logits.argmax(-1) == batch.target) | ~mask).all(1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def weight_files(path: Path, role: str) -> list[Path]:
         raise ConfigError(f"{role} {path}", "no weights", "a model directory with model*.safetensors or "
                                                           "pytorch_model*.bin")
     for file in found:
+        open(file, "rb").close()  # unreadable (permissions) is said as such: safetensors calls it "not found"
         if file.suffix == ".safetensors":
             try:
                 with safe_open(str(file), framework="pt") as f:
@@ -69,8 +71,12 @@ def weight_files(path: Path, role: str) -> list[Path]:
                         f.get_slice(key)  # the header and every tensor's extent, without reading the data
             except Exception as e:  # safetensors raises several types for truncated or foreign files
                 raise IntegrityError(file, f"unreadable weights ({type(e).__name__}: {' '.join(str(e).split())})",
-                                     what=role) from None
+                                     MODEL_REMEDY, what=role) from None
     return found
+
+
+#: what to do about a damaged weight file of a user's model (not ours to recompute: never "delete it")
+MODEL_REMEDY = "the file is damaged or truncated: save or download the model again"
 
 
 def read_config(path: Path, role: str) -> dict[str, Any]:
@@ -133,14 +139,25 @@ class CausalLM:
                 if isinstance(module, (nn.Linear, Conv1D)):
                     yield f"{prefix}.{i}.{name}", module
 
-    def logits(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
+    def logits(self, tokens: torch.Tensor, mask: torch.Tensor, keep: int = 0) -> torch.Tensor:
+        """The next-token logits of the last ``keep`` positions (0: all). Only the answers' positions are ever
+        scored, and the vocabulary projection of the others was a fifth of a relearning step on GPT-2-small
+        (``benchmarks/audit_scale.py``), so it is skipped where the family accepts ``logits_to_keep``."""
+        extra = {"logits_to_keep": keep} if keep and self._keeps_logits else {}
+        logits = self.model(input_ids=tokens, attention_mask=mask, use_cache=False, **extra).logits
+        return logits[:, -keep:] if keep else logits
+
+    @property
+    def _keeps_logits(self) -> bool:
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
 
     def hidden(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The residual stream of each row at its position: the embeddings (B0) and after every decoder layer,
         ``(n_layers + 1, n, d)`` (float, on the CPU). The last layer's is as the model returns it (some families
         apply their final norm to it)."""
-        out = self.model(input_ids=tokens, attention_mask=mask, output_hidden_states=True, use_cache=False)
+        extra = {"logits_to_keep": 1} if self._keeps_logits else {}  # the logits are not wanted here
+        out = self.model(input_ids=tokens, attention_mask=mask, output_hidden_states=True, use_cache=False, **extra)
         rows = torch.arange(len(tokens), device=tokens.device)
         return torch.stack([h[rows, positions].float().cpu() for h in out.hidden_states])
 
@@ -164,16 +181,30 @@ def load_model(path: str | Path, role: str, dtype: torch.dtype, device: str) -> 
     read_config(path, role)
     weight_files(path, role)
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+        model, info = transformers.AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
+                                                                        output_loading_info=True)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ConfigError(f"{role} {path}", "not loadable", f"a causal LM transformers can read "
                                                             f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    _check_loaded(info, role, path)
     lm = CausalLM(model.to(device).eval(), role, path)
     for name, p in lm.model.named_parameters():
         bad = ~torch.isfinite(p.detach())
         if bad.any():
             raise ConfigError(f"{role} {path}", f"{int(bad.sum())} non-finite values in {name}", "finite weights")
     return lm
+
+
+def _check_loaded(info: dict[str, Any], role: str, path: Path) -> None:
+    """Refuse weights that do not fill the architecture: ``transformers`` initialises a missing tensor at random and
+    drops an unexpected one with a warning, so a checkpoint with renamed or missing tensors would be audited as a
+    random model, its numbers garbage."""
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise ConfigError(f"{role} {path}", f"{kind.replace('_keys', '')} weights ({shown})",
+                              "weights that fill the architecture of its config.json, every tensor by name")
 
 
 #: what a directory declares when its tokenizer is its ``tokenizer.json`` alone (no family-specific class)
@@ -207,13 +238,42 @@ def fingerprint(tokenizer) -> dict[str, str]:
 
     return {"vocabulary": digest(sorted(tokenizer.get_vocab().items())),
             "special tokens": digest({k: str(v) for k, v in tokenizer.special_tokens_map.items()}),
-            "chat template": digest(getattr(tokenizer, "chat_template", None))}
+            "chat template": digest(getattr(tokenizer, "chat_template", None)),
+            "tokenization rules": digest(_rules(tokenizer))}
+
+
+def _rules(tokenizer) -> Any:
+    """How text becomes tokens beyond the vocabulary — normalizer, pre-tokenizer, the model's merges, post-processor
+    (the BOS a prompt gets), decoder — from a fast tokenizer's own description (the vocabulary and added tokens,
+    compared on their own, and its runtime padding and truncation settings aside); a slow tokenizer's encoding of a
+    probe text stands in for it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer("Probe: the quick brown fox, 1234 -- \u00e9!").input_ids
+    rules = json.loads(backend.to_str())
+    model = {k: v for k, v in (rules.get("model") or {}).items() if k != "vocab"}  # merges stay: BPE's rules
+    return {**{k: v for k, v in rules.items() if k not in ("truncation", "padding", "added_tokens")}, "model": model}
+
+
+def check_distinct(lms: dict[str, CausalLM]) -> None:
+    """FINETUNED and CONTROL are other models than BASE (and than each other) by their weights, not only their
+    paths: a byte-identical copy at another path measures nothing (no removal gap, or a control that had the
+    capability)."""
+    roles = list(lms)
+    for i, a in enumerate(roles):
+        for b in roles[i + 1:]:
+            pa, pb = dict(lms[a].model.named_parameters()), dict(lms[b].model.named_parameters())
+            if pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa):
+                raise ConfigError(f"{b} {lms[b].path}", f"the same weights as {a} ({lms[a].path})",
+                                  f"a model other than {a}")
 
 
 def check_pair(paths: dict[str, Path], tokenizers: dict[str, Any]) -> None:
     """One tokenizer and one architecture for every model (BASE's the reference), and a CONTROL that is another
     model: each a ConfigError naming the model and what differs, before any model is loaded."""
     resolved = {role: p.resolve() for role, p in paths.items()}
+    if resolved["FINETUNED"] == resolved["BASE"]:
+        raise ConfigError("FINETUNED", str(paths["FINETUNED"]), "a model other than BASE (its fine-tuned version)")
     if "CONTROL" in resolved and resolved["CONTROL"] in (resolved["BASE"], resolved["FINETUNED"]):
         same = "BASE" if resolved["CONTROL"] == resolved["BASE"] else "FINETUNED"
         raise ConfigError("CONTROL", str(paths["CONTROL"]), f"a model that never had the capability, not {same}")

@@ -4,6 +4,7 @@ report/audit.py writes it."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -15,7 +16,15 @@ from wrapperlab.audit.decide import decide
 from wrapperlab.audit.encode import Encoded, answer_majority, context_of, encode
 from wrapperlab.audit.estimate import Shape, check_fits, estimate
 from wrapperlab.audit.measure import PRUNE_KS, probe_answer, prune_curve, relearn, score, weight_diff
-from wrapperlab.audit.models import CausalLM, check_pair, load_model, load_tokenizer, read_config, resolve_dtype
+from wrapperlab.audit.models import (
+    CausalLM,
+    check_distinct,
+    check_pair,
+    load_model,
+    load_tokenizer,
+    read_config,
+    resolve_dtype,
+)
 from wrapperlab.audit.result import AuditResult, CurvePoint, Measured, PrunePoint, SeedRow
 from wrapperlab.claims import verdicts as V
 from wrapperlab.data.capability import Capability, load_capability
@@ -43,7 +52,17 @@ def load(base: str | Path, finetuned: str | Path, control: str | Path | None, cf
     check_pair(paths, tokenizers)
     dtype = resolve_dtype(cfg.dtype, cfg.device)
     lms = {role: load_model(p, role, dtype, cfg.device) for role, p in paths.items()}
+    check_distinct(lms)
     return Models(lms["BASE"], lms["FINETUNED"], lms.get("CONTROL"), tokenizers["BASE"])
+
+
+def finite_outputs(m: Models, real: Encoded, cfg: AuditConfig) -> None:
+    """Every model's answer log-probs finite before anything is measured: finite weights can still overflow (a norm
+    scaled to 1e38), and a NaN model would be relearned, probed and pruned into NaN verdicts blamed on the lr."""
+    for lm in (m.base, m.finetuned, m.control):
+        if lm is not None and not math.isfinite(score(lm, real, cfg.batch_tokens).mean_logprob):
+            raise ConfigError(f"{lm.role} {lm.path}", "non-finite answer log-probs (its outputs overflow)",
+                              "a model whose outputs are finite numbers")
 
 
 def answered(base: CausalLM, real: Encoded, shuffled: Encoded, cap: Capability, cfg: AuditConfig) -> dict[str, float]:
@@ -174,10 +193,11 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
     n_ctx = context_of(m.base.config)
     real = encode(cap, m.tokenizer, n_ctx, cfg.chat_template)  # every record checked once, named by its line
     est = estimate(_shape(m, real, cfg), cfg, cfg.device, next(m.base.model.parameters()).dtype)
-    say(est.line(cfg.device))
     check_fits(est, cfg.device)
+    finite_outputs(m, real, cfg)
     gate = answered(m.base, real, encode(cap.never_known(0), m.tokenizer, n_ctx, cfg.chat_template, truncate=True),
                     cap, cfg)
+    say(est.line(cfg.device))  # after the gates: a refusal is the only line
     bar = Progress(cfg, m.control is not None)
     try:
         audit = _Audit(m, cap, real, cfg, bar, say)

@@ -102,6 +102,10 @@ class Capability:
 def _text_field(record: dict, field: str, where: str, option: str) -> str:
     value = record.get(field)
     if isinstance(value, str) and value:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no tokenizer takes it
+            raise ConfigError(f"{where}: {field}", f"{value!r:.60}", "text of valid Unicode characters") from None
         return value
     got = "missing" if field not in record else value
     raise ConfigError(f"{where}: {field}", got, f"a non-empty string (--{option}-field names another field)")

@@ -29,7 +29,7 @@ def _why(e: Exception) -> str:
 
 def _text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (as Excel saves CSV) is not a field name
     except UnicodeDecodeError as e:
         raise ConfigError(str(path), f"bytes that are not UTF-8 text (at byte {e.start})",
                           f"a text file ({FORMATS.get(path.suffix.lower(), 'JSON lines')})") from None
