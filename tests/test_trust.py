@@ -162,9 +162,20 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(store):
     assert RunStore(store).runs() == []
 
 
-def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(store, tmp_path, kill_at_checkpoint):
-    """Killed after its step-20 checkpoint, which is then damaged: the same command resumes from step 10 and ends
-    with exactly the weights of an uninterrupted run."""
+def _edit_step(pointer: Path) -> None:
+    data = json.loads(pointer.read_text())
+    pointer.write_text(json.dumps({**data, "step": 5}, indent=1))
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda ckpt: flip_bytes(ckpt / "model-00000020.safetensors"), "model-00000020.safetensors"),
+    # issue 34: an edited step made the resume continue from step 5 and finish with other weights
+    (lambda ckpt: _edit_step(ckpt / "checkpoint.json"), "checkpoint.json"),
+])
+def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(store, tmp_path, kill_at_checkpoint,
+                                                                               damage, named):
+    """Killed after its step-20 checkpoint, which is then damaged (its weights, or its pointer edited): the same
+    command resumes from step 10 and ends with exactly the weights of an uninterrupted run."""
     from wrapperlab.cli.main import main
 
     # one thread in every part (in this process and in the subprocess): the thread count changes a run's bits, and
@@ -176,10 +187,10 @@ def test_a_killed_run_whose_last_checkpoint_is_corrupt_resumes_bit_identically(s
     assert main([*args, "--runs", store]) == 130
     kill_at_checkpoint.disarm()
     (run,) = runs(store)
-    flip_bytes(run / "checkpoint" / "model-00000020.safetensors")
+    damage(run / "checkpoint")
     r = run_cli(*args, "--runs", store)
     assert r.returncode == 0, r.stderr
-    assert "model-00000020.safetensors" in r.stderr  # the fallback is said, not silent
+    assert named in r.stderr and "step 10" in r.stderr  # the fallback is said, not silent
     (clean,) = runs(tmp_path / "clean")
     torch.set_num_threads(threads)
     a, b = load_file(str(run / "model.safetensors")), load_file(str(clean / "model.safetensors"))
@@ -430,6 +441,8 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_the_store_as_it_was(tin
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     one_line_exit_2(run_cli("pretrain", *TEST, "--iters", "5", "--runs", store), "Read-only")
     assert runs(store) == [finished] and (finished / "DONE").exists()
+    reused = run_cli("pretrain", *TEST, "--iters", "3", "--runs", store)  # issue 34: was ".lock: Permission denied"
+    assert reused.returncode == 0 and "reusing finished run" in reused.stderr, reused.stderr
     assert run_cli("eval", finished.name, "--n", "50", "--runs", store).returncode == 0  # still readable
 
 
@@ -455,3 +468,85 @@ def test_a_tracr_spec_is_checked_whole_before_anything_compiles(tmp_path, store,
                     "axes: {lr: [M], c_tr: [1.0]}\nanalyses: {reft: {}}\n")
     one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), setting.split(":")[0])
     assert runs(store) == []
+
+
+# --- hostile specs and reports (issue 34): bounded YAML, names confined to the store, damaged records named -----------
+
+def _laughs(levels: int = 9) -> str:
+    """Nested aliases: a few lines that stand for 9 ** levels values."""
+    lines = ["  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("body, words", [
+    ("axes: " + "[" * 5000 + "]" * 5000, ["nesting deeper"]),       # was a RecursionError, 3,000 lines
+    ("axes:\n" + _laughs(), ["aliases"]),                            # was a hang at 100 % CPU
+    ("axes: {c_tr: [" + ", ".join(["1"] * 400_000) + "]}", ["characters"]),
+])
+def test_a_spec_too_deep_aliased_or_large_is_one_line_before_anything_runs(tmp_path, store, body, words):
+    spec = tmp_path / "hostile.yaml"
+    spec.write_text(f"name: hostile\nkind: pcfg\n{body}\n")
+    one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), "hostile.yaml", *words)
+    assert not store.exists() or not any(store.iterdir())
+
+
+@pytest.mark.parametrize("name", ["../../../../outside", "a/b", "/abs", ".hidden", ""])
+def test_a_spec_name_cannot_leave_the_store(tmp_path, store, name):
+    from wrapperlab.orchestration.spec import _read
+
+    text = _read("pcfg-counter")[0]
+    spec = tmp_path / "named.yaml"
+    spec.write_text(re.sub(r"^name: .*$", f"name: {json.dumps(name)}", text, count=1, flags=re.M))
+    one_line_exit_2(run_cli("reproduce", spec, "--profile", "test", "--runs", store, "--quiet"), "name")
+    assert not (tmp_path / "outside-test.json").exists() and not store.exists()
+
+
+@pytest.mark.parametrize("content", [
+    "garbage{", "[1]", '{"spec": "x", "kind": "pcfg", "profile": "q", "nodes": 5}',
+    '{"spec": "x", "kind": "pcfg", "profile": "q", "nodes": [7]}',
+    '{"spec": "x", "kind": "pcfg", "profile": "q", "nodes": [{"stage": "pretrain"}]}',
+    '{"spec": "x", "kind": "nope", "profile": "q", "nodes": []}',
+])
+def test_report_on_a_damaged_reproduction_record_names_it_in_one_line(tmp_path, content):
+    (tmp_path / "reproductions").mkdir()
+    (tmp_path / "reproductions" / "damaged-q.json").write_text(content)
+    one_line_exit_2(run_cli("report", tmp_path), "damaged-q.json")
+
+
+@pytest.mark.parametrize("size", ["1m", "3m"])
+def test_a_full_disk_mid_run_is_one_line_and_resumes_identically_after_space_is_freed(tmp_path, size):
+    """1 MB fills at the first checkpoint (the optimiser state: torch.save said only "unexpected pos"), 3 MB at the
+    third (safetensors' SafetensorError): each was a 40-50-line traceback, exit 1, with a partial file left."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        argv = ["pretrain", *TEST, "--iters", "200", "--threads", "1"]
+        one_line_exit_2(run_cli(*argv, "--runs", mnt / "runs"), "No space left", "run the same command again")
+        for run in runs(mnt / "runs"):  # no partial file: every weights/optimiser file is one a pointer names
+            for f in (run / "checkpoint").glob("*"):
+                assert not f.name.endswith(".tmp"), f
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+        assert run_cli(*argv, "--runs", mnt / "runs").returncode == 0
+        assert run_cli(*argv, "--runs", tmp_path / "ref").returncode == 0
+        (resumed,), (ref,) = runs(mnt / "runs"), runs(tmp_path / "ref")
+        assert (resumed / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_short_metrics_append_is_cut_back_so_no_torn_line_is_left(pretrained, store, monkeypatch):
+    """A full disk mid-append wrote part of a line; the torn tail was then dropped on resume, and with it a step
+    before the checkpoint that is never logged again. Now the part written is cut back off."""
+    from wrapperlab.runs.store import RunStore
+
+    run = RunStore(store).resolve(pretrained.name)
+    before = (pretrained / "metrics.jsonl").read_bytes()
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:len(data) // 2]))
+    with pytest.raises(OSError, match="No space"):
+        run.log_metrics({"step": 10**6, "loss": 1.0})
+    monkeypatch.setattr(os, "write", real)
+    assert (pretrained / "metrics.jsonl").read_bytes() == before

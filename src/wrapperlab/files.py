@@ -7,6 +7,7 @@ At the bottom of the house (beside errors.py): models, training, runs and the re
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -32,13 +33,27 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except OSError:
+            raise
+        except Exception as e:  # torch.save and safetensors report a full disk in their own exception types
+            if not _disk_full(e):
+                raise
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _disk_full(error: Exception) -> bool:
+    """Whether a serializer's error is a full disk: safetensors says "No space left on device (os error 28)",
+    torch.save's zip writer only "unexpected pos" after a short write."""
+    text = str(error)
+    return "No space left" in text or "os error 28" in text or "unexpected pos" in text
 
 
 def atomic_write_text(path: Path, text: str) -> None:

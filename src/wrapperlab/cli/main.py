@@ -11,6 +11,7 @@ file, and exit code 2; ``wrapperlab --debug ...`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import traceback
 from importlib import import_module
@@ -63,6 +64,9 @@ def _run_verb(args) -> int:
 
 def _one_line(error: BaseException) -> str:
     """What went wrong, in one line: a user error's own message; a file-system error's file and reason."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (f"{error.filename or 'the disk'}: No space left on device; free some and run the same command again "
+                "(a run resumes from its last checkpoint)")
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
     if isinstance(error, UnicodeDecodeError):
@@ -84,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrapperlab: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("wrapperlab: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        again = ("an audit keeps no checkpoints: run the same command again to start it over" if args.command == "audit"
+                 else "run the same command again to resume from the last checkpoint")
+        print(f"wrapperlab: interrupted; {again}", file=sys.stderr)
         return 130
 
 

@@ -36,10 +36,36 @@ def _read(ref: str | Path) -> tuple[str, str]:
         raise ConfigError("spec", str(ref), f"a spec file or one of {shipped_specs()}") from None
 
 
+MAX_SPEC_CHARS, MAX_SPEC_DEPTH, MAX_SPEC_ALIASES = 1_000_000, 32, 64
+
+
+def _bounded(text: str, where: str) -> None:
+    """Refuse a spec too large, too deep or with too many aliases before it is built: a spec nested thousands deep
+    overflows the YAML composer's recursion, and a few lines of nested aliases ("billion laughs") expand to more
+    values than validation can walk — both hung or traced back instead of saying so. The events are scanned
+    (no recursion) and the scan stops at the first bound crossed."""
+    if len(text) > MAX_SPEC_CHARS:
+        raise ConfigError(where, f"{len(text):,} characters", f"a spec of at most {MAX_SPEC_CHARS:,}")
+    depth = aliases = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_SPEC_DEPTH:
+                raise ConfigError(where, f"nesting deeper than {MAX_SPEC_DEPTH}", "a spec nested at most that deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_SPEC_ALIASES:
+                raise ConfigError(where, f"more than {MAX_SPEC_ALIASES} aliases (*name)",
+                                  "a spec that repeats values by alias at most that often")
+
+
 def load_spec(ref: str | Path) -> Spec:
     """A shipped spec by name, or a YAML file; bad content is one ConfigError naming the file and key."""
     text, where = _read(ref)
     try:
+        _bounded(text, where)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(where, "unparsable YAML", f"valid YAML ({str(e).splitlines()[0]})") from None

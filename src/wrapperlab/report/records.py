@@ -59,6 +59,21 @@ class Reproduced:
         return [n for n in self.nodes if n.stage == stage]
 
 
+NODE_KEYS = ("key", "stage", "point", "run_id", "reused")
+
+
+def _node(n: Any, i: int, setting, path: Path) -> Record:
+    """One node record typed; a damaged one (not an object, a key missing, an unknown stage) is one ConfigError
+    naming the file and the node."""
+    if not isinstance(n, dict) or any(k not in n for k in NODE_KEYS):
+        raise ConfigError(f"{path}: node {i}", "damaged", f"a node record with {', '.join(NODE_KEYS)}")
+    if n["stage"] not in setting.stages:
+        raise ConfigError(f"{path}: {n['key']}", n["stage"], f"a stage of {setting.name} ({sorted(setting.stages)})")
+    result = setting.stages[n["stage"]].result.from_json(n.get("data", {}), f"{path.name}: {n['key']}")
+    return Record(n["key"], n["stage"], n["point"], n["run_id"], n["reused"], result, n.get("seconds", 0.0),
+                  n.get("split") or {})
+
+
 def read_reproduction(path: Path) -> Reproduced:
     """``path`` read and typed; a file that is not a reproduction (or one of an unknown setting) is one ConfigError
     naming it."""
@@ -68,15 +83,13 @@ def read_reproduction(path: Path) -> Reproduced:
         raise ConfigError(str(path), "unreadable", f"a reproduction record ({' '.join(str(e).split())})") from None
     if not isinstance(raw, dict) or any(k not in raw for k in ("spec", "kind", "profile", "nodes")):
         raise ConfigError(str(path), "not a reproduction", "a JSON object with spec, kind, profile and nodes")
-    setting = registry.get(raw["kind"])
-    nodes = []
-    for n in raw["nodes"]:
-        if n.get("stage") not in setting.stages:
-            raise ConfigError(f"{path}: {n.get('key')}", n.get("stage"), f"a stage of {setting.name} "
-                                                                        f"({sorted(setting.stages)})")
-        result = setting.stages[n["stage"]].result.from_json(n.get("data", {}), f"{path.name}: {n['key']}")
-        nodes.append(Record(n["key"], n["stage"], n["point"], n["run_id"], n["reused"], result,
-                            n.get("seconds", 0.0), n.get("split") or {}))
+    try:
+        setting = registry.get(raw["kind"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: kind", e.value, e.allowed) from None
+    if not isinstance(raw["nodes"], list):
+        raise ConfigError(f"{path}: nodes", type(raw["nodes"]).__name__, "a list of node records")
+    nodes = [_node(n, i, setting, path) for i, n in enumerate(raw["nodes"])]
     options = {k: v for k, v in raw.items() if k not in GENERIC_KEYS}
     return Reproduced(raw["spec"], raw["kind"], raw["profile"], raw.get("base", {}), options,
                       raw.get("computed", 0), raw.get("seconds"), nodes)

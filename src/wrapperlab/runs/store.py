@@ -20,6 +20,7 @@ Only this module knows the layout; a lock file keeps two processes from computin
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -124,8 +125,21 @@ class Run:
         return out
 
     def log_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")
+        """Append one record as one line, whole or not at all: one ``write`` of the line (a kill cannot split a
+        system call), and a short write (a full disk) cut back off — a torn line would be dropped on resume, and
+        the step it held, before the checkpoint resumed from, never logged again."""
+        data = (json.dumps(finite_json(record), allow_nan=False) + "\n").encode()
+        fd = os.open(self.path / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "metrics.jsonl"))
+            except OSError:
+                os.ftruncate(fd, before)
+                raise
+        finally:
+            os.close(fd)
         if self.mirror is not None:
             self.mirror.log(record)
 
@@ -211,6 +225,17 @@ class RunStore:
         """
         config = versioned(config, version)
         run = Run(self.root / run_id(kind, config))
+        if run.done and not os.access(run.path, os.W_OK):
+            # a read-only store serves its finished runs: nothing will be written, so no lock is taken (creating
+            # the lock file is what failed, "Permission denied", on a finished run)
+            try:
+                matches = run.stored_config() == config
+            except ValueError:  # torn: it cannot be rewritten here
+                matches = False
+            if not matches:
+                raise ConfigError("run", str(run.path), "a directory whose config.json matches its id")
+            yield run
+            return
         fresh = not run.path.exists()
         try:
             run.path.mkdir(parents=True, exist_ok=True)

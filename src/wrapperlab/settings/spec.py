@@ -43,7 +43,9 @@ class ProfileSpec(Config):
 
 
 class Spec(Config):
-    name: str
+    # the name becomes a file name in the store (reproductions/<name>-<profile>.json): no separators, no "..",
+    # so a spec cannot write outside it
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     kind: str
     description: str = ""
     base: dict[str, dict[str, Any]] = Field(default_factory=dict)

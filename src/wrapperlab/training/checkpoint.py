@@ -10,6 +10,7 @@ falls back to the previous one, saying so.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -23,16 +24,26 @@ from wrapperlab.files import atomic_write, atomic_write_text, file_digest, load_
 
 POINTER = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
+SELF_DIGEST = "pointer_sha256"
 
 
 def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     extra: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     weights_name, optim_name = f"model-{step:08d}.safetensors", f"optimizer-{step:08d}.pt"
-    save_weights(model, directory / weights_name)
-    atomic_write(directory / optim_name, lambda p: torch.save(optimizer.state_dict(), p))
+    try:
+        save_weights(model, directory / weights_name)
+        atomic_write(directory / optim_name, lambda p: torch.save(optimizer.state_dict(), p))
+    except OSError:  # a full disk: this step's files go (no pointer names them); the last checkpoint stays usable
+        pointers = [_pointer_or_none(directory / p) for p in (POINTER, PREVIOUS)]
+        named = {ptr[key] for ptr in pointers if ptr for key in ("weights", "optimizer")}
+        for name in (weights_name, optim_name):
+            if name not in named:
+                (directory / name).unlink(missing_ok=True)
+        raise
     pointer = {"step": step, "weights": weights_name, "optimizer": optim_name,
                "optimizer_sha256": file_digest(directory / optim_name), **extra}
+    pointer[SELF_DIGEST] = _digest(pointer)
     previous = _pointer_or_none(directory / POINTER)
     if previous is not None and previous.get("step") != step:
         atomic_write_text(directory / PREVIOUS, json.dumps(previous, indent=1))
@@ -43,6 +54,13 @@ def save_checkpoint(directory: Path, step: int, model: nn.Module, optimizer: tor
     for old in directory.iterdir():  # keep only what the two pointers name
         if old.name not in keep and old.suffix in (".safetensors", ".pt"):
             old.unlink(missing_ok=True)
+
+
+def _digest(pointer: dict[str, Any]) -> str:
+    """The sha256 of a pointer's content (apart from this digest): an edited ``step`` would make a resume continue
+    from a step the weights are not at, and finish with other weights than an uninterrupted run."""
+    body = {k: v for k, v in pointer.items() if k != SELF_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _pointer_or_none(path: Path) -> dict[str, Any] | None:
@@ -87,6 +105,10 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     for name in (POINTER, PREVIOUS):
         pointer = _pointer_or_none(directory / name)
         if pointer is None:
+            continue
+        if SELF_DIGEST in pointer and pointer[SELF_DIGEST] != _digest(pointer):  # older pointers carry none
+            failures.append(IntegrityError(directory / name, "its content differs from the digest recorded when it "
+                                                             "was written (edited or damaged)"))
             continue
         try:
             _restore(directory, pointer, model, optimizer)
