@@ -62,5 +62,18 @@ test-fast: install-all
 bench: install
 	$(PY) benchmarks/throughput.py
 
+# wheels of what wrapperlab needs beyond the GPU machine's image (it has torch, numpy, transformers, peft, pyyaml, tqdm,
+# matplotlib, safetensors, tokenizers; not pydantic and its own needs), for CPython 3.12 on manylinux x86-64 and
+# pinned to the versions this venv tests with, into .gpu-wheels/ (ignored): a device run carries them with
+# carry=[".gpu-wheels"] and installs them offline (docs/gpu.md)
+GPU_WHEEL_PKGS := pydantic pydantic-core annotated-types typing-inspection typing-extensions
+GPU_WHEEL_PINS = from importlib.metadata import version; print(' '.join(p + '==' + version(p) for p in '$(GPU_WHEEL_PKGS)'.split()))
+.PHONY: gpu-wheels
+gpu-wheels: install
+	rm -rf .gpu-wheels
+	$(PY) -m pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+	  --implementation cp -d .gpu-wheels $$($(PY) -c "$(GPU_WHEEL_PINS)")
+	ls .gpu-wheels
+
 clean:
 	rm -rf $(VENV) runs
