@@ -220,7 +220,7 @@ def test_multiple_choice_is_scored_among_its_letters_and_audited(tmp_path, capsy
     assert result["answered"]["true"] > result["answered"]["shuffled"] + 1  # BASE knows the letters
     assert all(s["gap"] > 0 for s in result["seeds"]) and "accuracy %" in (out / "audit.md").read_text()
     capsys.readouterr()
-    assert main(["audit", base, finetuned, "--capability", cap_file, "--out", out, *FAST]) == 2  # fields not named
+    assert main(["audit", base, finetuned, "--capability", cap_file, "--out", tmp_path / "out2", *FAST]) == 2  # fields not named
     assert "mc.csv:2: prompt: got 'missing'" in capsys.readouterr().err  # read as prompt/answer records
 
 
@@ -246,11 +246,23 @@ def test_native_log_probs_equal_the_converted_path(tmp_path, family):
     assert score(lm, enc).logprob == pytest.approx(theirs, abs=1e-4)
 
 
-def test_audit_command_writes_the_report(gpt2_pair, tmp_path, capsys):
+def test_audit_command_writes_the_report(gpt2_pair, tmp_path, capsys, monkeypatch):
     base, finetuned, control, cap = gpt2_pair
     out = tmp_path / "audits" / "quick" / "tiny"
-    assert main(["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, *FAST]) == 0
+    argv = ["audit", base, finetuned, "--capability", cap, "--control", control, "--out", out, *FAST]
+    assert main(argv) == 0
     printed = capsys.readouterr()
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err  # a re-run does not replace it silently
+    import wrapperlab.report.audit as report_audit
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(out / "audit.html"))
+
+    monkeypatch.setattr(report_audit, "html_page", full_disk)  # the disk fills while the set is rendered
+    assert main([*argv, "--force"]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first  # the earlier set as it was, no staging left
+    monkeypatch.undo()
     assert printed.out.startswith("verdict: ") and str(out / "audit.html") in printed.out
     assert "estimate: peak memory" in printed.err
     result = json.loads((out / "audit.json").read_text())
@@ -475,3 +487,37 @@ def test_the_docs_print_the_estimates_what_fits_table():
     from wrapperlab.audit.estimate import fits_table
 
     assert fits_table() in (Path(__file__).resolve().parents[1] / "docs" / "audit.md").read_text()
+
+
+def test_a_capability_mostly_outside_the_vocabulary_is_refused_and_a_little_is_said(gpt2_pair, tmp_path):
+    """Words the tokenizer does not know became <unk> without a word: the audit measured the unknown token."""
+    from wrapperlab.audit.encode import check_unknown
+
+    tok = load_tokenizer(gpt2_pair[0], "BASE")
+    said: list[str] = []
+    clean = load_capability(gpt2_pair[3])
+    assert check_unknown(encode(clean, tok, 32), tok, clean, said.append) == 0 and not said
+    some = Capability("some", tuple(Example(e.prompt, e.answer, e.line) for e in clean.examples[:-1])
+                      + (Example("Q k1 =", "zebra", 99),))  # one unknown token in ~100
+    assert check_unknown(encode(some, tok, 32), tok, some, said.append) == 1 and "<unk>" in said[0]
+    foreign = Capability("foreign", tuple(Example(f"Q {w} =", "v1", i + 1) for i, w in
+                                          enumerate(["zebra", "k1", "yak", "k2"] * 6)))
+    with pytest.raises(ConfigError, match=r"foreign:1: got '\d+ of \d+ tokens unknown"):
+        check_unknown(encode(foreign, tok, 32), tok, foreign, said.append)
+
+
+def test_the_capability_gate_asks_control_where_shuffled_answers_cannot_tell(gpt2_pair):
+    """A feature of every answer (here: one answer for every prompt) survives shuffling, so BASE's true and shuffled
+    answers tie; a CONTROL that never had the capability can still show BASE has something to remove."""
+    from wrapperlab.audit.run import Models, answered
+
+    base, finetuned, never, _ = gpt2_pair
+    tok = load_tokenizer(base, "BASE")
+    same = Capability("one answer", tuple(Example(f"Q k{k} =", f"v{T.answer_of(0)}", k + 1) for k in [0] * 24))
+    real = shuffled = encode(same, tok, 32)
+    cfg = AuditConfig()
+    with pytest.raises(ConfigError, match="records BASE answers"):
+        answered(Models(_lm(base), _lm(finetuned, "FINETUNED"), None, tok), real, shuffled, same, cfg)
+    gate = answered(Models(_lm(base), _lm(finetuned, "FINETUNED"), _lm(never, "CONTROL"), tok), real, shuffled, same,
+                    cfg)
+    assert gate["true"] == gate["shuffled"] and gate["true"] - gate["control"] >= 0.1

@@ -34,7 +34,7 @@ $W data sample --task count --operand a --window 64 --n 64 --capability > $STORE
 $W stories capability --feature Twist --n 64 --tokenizer $HF/$SPT/tokenizer.json --max-tokens 160 --out $STORE/twist.jsonl
 
 audit() {  # NAME BASE FINETUNED CONTROL CAPABILITY
-  $W audit $HF/$2 $HF/$3 --control $HF/$4 --capability $5 --out $OUT/$1 --quiet
+  $W audit $HF/$2 $HF/$3 --control $HF/$4 --capability $5 --out $OUT/$1 --quiet --force
 }
 audit pcfg-wrapper-ctr1 $PT $FT1 $NEVER0 $STORE/count_a.jsonl
 audit pcfg-ctr0 $PT $FT0 $NEVER0 $STORE/count_a.jsonl

@@ -123,13 +123,13 @@ def load_run(ref: str, runs: str | Path = "runs") -> tuple[Run, nn.Module]:
 
 
 def audit(base: str | Path, finetuned: str | Path, capability: str | Path, control: str | Path | None = None,
-          out: str | Path | None = None, say: Say | None = None, **settings: Any) -> AuditResult:
+          out: str | Path | None = None, say: Say | None = None, force: bool = False, **settings: Any) -> AuditResult:
     """Deleted or wrapped? Audit a fine-tuned local Hugging Face model against its base on a capability (JSON lines
     of prompt/answer), beside ``control`` (a model that never had it) when given; ``settings``: the fields of
     :class:`~wrapperlab.audit.config.AuditConfig` (``seeds``, ``device``, ``dtype``, ``relearn={"steps": ..., "lora":
     ...}``, ...), unset ones at its defaults. Returns every number as a typed result; with ``out``, also writes
     ``audit.json``, ``audit.md`` and ``audit.html`` there (checked to be a writable directory before anything is
-    computed)."""
+    computed; one that holds an audit already is refused unless ``force``)."""
     from wrapperlab.audit.config import AuditConfig
     from wrapperlab.audit.run import run_audit
     from wrapperlab.errors import ConfigError
@@ -143,7 +143,7 @@ def audit(base: str | Path, finetuned: str | Path, capability: str | Path, contr
             raise ConfigError(name, "an empty path", "a path (leave control out to audit without one)")
     made = out is not None and not Path(out).exists()
     if out is not None:
-        _check_out(Path(out), [Path(p) for p in (base, finetuned, control, capability) if p is not None])
+        _check_out(Path(out), [Path(p) for p in (base, finetuned, control, capability) if p is not None], force)
     try:
         result = run_audit(base, finetuned, capability, cfg, control=control, say=_quiet(say))
     except BaseException:
@@ -155,13 +155,15 @@ def audit(base: str | Path, finetuned: str | Path, capability: str | Path, contr
     return result
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
+def _check_out(out: Path, inputs: list[Path], force: bool) -> None:
     """``out`` is a directory the audit can write and that holds none of its inputs — checked before any model is
     loaded, so a read-only place or a typo costs nothing, not the hours of the audit."""
     from wrapperlab.errors import ConfigError
 
     if out.exists() and not out.is_dir():
         raise ConfigError("out", str(out), "a directory for the audit's files (this is a file)")
+    if (out / "audit.json").exists() and not force:  # a re-run replaced an earlier audit without a word
+        raise ConfigError("out", str(out), "a directory without an audit (this one holds one: --force replaces it)")
     where = out.resolve()
     for p in inputs:
         if p.exists() and (where == p.resolve() or (p.is_dir() and p.resolve() in where.parents)):

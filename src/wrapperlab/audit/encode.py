@@ -135,3 +135,26 @@ def answer_majority(data: Encoded) -> float:
     first = data.target.gather(1, (data.target >= 0).to(torch.int8).argmax(1)[:, None])[:, 0]
     return float(first.bincount().max()) / len(first)
 
+
+#: the most of a capability's tokens that may be the tokenizer's unknown token: past it the records are mostly not
+#: in the model's vocabulary (another tokenizer's text, a typo'd field), and the audit would measure ``<unk>``
+UNKNOWN_MAX = 0.01
+
+
+def check_unknown(data: Encoded, tokenizer, capability: Capability, say) -> int:
+    """How many of the records' tokens (prompts and answers) are the unknown token — said when any are, refused in
+    one line naming the first such record above :data:`UNKNOWN_MAX` (they became ``<unk>`` without a word)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:  # byte-level tokenizers have none: every text has tokens
+        return 0
+    hits = (data.tokens == unk) & data.mask.bool()
+    n, total = int(hits.sum()), int(data.mask.sum())
+    if n and n / total > UNKNOWN_MAX:
+        first = capability.examples[int(hits.any(1).to(torch.int8).argmax())]
+        raise ConfigError(f"{capability.name}:{first.line}", f"{n} of {total} tokens unknown to the tokenizer "
+                                                             f"({100 * n / total:.1f} %)",
+                          f"at most {100 * UNKNOWN_MAX:g} % (text in the models' vocabulary)")
+    if n:
+        say(f"{n} of {total} capability tokens are unknown to the tokenizer ({tokenizer.unk_token})")
+    return n
+

@@ -13,7 +13,7 @@ from typing import Callable
 
 from wrapperlab.audit.config import AuditConfig
 from wrapperlab.audit.decide import decide
-from wrapperlab.audit.encode import Encoded, answer_majority, context_of, encode
+from wrapperlab.audit.encode import Encoded, answer_majority, check_unknown, context_of, encode
 from wrapperlab.audit.estimate import Shape, check_fits, estimate
 from wrapperlab.audit.measure import PRUNE_KS, probe_answer, prune_curve, relearn, score, weight_diff
 from wrapperlab.audit.models import (
@@ -65,15 +65,27 @@ def finite_outputs(m: Models, real: Encoded, cfg: AuditConfig) -> None:
                               "a model whose outputs are finite numbers")
 
 
-def answered(base: CausalLM, real: Encoded, shuffled: Encoded, cap: Capability, cfg: AuditConfig) -> dict[str, float]:
-    """The capability gate: BASE's mean answer log-prob on the true answers and on shuffled ones; refused in one line
-    when the true ones are not likelier by :data:`ANSWERED_MARGIN` (BASE does not have what the audit asks about)."""
-    true, other = score(base, real, cfg.batch_tokens).mean_logprob, score(base, shuffled, cfg.batch_tokens).mean_logprob
-    if not true - other >= ANSWERED_MARGIN:
+def answered(m: Models, real: Encoded, shuffled: Encoded, cap: Capability, cfg: AuditConfig) -> dict[str, float]:
+    """The capability gate: BASE has something to remove — its true answers likelier by :data:`ANSWERED_MARGIN` than
+    the same prompts with shuffled answers, or, with a CONTROL, than CONTROL finds the true answers (a model that
+    never had the capability). Refused in one line otherwise.
+
+    Why the second way: where the capability is a feature of every answer (a Twist in every story), shuffled answers
+    still carry it, and a BASE that writes Twist stories well finds them nearly as likely (the quick story model:
+    -0.695 vs -0.783 nats/token, under the margin) — the comparison with shuffled answers then cannot tell, while
+    the never-had-it CONTROL can (-0.69 vs about -3.5)."""
+    true = score(m.base, real, cfg.batch_tokens).mean_logprob
+    other = score(m.base, shuffled, cfg.batch_tokens).mean_logprob
+    out = {"true": true, "shuffled": other}
+    if m.control is not None:
+        out["control"] = score(m.control, real, cfg.batch_tokens).mean_logprob
+    if not max(true - other, true - out.get("control", math.inf)) >= ANSWERED_MARGIN:
+        versus = f", CONTROL {out['control']:.3f} on them" if "control" in out else ""
         raise ConfigError(f"capability {cap.name}", f"BASE: {true:.3f} nats/token on its answers, {other:.3f} on "
-                                                    "shuffled ones", f"records BASE answers (its own answers at least "
-                                                                     f"{ANSWERED_MARGIN:g} nats/token likelier)")
-    return {"true": true, "shuffled": other}
+                                                    f"shuffled ones{versus}",
+                          f"records BASE answers (its own answers at least {ANSWERED_MARGIN:g} nats/token likelier "
+                          "than shuffled ones, or than CONTROL finds them)")
+    return out
 
 
 def _steps_to(curve: list[dict], reached) -> int | None:
@@ -192,10 +204,11 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
     m = load(base, finetuned, control, cfg)
     n_ctx = context_of(m.base.config)
     real = encode(cap, m.tokenizer, n_ctx, cfg.chat_template)  # every record checked once, named by its line
+    check_unknown(real, m.tokenizer, cap, say)
     est = estimate(_shape(m, real, cfg), cfg, cfg.device, next(m.base.model.parameters()).dtype)
     check_fits(est, cfg.device)
     finite_outputs(m, real, cfg)
-    gate = answered(m.base, real, encode(cap.never_known(0), m.tokenizer, n_ctx, cfg.chat_template, truncate=True),
+    gate = answered(m, real, encode(cap.never_known(0), m.tokenizer, n_ctx, cfg.chat_template, truncate=True),
                     cap, cfg)
     say(est.line(cfg.device))  # after the gates: a refusal is the only line
     bar = Progress(cfg, m.control is not None)

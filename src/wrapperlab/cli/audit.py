@@ -45,6 +45,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where the device "
                                                    "computes it natively, else fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true", help="replace the audit --out holds already (refused without)")
     add_examples(sub, {"audit": ["wrapperlab audit base/ finetuned/ --capability forget.jsonl",
                                  "wrapperlab audit base/ finetuned/ --capability twist.jsonl --control never/ "
                                  "--steps 200 --out audit/",
@@ -60,6 +61,7 @@ def audit(args) -> int:
 
     check_device(args.device)
     result = run(args.base, args.finetuned, args.capability, control=args.control, out=args.out, say=say,
+                 force=args.force,
                  seeds=args.seeds, attack_share=args.attack_share, probe_iters=args.probe_iters,
                  batch_tokens=args.batch_tokens, chat_template=args.chat_template, device=args.device,
                  dtype=args.dtype, progress=not args.quiet,

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 from wrapperlab.analysis.stats import mean_ci
@@ -178,13 +181,31 @@ def audit_section(result: AuditResult, out: Path) -> Section:
     return sec
 
 
+#: the files of one audit, in the order they are moved into place: ``audit.json`` last, so that its presence says
+#: the set beside it is complete
+AUDIT_FILES = ("relearning.png", "audit.md", "audit.html", "audit.json")
+STAGING = ".audit-staging-"
+
+
 def write_audit(result: AuditResult, out: str | Path) -> dict[str, Path]:
-    """``audit.json``, ``audit.md`` and ``audit.html`` (with ``relearning.png``) under ``out``."""
+    """``audit.json``, ``audit.md`` and ``audit.html`` (with ``relearning.png``) under ``out``, as one set: rendered
+    into a staging directory beside them and only then moved into place — a kill or a full disk while rendering
+    (seconds: the figure, the page) left audit.json from one audit beside audit.md and audit.html from another; now
+    it leaves the earlier set as it was (a staging directory left by a killed process is removed by the next)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sec = audit_section(result, out)
-    title = "wrapperlab audit: deleted or wrapped?"
-    atomic_write_text(out / "audit.json", json.dumps(result.to_json(), indent=1, default=str))
-    atomic_write_text(out / "audit.md", markdown_page([sec], out, title, INTRO))
-    atomic_write_text(out / "audit.html", html_page([sec], title, INTRO))
+    for stale in out.glob(f"{STAGING}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=out))
+    try:
+        sec = audit_section(result, staging)
+        title = "wrapperlab audit: deleted or wrapped?"
+        atomic_write_text(staging / "audit.json", json.dumps(result.to_json(), indent=1, default=str))
+        atomic_write_text(staging / "audit.md", markdown_page([sec], staging, title, INTRO))
+        atomic_write_text(staging / "audit.html", html_page([sec], title, INTRO))
+        for name in AUDIT_FILES:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return {"json": out / "audit.json", "markdown": out / "audit.md", "html": out / "audit.html"}
