@@ -19,7 +19,7 @@ from wrapperlab.cli.main import main
 
 CASES = int(os.environ.get("FUZZ_CASES", "360"))
 #: how the cases split over the groups below (training verbs cost the most per case)
-SHARE = {"set": 0.35, "ref": 0.3, "data": 0.2, "spec": 0.15}
+SHARE = {"set": 0.35, "ref": 0.3, "data": 0.2, "spec": 0.15, "audit": 0.1}
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None,
                 phases=[Phase.explicit, Phase.generate])  # no shrinking: a raw failing case is enough, and fast
 
@@ -160,7 +160,11 @@ def test_data_verbs_with_odd_flags(tmp_path, capsys, group, flags):
                                                 st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                                                           st.integers(-3, 3), st.booleans(), st.text(max_size=4)),
                                                 max_size=2), max_size=2),
-    }).map(lambda d: ("yaml", d))))
+    }).map(lambda d: ("yaml", d)),
+    # any nesting and size (issue 34): brackets thousands deep, nested aliases, long flat lists
+    st.tuples(st.sampled_from(["[", "{a: ", "- "]), st.integers(1, 6000)).map(lambda t: ("deep", t)),
+    st.integers(1, 12).map(lambda n: ("aliases", n)),
+    st.integers(1, 300_000).map(lambda n: ("long", n))))
 def test_spec_files_of_any_content(tmp_path, capsys, body):
     kind, content = body
     spec = tmp_path / "spec.yaml"
@@ -168,6 +172,17 @@ def test_spec_files_of_any_content(tmp_path, capsys, body):
         spec.write_bytes(content)
     elif kind == "text":
         spec.write_text(content)
+    elif kind == "deep":
+        opener, depth = content
+        closer = {"[": "]", "{a: ": "}", "- ": ""}[opener]
+        nested = opener * depth + "x" + closer * depth if closer else "\n".join("  " * i + opener for i in range(depth))
+        spec.write_text(f"name: deep\nkind: pcfg\naxes: {nested}\n")
+    elif kind == "aliases":
+        lines = ["  a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+        lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, content)]
+        spec.write_text("name: laughs\nkind: pcfg\naxes:\n" + "\n".join(lines) + "\n")
+    elif kind == "long":
+        spec.write_text("name: long\nkind: pcfg\naxes: {bogus: [" + ", ".join(["1"] * content) + "]}\n")
     else:
         content = {**content, "profiles": {"test": {"seeds": 1}}}
         # a drawn valid grid trains: keep it to the test profile's seconds by capping what it may run
@@ -175,6 +190,46 @@ def test_spec_files_of_any_content(tmp_path, capsys, body):
     store = tmp_path / "runs"
     code = check(["reproduce", spec, "--profile", "test", "--runs", store, "--quiet", "--seeds", "1"], store, capsys)
     _count(code)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory) -> tuple[Path, Path, Path, Path]:
+    """A tiny GPT-2 pair that audits in seconds (tests/tiny_lm.py), and its capability file."""
+    pytest.importorskip("transformers")
+    import tiny_lm as T
+
+    root = tmp_path_factory.mktemp("fuzz_audit")
+    return (*T.build_pair("gpt2", root), T.write_capability(root / "cap.jsonl"))
+
+
+AUDIT_FLAGS = ["--seeds", "--steps", "--lr", "--lora", "--probe-iters", "--batch-size", "--batch-tokens",
+               "--attack-share", "--dtype", "--device", "--prompt-field", "--answer-field", "--choices-field",
+               "--split", "--out"]
+#: options whose drawn size sets how long a case computes: kept to sizes a tiny audit does in seconds
+AUDIT_SIZES = ("--seeds", "--steps", "--probe-iters", "--batch-size")
+
+
+@settings(FUZZ, max_examples=max(1, int(CASES * SHARE["audit"])))
+@given(flags=st.lists(st.tuples(st.sampled_from(AUDIT_FLAGS), VALUE), max_size=3),
+       control=st.booleans(), chat=st.booleans())
+def test_audit_with_odd_options(tiny_pair, tmp_path_factory, capsys, flags, control, chat):
+    base, finetuned, never, cap = tiny_pair
+    out = tmp_path_factory.mktemp("audit_out")
+    argv = ["audit", base, finetuned, "--capability", cap, "--quiet", "--force", "--out", out,
+            "--seeds", "1", "--steps", "2", "--probe-iters", "5", *(["--control", never] if control else []),
+            *(["--chat-template"] if chat else [])]
+    for flag, value in flags:
+        if flag in AUDIT_SIZES and not _small(value):
+            continue
+        argv += [flag, value]
+    _count(check(argv, tmp_path_factory.mktemp("no_store"), capsys))
+
+
+def _small(value: str) -> bool:
+    try:
+        return abs(float(yaml.safe_load(value))) <= 8
+    except (TypeError, ValueError, yaml.YAMLError, OverflowError):
+        return True
 
 
 def test_zz_the_fuzz_ran_its_cases(tmp_path):
