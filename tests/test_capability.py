@@ -116,3 +116,12 @@ def test_bad_capability_files_are_one_line(tmp_path):
         with pytest.raises((ConfigError, UserError)) as e:
             load_capability(path, CapabilityFields(**fields))
         assert message in str(e.value) and "\n" not in str(e.value), (path, str(e.value))
+        assert path.name in str(e.value), (path, str(e.value))  # the file is named (issue 34: binary ones were not)
+
+
+def test_a_csv_with_a_byte_order_mark_reads_its_first_field(tmp_path):
+    """Excel saves CSV with a UTF-8 byte-order mark, which stuck to the first column's name: 'prompt: missing'."""
+    plain = _csv(tmp_path / "plain.csv", T.records())
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert _pairs(load_capability(marked)) == _pairs(load_capability(plain))

@@ -87,7 +87,7 @@ def _datasets_dir(path: Path, split: str | None) -> Iterator[tuple[int, Any]]:
         if split is None and len(names) == 1:
             split = names[0]
         if split not in data:
-            raise ConfigError("split", split, f"one of the directory's splits {names}")
+            raise ConfigError(f"{path}: split", split, f"one of the directory's splits {names} (--split)")
         data = data[split]
     elif split is not None:
         raise ConfigError("split", split, f"nothing: {path} holds one split")
