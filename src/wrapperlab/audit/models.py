@@ -141,8 +141,8 @@ class CausalLM:
 
     def logits(self, tokens: torch.Tensor, mask: torch.Tensor, keep: int = 0) -> torch.Tensor:
         """The next-token logits of the last ``keep`` positions (0: all). Only the answers' positions are ever
-        scored, and the vocabulary projection of the others was a fifth of a relearning step on GPT-2-small
-        (``benchmarks/audit_scale.py``), so it is skipped where the family accepts ``logits_to_keep``."""
+        scored, so the vocabulary projection of the others is skipped where the family accepts ``logits_to_keep``
+        (GPT-2-small, 16 x 56 tokens, 9 kept: its forward and backward pass 1.53x faster, docs/audit.md "Cost")."""
         extra = {"logits_to_keep": keep} if keep and self._keeps_logits else {}
         logits = self.model(input_ids=tokens, attention_mask=mask, use_cache=False, **extra).logits
         return logits[:, -keep:] if keep else logits
