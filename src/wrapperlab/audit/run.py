@@ -56,13 +56,19 @@ def load(base: str | Path, finetuned: str | Path, control: str | Path | None, cf
     return Models(lms["BASE"], lms["FINETUNED"], lms.get("CONTROL"), tokenizers["BASE"])
 
 
-def finite_outputs(m: Models, real: Encoded, cfg: AuditConfig) -> None:
-    """Every model's answer log-probs finite before anything is measured: finite weights can still overflow (a norm
-    scaled to 1e38), and a NaN model would be relearned, probed and pruned into NaN verdicts blamed on the lr."""
+def finite_outputs(m: Models, real: Encoded, cfg: AuditConfig) -> dict[str, float]:
+    """Every model's mean answer log-prob on the records, each finite before anything is measured: finite weights
+    can still overflow (a norm scaled to 1e38), and a NaN model would be relearned, probed and pruned into NaN
+    verdicts blamed on the lr. Returned by role, for the capability gate."""
+    out = {}
     for lm in (m.base, m.finetuned, m.control):
-        if lm is not None and not math.isfinite(score(lm, real, cfg.batch_tokens).mean_logprob):
+        if lm is None:
+            continue
+        out[lm.role] = score(lm, real, cfg.batch_tokens).mean_logprob
+        if not math.isfinite(out[lm.role]):
             raise ConfigError(f"{lm.role} {lm.path}", "non-finite answer log-probs (its outputs overflow)",
                               "a model whose outputs are finite numbers")
+    return out
 
 
 def answered(m: Models, real: Encoded, shuffled: Encoded, cap: Capability, cfg: AuditConfig) -> dict[str, float]:
@@ -74,11 +80,12 @@ def answered(m: Models, real: Encoded, shuffled: Encoded, cap: Capability, cfg: 
     still carry it, and a BASE that writes Twist stories well finds them nearly as likely (the quick story model:
     -0.695 vs -0.783 nats/token, under the margin) — the comparison with shuffled answers then cannot tell, while
     the never-had-it CONTROL can (-0.69 vs about -3.5)."""
-    true = score(m.base, real, cfg.batch_tokens).mean_logprob
+    scored = finite_outputs(m, real, cfg)
+    true = scored[m.base.role]
     other = score(m.base, shuffled, cfg.batch_tokens).mean_logprob
     out = {"true": true, "shuffled": other}
     if m.control is not None:
-        out["control"] = score(m.control, real, cfg.batch_tokens).mean_logprob
+        out["control"] = scored[m.control.role]
     if not max(true - other, true - out.get("control", math.inf)) >= ANSWERED_MARGIN:
         versus = f", CONTROL {out['control']:.3f} on them" if "control" in out else ""
         raise ConfigError(f"capability {cap.name}", f"BASE: {true:.3f} nats/token on its answers, {other:.3f} on "
@@ -207,7 +214,6 @@ def run_audit(base: str | Path, finetuned: str | Path, capability: str | Path, c
     check_unknown(real, m.tokenizer, cap, say)
     est = estimate(_shape(m, real, cfg), cfg, cfg.device, next(m.base.model.parameters()).dtype)
     check_fits(est, cfg.device)
-    finite_outputs(m, real, cfg)
     gate = answered(m, real, encode(cap.never_known(0), m.tokenizer, n_ctx, cfg.chat_template, truncate=True),
                     cap, cfg)
     say(est.line(cfg.device))  # after the gates: a refusal is the only line
