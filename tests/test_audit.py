@@ -521,3 +521,60 @@ def test_the_capability_gate_asks_control_where_shuffled_answers_cannot_tell(gpt
     gate = answered(Models(_lm(base), _lm(finetuned, "FINETUNED"), _lm(never, "CONTROL"), tok), real, shuffled, same,
                     cfg)
     assert gate["true"] == gate["shuffled"] and gate["true"] - gate["control"] >= 0.1
+
+
+def test_a_sigkill_while_the_audit_writes_never_leaves_two_audits_mixed(gpt2_pair, tmp_path):
+    """A real SIGKILL at every file operation of the write (each rename and removal, in a forked child): the
+    directory holds the earlier set whole, or part of the new one without audit.json, or the new set whole — never
+    files of two audits side by side (what a kill left before the write became one set); the next write completes."""
+    import os
+    import signal
+
+    from wrapperlab import api
+    from wrapperlab.report.audit import AUDIT_FILES, STAGING, write_audit
+
+    base, finetuned, control, cap = gpt2_pair
+    settings = {"relearn": {"steps": 4, "batch_size": 8}, "probe_iters": 50}
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    api.audit(base, finetuned, cap, control=control, out=out, **settings)
+    new = api.audit(base, finetuned, cap, control=control, attack_share=0.4, **settings)
+    write_audit(new, ref)
+    old_set = {n: (out / n).read_bytes() for n in AUDIT_FILES}
+    new_set = {n: (ref / n).read_bytes() for n in AUDIT_FILES}
+    assert all(old_set[n] != new_set[n] for n in ("audit.json", "audit.md"))  # the two audits can be told apart
+    outcomes, k = set(), 0
+    while True:
+        k += 1
+        pid = os.fork()
+        if pid == 0:  # the child dies at its k-th rename or removal
+            calls = [0]
+            real = {"replace": os.replace, "unlink": os.unlink}
+
+            def dying(name):
+                def op(*args, **kwargs):
+                    calls[0] += 1
+                    if calls[0] == k:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return real[name](*args, **kwargs)
+                return op
+
+            os.replace, os.unlink = dying("replace"), dying("unlink")
+            try:
+                write_audit(new, out)
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        files = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(STAGING)}
+        assert set(files) <= set(AUDIT_FILES)
+        sets = {"old" if files[n] == old_set[n] else "new" if files[n] == new_set[n] else "other" for n in files}
+        assert len(sets) <= 1 and "other" not in sets, (k, sets)
+        if "audit.json" in files:
+            assert set(files) == set(AUDIT_FILES), k  # audit.json only beside a whole set
+        outcomes.add((sets.pop() if sets else "none", "audit.json" in files))
+        if not os.WIFSIGNALED(status):
+            break
+        for name in AUDIT_FILES:  # back to the earlier set for the next kill
+            (out / name).write_bytes(old_set[name])
+    assert k > 8 and ("old", True) in outcomes and ("new", False) in outcomes and ("new", True) in outcomes
+    write_audit(new, out)
+    assert {p.name for p in out.iterdir()} == set(AUDIT_FILES)  # a killed child's staging removed by the next

@@ -191,7 +191,8 @@ def write_audit(result: AuditResult, out: str | Path) -> dict[str, Path]:
     """``audit.json``, ``audit.md`` and ``audit.html`` (with ``relearning.png``) under ``out``, as one set: rendered
     into a staging directory beside them and only then moved into place — a kill or a full disk while rendering
     (seconds: the figure, the page) left audit.json from one audit beside audit.md and audit.html from another; now
-    it leaves the earlier set as it was (a staging directory left by a killed process is removed by the next)."""
+    it leaves the earlier set as it was, and a kill while the set is swapped in (:func:`_swap_in`) never leaves two
+    audits mixed (a staging directory left by a killed process is removed by the next write)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{STAGING}*"):
@@ -203,9 +204,19 @@ def write_audit(result: AuditResult, out: str | Path) -> dict[str, Path]:
         atomic_write_text(staging / "audit.json", json.dumps(result.to_json(), indent=1, default=str))
         atomic_write_text(staging / "audit.md", markdown_page([sec], staging, title, INTRO))
         atomic_write_text(staging / "audit.html", html_page([sec], title, INTRO))
-        for name in AUDIT_FILES:
-            if (staging / name).exists():
-                os.replace(staging / name, out / name)
+        _swap_in(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"json": out / "audit.json", "markdown": out / "audit.md", "html": out / "audit.html"}
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace the set in ``out`` by the one in ``staging``: every earlier file removed (audit.json, the mark of a
+    complete set, first) before any new one moves in (audit.json last). Moving file by file over the earlier set
+    left, after a kill between two moves, audit.json from one audit beside audit.md from another; this way a kill
+    in these milliseconds leaves part of one set and no audit.json (a SIGKILL at every step is tested)."""
+    for name in reversed(AUDIT_FILES):
+        (out / name).unlink(missing_ok=True)
+    for name in AUDIT_FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
