@@ -26,8 +26,8 @@ $(VENV)/.installed-all: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-all: $(VENV)/.installed-all
 
-# the quick reproduction of the paper's Counter experiment with its negative controls: 13 min on 2 cores
-# (measured 2026-12-02, docs/reproduce.md; the goal is 15), report in runs/report/report.html
+# the quick reproduction of the paper's Counter experiment with its negative controls: ~8 min on 2 AVX-512 cores in bf16,
+# ~16 estimated on AVX2-only cores in fp32 (measured 2026-12-07, docs/reproduce.md; the goal is 15); report in runs/report/
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 

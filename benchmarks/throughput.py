@@ -6,6 +6,10 @@
 (b) the data engine's sequences/s  /  the sequences/s the trainer consumes (goal >= 10), for
     pretraining batches and for fine-tuning batches with a planted correlation.
 (c) bf16 autocast / fp32 tokens/s of the trainer, and of evaluation (greedy answers, no gradients).
+(e) the last block at the answer positions only / the whole last block (forced by a no-op hook), for a
+    fine-tuning step (answer loss) and for evaluation: what the answer-only losses and accuracies gain.
+(f) the deferred divergence guard / the eager one (a host sync per step), training tokens/s: about 1 on a CPU, where
+    a sync costs nothing; the deferred guard is for accelerators.
 (d) with --reproduction FILE (a reproductions/*.json written by `reproduce`): per stage, node wall time / its
     training compute (goal <= 1.25 for fine-tuning and reFT nodes), from the time split every node records.
 
@@ -52,10 +56,11 @@ def hand_loop(model, batch, cfg, steps: int, device: str = "cpu") -> float:
     return time.perf_counter() - t0
 
 
-def ours(model, data, cfg, steps: int, device: str = "cpu") -> float:
+def ours(model, data, cfg, steps: int, device: str = "cpu", deferred_guard: bool | None = None) -> float:
     cfg = cfg.model_copy(update={"iters": steps, "eval_every": 10**9, "checkpoint_every": 10**9, "warmup_frac": 0.1})
     t0 = time.perf_counter()
-    fit(Trainee(model, data.stream(0, cfg.batch_size), cfg), Runtime(progress=False, device=device))
+    fit(Trainee(model, data.stream(0, cfg.batch_size), cfg),
+        Runtime(progress=False, device=device, deferred_guard=deferred_guard))
     _sync(device)
     return time.perf_counter() - t0
 
@@ -155,8 +160,34 @@ def main() -> None:
     fp32_e = statistics.median(evaluation(model, samples, "fp32", args.device) for _ in range(args.rounds))
     bf16_e = statistics.median(evaluation(model, samples, "bf16", args.device) for _ in range(args.rounds))
     print(f"    bf16 / fp32 samples/s, evaluation: {fp32_e / bf16_e:.2f}")
+    last_block(model, data, cfg.train, samples, args)
+    eager_t, deferred_t = [], []
+    for _ in range(args.rounds):
+        eager_t.append(ours(model, data, cfg.train, args.steps, args.device, deferred_guard=False))
+        deferred_t.append(ours(model, data, cfg.train, args.steps, args.device, deferred_guard=True))
+    ratio = statistics.median(eager_t) / statistics.median(deferred_t)
+    print(f"(f) deferred / eager guard tokens/s, training: {ratio:.2f}")
     if args.reproduction:
         overhead(args.reproduction)
+
+
+def last_block(model, data, cfg, samples, args) -> None:
+    """(e): each pair interleaved, the whole last block forced by a no-op hook on it (a hook sees every position)."""
+    answer = cfg.model_copy(update={"loss": "answer"})
+    whole = [(model.blocks[-1].hook_resid_post.name, lambda t, hook: t)]
+    times: dict[str, list[float]] = {"trim": [], "whole": [], "trim_eval": [], "whole_eval": []}
+    ours(model, data, answer, 5, args.device)
+    for _ in range(args.rounds):
+        times["trim"].append(ours(model, data, answer, args.steps, args.device))
+        with model.hooks(whole):
+            times["whole"].append(ours(model, data, answer, args.steps, args.device))
+        model.eval()
+        times["trim_eval"].append(evaluation(model, samples, "fp32", args.device))
+        with model.hooks(whole):
+            times["whole_eval"].append(evaluation(model, samples, "fp32", args.device))
+    m = {k: statistics.median(v) for k, v in times.items()}
+    print(f"(e) last block at the answers only / whole, fine-tuning step: {m['whole'] / m['trim']:.2f}, "
+          f"evaluation: {m['whole_eval'] / m['trim_eval']:.2f}")
 
 
 if __name__ == "__main__":

@@ -163,3 +163,50 @@ def test_reproduce_with_stacks_stores_what_it_stores_without(tmp_path):
         assert [m["step"] for m in ra.metrics()] == [m["step"] for m in rb.metrics()]
         for key, value in a.result.after.items():
             assert abs(value - b.result.after[key]) <= 0.02, (node.key, key)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_deferred_guard_trains_bit_identically_and_names_the_first_diverged_step(tmp_path, monkeypatch,
+                                                                                      stacked):
+    """The guard an accelerator uses (no host sync per step: read at evaluations, checkpoints and the end), forced
+    on the CPU: a run that stays finite ends bit for bit where the eager guard's does; a run whose loss turns
+    non-finite at step 23 raises at the next check (the checkpoint at 30) naming step 23, no NaN reached a weight,
+    and the checkpoint left is the one of step 20."""
+    import math
+
+    from wrapperlab.errors import DivergedError
+    from wrapperlab.training.checkpoint import load_checkpoint
+    from wrapperlab.training.optim import make_optimizer
+
+    cfg = config(1e-3).model_copy(update={"checkpoint_every": 10})
+    n = 2 if stacked else 1
+    weights = {}
+    for deferred in (False, True):
+        models = [model(s) for s in range(n)]
+        train([Trainee(m, stream(s), cfg) for s, m in enumerate(models)],
+              Runtime(progress=False, deferred_guard=deferred), stacked=stacked)
+        weights[deferred] = [[p.detach().clone() for p in m.parameters()] for m in models]
+    assert all(torch.equal(a, b) for ra, rb in zip(weights[False], weights[True]) for a, b in zip(ra, rb))
+
+    import wrapperlab.training.losses as losses
+    import wrapperlab.training.stacked as stacked_module
+
+    real, calls = losses.compute_loss, [0]
+
+    def nan_at_step_23(*args, **kwargs):  # one call per step, alone or stacked (vmap calls it once for all runs)
+        calls[0] += 1
+        loss = real(*args, **kwargs)
+        return loss * math.nan if calls[0] == 23 else loss
+
+    monkeypatch.setattr(losses, "compute_loss", nan_at_step_23)
+    monkeypatch.setattr(stacked_module, "compute_loss", nan_at_step_23)
+    models = [model(s) for s in range(n)]
+    trainees = [Trainee(m, stream(s), cfg, checkpoint_dir=tmp_path / f"ck{s}", name=f"run{s}")
+                for s, m in enumerate(models)]
+    with pytest.raises(DivergedError, match="at step 23: loss nan") as raised:
+        train(trainees, Runtime(progress=False, deferred_guard=True), stacked=stacked)
+    assert raised.value.run == "run0"
+    for s, m in enumerate(models):
+        assert all(torch.isfinite(p).all() for p in m.parameters())
+        fresh = model(s)
+        assert load_checkpoint(tmp_path / f"ck{s}", fresh, make_optimizer(fresh, cfg))["step"] == 20

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -45,6 +45,12 @@ def _bools(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_bools(v) for v in value.values())
     return False
+
+
+def without_later_defaults(dumped: dict[str, Any], later: Mapping[str, object]) -> dict[str, Any]:
+    """``dumped`` (a config's model_dump) without the options added after runs were stored, where they hold their
+    defaults: a run id hashes the dumped config, so a new option must not change the ids of runs that never set it."""
+    return {k: v for k, v in dumped.items() if not (k in later and v == later[k])}
 
 
 class Config(BaseModel):

@@ -21,7 +21,7 @@ from torch import nn
 
 from wrapperlab.errors import ConfigError
 from wrapperlab.models.hooks import HookedModule, HookPoint
-from wrapperlab.schema import Config
+from wrapperlab.schema import Config, without_later_defaults
 
 PRESETS: dict[str, dict] = {
     # the paper's PCFG model (minGPT "gpt-mini", about 3 M parameters with its vocabulary)
@@ -84,11 +84,7 @@ class GPTConfig(Config):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict:
-        out = handler(self)
-        for key, default in LATER_OPTIONS.items():
-            if key in out and out[key] == default:
-                del out[key]
-        return out
+        return without_later_defaults(handler(self), LATER_OPTIONS)
 
     @property
     def eps(self) -> float:
@@ -170,10 +166,14 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # (b, h, q, k)
         self.hook_z = HookPoint()  # (b, pos, h, d_head): per-head output before W_O
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None,
+                at: torch.Tensor | None = None) -> torch.Tensor:
         """``keep``: optional boolean mask of the keys that may be attended to (``(b, 1, 1 or q, k)``).
         ``cache``: a dict this layer keeps its keys and values in between calls (generation: the prompt once,
-        then one new position per call, instead of the whole sequence again)."""
+        then one new position per call, instead of the whole sequence again). ``at``: ``(b,)`` positions, the only
+        queries computed (keys and values at every position): the output is ``(b, 1, d_model)``."""
+        if at is not None:
+            return self._at(x, keep, at)
         b, n, _ = x.shape
         h, dh = self.cfg.n_heads, self.cfg.d_head
         if self.cfg.kv_heads == h:
@@ -210,6 +210,24 @@ class Attention(nn.Module):
         z = self.hook_z(z.transpose(1, 2))
         return self.out(z.reshape(b, n, h * dh))
 
+    def _at(self, x: torch.Tensor, keep: torch.Tensor | None, at: torch.Tensor) -> torch.Tensor:
+        """The attention output at one query position per row (:meth:`forward`'s ``at``; no hook, no cache): each
+        query sees the keys it sees in the full pass (causal: those up to it; ``keep``'s padding mask too)."""
+        b, n, _ = x.shape
+        h, dh = self.cfg.n_heads, self.cfg.d_head
+        rows = torch.arange(b, device=x.device)
+        q, k, v = (t.view(b, n, -1, dh).transpose(1, 2) for t in self.qkv(x).split(self.cfg.qkv_split, -1))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        q = q[rows, :, at][:, :, None]  # (b, h, 1, dh)
+        if self.cfg.kv_heads != h:
+            k, v = k.repeat_interleave(h // self.cfg.kv_heads, 1), v.repeat_interleave(h // self.cfg.kv_heads, 1)
+        if self.cfg.attention == "causal":
+            upto = (torch.arange(n, device=x.device)[None, :] <= at[:, None])[:, None, None, :]
+            keep = upto if keep is None else keep & upto
+        z = _fused_attention(q, k, v, keep, causal=False)
+        return self.out(z.transpose(1, 2).reshape(b, 1, h * dh))
+
 
 def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None,
                      causal: bool) -> torch.Tensor:
@@ -236,7 +254,9 @@ def _plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: to
         keep = torch.ones(n, k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - n)
     if keep is not None:
         scores = scores.masked_fill(~keep, float("-inf"))
-    return scores.softmax(-1) @ v
+    # a query with no key to attend to (a padding token first in its row) gets zeros, as from the fused kernel; the
+    # softmax of a row of -inf is NaN, which reached every later position through the next layer's values
+    return scores.softmax(-1).nan_to_num(0.0) @ v
 
 
 class MLP(nn.Module):
@@ -269,7 +289,19 @@ class Block(nn.Module):
         self.hook_resid_pre, self.hook_resid_mid, self.hook_resid_post = HookPoint(), HookPoint(), HookPoint()
         self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint()
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+    def hooked(self) -> bool:
+        """Whether any hook point in this block has a hook (then every position is computed: a hook sees all)."""
+        return any(m.active for m in self.modules() if isinstance(m, HookPoint))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, cache: dict | None = None,
+                at: torch.Tensor | None = None) -> torch.Tensor:
+        """``at``: ``(b,)`` positions, the only rows of the output computed (``(b, 1, d_model)``): where the last
+        block's output is read at one position (answer losses, accuracies), its query, attention output and MLP at
+        every other position were computed and dropped. Only without hooks (a hook sees every position)."""
+        if at is not None:
+            rows = torch.arange(len(x), device=x.device)
+            x_at = x[rows, at][:, None] + self.attn(self.ln1(x), keep, None, at)
+            return x_at + self.mlp(self.ln2(x_at))
         x = self.hook_resid_pre(x)
         x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x), keep, cache)))
         return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
@@ -326,7 +358,11 @@ class GPT(HookedModule):
             keep = pad_mask.to(torch.bool)[:, None, None, :] | eye
         else:
             keep = None if self.cfg.pad_token is None else (tokens != self.cfg.pad_token)[:, None, None, :]
+        last = len(self.blocks) - 1
+        trim = logits_at is not None and cache is None and not self.blocks[last].hooked()
         for i, block in enumerate(self.blocks):
+            if trim and i == last:  # only logits_at is read: the last block's other rows are never needed
+                return self.unembed(self.ln_final(block(x, keep, None, logits_at)[:, 0]))
             x = block(x, keep, cache[i] if cache is not None else None)
         if logits_at is not None:
             x = x[torch.arange(b, device=x.device), logits_at]

@@ -6,10 +6,17 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Mapping
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from wrapperlab.errors import ConfigError
-from wrapperlab.schema import Config
+from wrapperlab.schema import Config, without_later_defaults
 
 
 def native_bf16() -> bool:
@@ -48,6 +55,10 @@ def lr_number(names: Mapping[str, float], value: Any) -> float:
     return float(lr)
 
 
+#: TrainConfig fields added after runs were stored: left out of a dumped config (and so of the run id) at these values
+LATER_TRAIN_OPTIONS: dict[str, object] = {"stop_holds": 1, "stop_plateau": 0, "plateau_delta": 0.005}
+
+
 class TrainConfig(Config):
     """What determines the result of a training run (hashed into the run id)."""
 
@@ -81,6 +92,17 @@ class TrainConfig(Config):
     stop_margin: int = Field(
         0, ge=0, description="steps trained on after stop_when first holds (the curve shows it still holds)"
     )
+    stop_holds: int = Field(1, ge=1, le=1000, description="evaluations in a row at which stop_when must hold "
+                            "(1: the first; training/stopping.py)")
+    stop_plateau: int = Field(0, ge=0, le=1000, description="also stop once no stop_when metric has beaten its "
+                              "best by plateau_delta in this many evaluations (0: never) — converged below the "
+                              "threshold")
+    plateau_delta: float = Field(0.005, gt=0, le=1)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Options added after runs were stored are left out at their defaults, so those runs keep their ids."""
+        return without_later_defaults(handler(self), LATER_TRAIN_OPTIONS)
 
     @field_validator("lr", mode="before")
     @classmethod
@@ -107,6 +129,12 @@ class TrainConfig(Config):
             raise ValueError(f"stop_when needs metric names with finite thresholds (got {bad[0]!r}: {value[bad[0]]})")
         return value
 
+    @model_validator(mode="after")
+    def _stop_rule_reads_stop_when(self) -> TrainConfig:
+        if (self.stop_holds != 1 or self.stop_plateau) and not self.stop_when:
+            raise ConfigError("stop_when", {}, "the metrics stop_holds and stop_plateau read (e.g. {acc_ft: 0.99})")
+        return self
+
 
 class Runtime(Config):
     """How to run, not what to compute: never part of a run's identity."""
@@ -115,6 +143,9 @@ class Runtime(Config):
     compile: bool = False
     progress: bool = True
     threads: int | None = Field(None, gt=0)
+    deferred_guard: bool | None = Field(None, description="the divergence guard read at evaluations and "
+                                        "checkpoints, not every step (None: on accelerators, where a host sync per "
+                                        "step stalls the device; training/optim.py Guard)")
     stack: int = Field(1, ge=1, le=64, description="train up to this many ready runs of one stage as one stack "
                        "(training/stacked.py; 1 = every run alone)")
     tensorboard: str | None = Field(None, description="mirror each computed run's metrics to TensorBoard event "

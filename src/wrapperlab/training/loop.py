@@ -13,7 +13,6 @@ guard and progress are written once, here, for both.
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ from wrapperlab.timing import section
 from wrapperlab.training.checkpoint import load_checkpoint, save_checkpoint
 from wrapperlab.training.config import Runtime, TrainConfig
 from wrapperlab.training.losses import BatchLike, LossFn, token_loss
-from wrapperlab.training.optim import check_step, check_weights, make_optimizer
+from wrapperlab.training.optim import Guard, check_weights, make_optimizer, masked
 from wrapperlab.training.schedule import lr_at
 from wrapperlab.training.stacked import Stack
+from wrapperlab.training.stopping import StopRule
 
 Evaluate = Callable[[nn.Module, int], dict]
 Log = Callable[[dict], None]
@@ -62,7 +62,8 @@ class TrainState:
     seconds: float
     tokens_per_second: float
     last_loss: float | None  # None when a resumed run had no step left to take
-    stopped_early: bool = False  # cfg.stop_when held before cfg.iters (step: where training ended)
+    stopped_early: bool = False  # the stop rule ended it before cfg.iters (step: where training ended)
+    stop_reason: str | None = None  # "threshold" or "plateau" (training/stopping.py) where the rule fired
 
 
 class SingleStep:
@@ -71,12 +72,13 @@ class SingleStep:
     def __init__(self, trainee: Trainee, optimizer: torch.optim.Optimizer, runtime: Runtime, device: torch.device):
         self.trainee, self.optimizer, self.device = trainee, optimizer, device
         self.forward = torch.compile(trainee.model) if runtime.compile else trainee.model
+        self.guard = Guard([trainee.name], device, runtime.deferred_guard)
         cfg = trainee.cfg
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" \
             else contextlib.nullcontext()
 
-    def step(self, step: int, batches: list[BatchLike], lrs: list[float]) -> list[float]:
-        """One optimiser step on the batch at the lr; the loss before it (the guard's host sync reads it)."""
+    def step(self, step: int, batches: list[BatchLike], lrs: list[float]) -> torch.Tensor:
+        """One optimiser step on the batch at the lr; the loss before it, ``(1,)`` on the device."""
         (batch,), (lr,), t = batches, lrs, self.trainee
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -86,11 +88,18 @@ class SingleStep:
         loss.backward()
         grads = [p.grad for p in t.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads)
-        value = check_step(step + 1, loss, norm, lr, t.name)
+        ok = self.guard.step(step + 1, loss[None], norm[None], [lr])
+        if ok is not None:  # deferred: a diverged run's gradients zeroed (its error comes at the next check)
+            masked(grads, ok)
+            norm = torch.where(ok[0], norm, torch.ones_like(norm))
         if t.cfg.grad_clip:  # clip_grad_norm_'s arithmetic, on the norm the guard already computed
             torch.nn.utils.clip_grads_with_norm_(t.model.parameters(), t.cfg.grad_clip, norm)
         self.optimizer.step()
-        return [value]
+        return loss.detach()[None]
+
+    def check(self) -> None:
+        """A deferred guard's error, if the run diverged since the last check."""
+        self.guard.check()
 
     def sync(self) -> None:
         """The models hold their trained weights (they always do here)."""
@@ -104,15 +113,19 @@ class StackedStep:
     states restored from each run's checkpoint, and handed back as each run's ``torch.optim.AdamW`` state."""
 
     def __init__(self, trainees: Sequence[Trainee], optimizers: list[torch.optim.Optimizer], start: int,
-                 device: torch.device):
+                 device: torch.device, runtime: Runtime):
         self.trainees = list(trainees)
         self.models = [t.model for t in trainees]
-        self.stack = Stack(self.models, [t.cfg for t in trainees], device, [t.name for t in trainees])
+        self.stack = Stack(self.models, [t.cfg for t in trainees], device, [t.name for t in trainees],
+                           runtime.deferred_guard)
         for i, optimizer in enumerate(optimizers):
             self.stack.load_optimizer(i, self.models[i], optimizer, start)
 
-    def step(self, step: int, batches: list[BatchLike], lrs: list[float]) -> list[float]:
-        return self.stack.step(batches, lrs).tolist()  # the guard ran inside, run by run, on one host sync
+    def step(self, step: int, batches: list[BatchLike], lrs: list[float]) -> torch.Tensor:
+        return self.stack.step(batches, lrs)  # the guard ran inside, run by run
+
+    def check(self) -> None:
+        self.stack.guard.check()
 
     def sync(self) -> None:
         """Copy each run's trained weights out of the stack into its model (before evaluating or storing it)."""
@@ -122,21 +135,22 @@ class StackedStep:
         return self.stack.optimizer_for(i, self.models[i])
 
 
-def _restore(trainees: Sequence[Trainee], device: torch.device) -> tuple[list[torch.optim.Optimizer], int, int | None]:
+def _restore(trainees: Sequence[Trainee], device: torch.device) -> tuple[list[torch.optim.Optimizer], int, dict]:
     """Each run's optimiser, with weights and state restored from its checkpoint: (optimisers, the step they resume
-    from — one for all: a stack moves in lockstep —, the stop step a resumed run had fixed, if any)."""
-    optimizers, starts, stop_at = [], set(), None
+    from — one for all: a stack moves in lockstep —, what a resumed single run's stop rule had: its ``stop_at``,
+    ``stop_reason`` and ``stop_state``, empty on a fresh start)."""
+    optimizers, starts, stop = [], set(), {}
     for t in trainees:
         t.model.to(device)
         optimizer = make_optimizer(t.model, t.cfg)
         pointer = load_checkpoint(t.checkpoint_dir, t.model, optimizer) if t.checkpoint_dir is not None else None
         optimizers.append(optimizer)
         starts.add(pointer["step"] if pointer else 0)
-        stop_at = pointer.get("stop_at") if pointer else stop_at
+        stop = {k: pointer.get(k) for k in ("stop_at", "stop_reason", "stop_state")} if pointer else stop
     if len(starts) > 1:
         raise ValueError(f"runs of a stack resume from one step (their checkpoints are at steps {sorted(starts)}); "
                          "train them alone")
-    return optimizers, starts.pop(), stop_at
+    return optimizers, starts.pop(), stop
 
 
 def train(trainees: Sequence[Trainee], runtime: Runtime = Runtime(), stacked: bool = False) -> list[TrainState]:
@@ -159,22 +173,24 @@ def train(trainees: Sequence[Trainee], runtime: Runtime = Runtime(), stacked: bo
     device = torch.device(runtime.device)
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
-    optimizers, start, stop_at = _restore(trainees, device)
+    optimizers, start, stop = _restore(trainees, device)
     for t in trainees:
         if t.on_resume:  # a fresh start (-1) keeps nothing an earlier attempt logged before its first checkpoint
             t.on_resume(start if start else -1)
-    strategy = StackedStep(trainees, optimizers, start, device) if stacked \
+    strategy = StackedStep(trainees, optimizers, start, device, runtime) if stacked \
         else SingleStep(trainees[0], optimizers[0], runtime, device)
-    return _Loop(trainees, strategy, start, stop_at, runtime).run()
+    return _Loop(trainees, strategy, start, stop, runtime).run()
 
 
 class _Loop:
     """The loop's state: where it started and ends, what it has logged, its progress bar."""
 
-    def __init__(self, trainees: Sequence[Trainee], strategy, start: int, stop_at: int | None, runtime: Runtime):
-        self.trainees, self.strategy, self.start, self.stop_at = list(trainees), strategy, start, stop_at
+    def __init__(self, trainees: Sequence[Trainee], strategy, start: int, stop: dict, runtime: Runtime):
+        self.trainees, self.strategy, self.start = list(trainees), strategy, start
+        self.stop_at, self.stop_reason = stop.get("stop_at"), stop.get("stop_reason")
         cfg = self.cfg = trainees[0].cfg
-        self.end = min(cfg.iters, stop_at) if stop_at is not None else cfg.iters
+        self.rule = StopRule.of(cfg, stop.get("stop_state"))
+        self.end = min(cfg.iters, self.stop_at) if self.stop_at is not None else cfg.iters
         self.autocast = torch.autocast(torch.device(runtime.device).type, dtype=torch.bfloat16) \
             if cfg.precision == "bf16" else contextlib.nullcontext()
         many = f" ({len(trainees)} runs)" if len(trainees) > 1 else ""
@@ -191,9 +207,10 @@ class _Loop:
                 with section("eval"), torch.inference_mode(), self.autocast:
                     record.update(t.evaluate(t.model, record["step"]))
                 t.model.train()
-            if self.stop_at is None and t.cfg.stop_when and all(record.get(k, -math.inf) >= v
-                                                                for k, v in t.cfg.stop_when.items()):
+            reason = self.rule.update(record) if self.stop_at is None and len(self.trainees) == 1 else None
+            if reason:  # training/stopping.py: the threshold held (stop_holds evaluations), or a plateau
                 record["stop_at"] = min(t.cfg.iters, record["step"] + t.cfg.stop_margin)
+                self.stop_reason = reason  # in the checkpoint and the result, not the (numeric) metrics line
                 self.end = self.stop_at = record["stop_at"]
             if t.log:
                 t.log(record)
@@ -214,15 +231,21 @@ class _Loop:
             with section("data"):
                 batches = [t.batch_at(step) for t in trainees]
             with section("train"):
-                losses = self.strategy.step(step, batches, lrs)
+                on_device = self.strategy.step(step, batches, lrs)
             tokens_seen += batches[0].tokens.size  # per run: each run's own batch
             done = step + 1
             self.bar.update(1)
-            if done % cfg.eval_every == 0 or done == self.end or done in cfg.eval_at:
+            evaluating = done % cfg.eval_every == 0 or done == self.end or done in cfg.eval_at
+            saving = self.saving(done)
+            if evaluating or saving:  # the only host syncs of a step: a deferred guard's check, the losses read
+                self.strategy.check()
+                losses = on_device.tolist()
+            if evaluating:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 self.evaluated([{"step": done, "loss": losses[i], "lr": lrs[i], "tokens_per_s": rate}
                                 for i in range(len(trainees))])
-            self.checkpoint(done, lrs, losses)
+            if saving:
+                self.checkpoint(done, lrs, losses)
             if done == self.end:
                 break
         self.bar.close()
@@ -232,16 +255,20 @@ class _Loop:
         elapsed = time.perf_counter() - t0
         return [TrainState(step=self.end, resumed_from=self.start or None, seconds=elapsed,
                            tokens_per_second=tokens_seen / max(elapsed, 1e-9),
-                           last_loss=losses[i] if losses is not None else None, stopped_early=self.end < cfg.iters)
+                           last_loss=losses[i] if losses is not None else None, stopped_early=self.end < cfg.iters,
+                           stop_reason=self.stop_reason)
                 for i in range(len(trainees))]
 
+    def saving(self, done: int) -> bool:
+        """Whether step ``done`` checks the weights and stores checkpoints: at the end, and every
+        ``checkpoint_every`` steps where any run keeps checkpoints."""
+        due = done % self.cfg.checkpoint_every == 0 and any(t.checkpoint_dir is not None for t in self.trainees)
+        return done == self.end or due
+
     def checkpoint(self, done: int, lrs: list[float], losses: list[float]) -> None:
-        """At the end and every ``checkpoint_every`` steps: every weight finite (finite steps can still overflow a
-        weight, so a stored checkpoint is always a good one to resume from), then each run's checkpoint."""
-        at_end, due = done == self.end, done % self.cfg.checkpoint_every == 0
+        """Every weight finite (finite steps can still overflow a weight, so a stored checkpoint is always a good one
+        to resume from), then each run's checkpoint (:meth:`saving` says when)."""
         saving = [t.checkpoint_dir is not None for t in self.trainees]
-        if not (at_end or (due and any(saving))):
-            return
         self.strategy.sync()
         for t, lr in zip(self.trainees, lrs):
             check_weights(t.model, done, lr, t.name)
@@ -249,7 +276,8 @@ class _Loop:
             if saving[i]:
                 with section("io"):
                     save_checkpoint(t.checkpoint_dir, done, t.model, self.strategy.optimizer_of(i),
-                                    {"loss": losses[i], "stop_at": self.stop_at})
+                                    {"loss": losses[i], "stop_at": self.stop_at, "stop_reason": self.stop_reason,
+                                     "stop_state": self.rule.state()})
 
 
 def fit(trainee: Trainee, runtime: Runtime = Runtime()) -> TrainState:

@@ -22,9 +22,18 @@ class BatchLike(Protocol):
 
 
 def to_device(batch: BatchLike, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = torch.from_numpy(batch.tokens).to(device, non_blocking=True)
-    answer_pos = torch.from_numpy(batch.answer_pos).to(device, non_blocking=True)
-    return tokens, answer_pos
+    """A batch's tokens and answer positions on ``device`` (:func:`array_to`)."""
+    return array_to(batch.tokens, device), array_to(batch.answer_pos, device)
+
+
+def array_to(array: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """A host array on ``device``; to a GPU through pinned memory, so the copy is asynchronous (from pageable
+    memory, ``non_blocking`` copies wait for the transfer) and the next step's kernels queue behind it."""
+    device = torch.device(device)
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 def answer_logits(model: nn.Module, tokens: torch.Tensor, answer_pos: torch.Tensor,
@@ -70,7 +79,8 @@ def position_loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfi
 
 def token_loss(model: nn.Module, batch, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
     tokens, answer_pos = to_device(batch, device)
-    return compute_loss(model, tokens, answer_pos, cfg)
+    # the cut length read from the host array: from the device tensor it was a host sync every step
+    return compute_loss(model, tokens, answer_pos, cfg, int(batch.answer_pos.max()))
 
 
 LossFn = Callable[[nn.Module, BatchLike, torch.device, TrainConfig], torch.Tensor]

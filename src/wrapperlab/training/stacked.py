@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from wrapperlab.training.config import TrainConfig
-from wrapperlab.training.losses import BatchLike, compute_loss
-from wrapperlab.training.optim import check_values, make_optimizer
+from wrapperlab.training.losses import BatchLike, array_to, compute_loss
+from wrapperlab.training.optim import Guard, make_optimizer, masked
 
 #: settings every run of a stack must share (the lr, and what feeds it, may differ)
 SHARED = ("iters", "batch_size", "optimizer", "betas", "weight_decay", "loss", "answer_weight", "grad_clip",
@@ -66,10 +66,11 @@ class Stack:
     """N runs' weights and AdamW state, stacked: ``step(batches, lrs)`` trains every run one step."""
 
     def __init__(self, models: Sequence[nn.Module], cfgs: Sequence[TrainConfig], device: str | torch.device = "cpu",
-                 names: Sequence[str] | None = None):
+                 names: Sequence[str] | None = None, deferred_guard: bool | None = None):
         check_stackable(models, cfgs)
         self.cfgs, self.device = list(cfgs), torch.device(device)
         self.names = list(names) if names is not None else [f"run {i} of the stack" for i in range(len(models))]
+        self.guard = Guard(self.names, self.device, deferred_guard)
         self.template = models[0].to(self.device)
         named = [dict(m.named_parameters()) for m in models]
         self.params = {n: torch.stack([p[n].detach().to(self.device) for p in named]).requires_grad_(True)
@@ -87,26 +88,30 @@ class Stack:
         self._losses = vmap(one)
         self._autocast = cfg.precision == "bf16"
 
-    def losses(self, tokens: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:
-        """Each run's loss ``(N,)`` on its own batch: ``tokens (N, b, L)``, ``answer_pos (N, b)``."""
-        self._length = int(answer_pos.max())  # each run alone cuts at its own last answer: equal where windows are
+    def losses(self, tokens: torch.Tensor, answer_pos: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Each run's loss ``(N,)`` on its own batch: ``tokens (N, b, L)``, ``answer_pos (N, b)``; ``length``: the
+        last answer's position where the caller has it on the host (read from the device tensor, a host sync)."""
+        # each run alone cuts at its own last answer: equal where windows are
+        self._length = int(answer_pos.max()) if length is None else length
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast):
             return self._losses(self.params, tokens, answer_pos)
 
     def step(self, batches: Sequence[BatchLike], lrs: Sequence[float]) -> torch.Tensor:
         """One optimiser step of every run on its batch at its lr; returns the losses before the step."""
-        tokens = torch.from_numpy(np.stack([b.tokens for b in batches])).to(self.device)
-        answer_pos = torch.from_numpy(np.stack([b.answer_pos for b in batches])).to(self.device)
+        positions = np.stack([b.answer_pos for b in batches])
+        tokens = array_to(np.stack([b.tokens for b in batches]), self.device)
+        answer_pos = array_to(positions, self.device)
         for p in self.params.values():
             p.grad = None
-        losses = self.losses(tokens, answer_pos)
+        losses = self.losses(tokens, answer_pos, int(positions.max()))
         losses.sum().backward()  # the runs share no weight: each run's gradient is its own loss's
         with torch.no_grad():
             grads = [p.grad for p in self.params.values()]
             norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads], 1).norm(dim=1)  # (N,)
-            loss_values, norm_values = torch.stack([losses.detach().float(), norms.float()]).tolist()
-            for i in range(len(self.cfgs)):  # the divergence guard of train(), run by run, on one host sync
-                check_values(self.steps + 1, loss_values[i], norm_values[i], lrs[i], self.names[i])
+            ok = self.guard.step(self.steps + 1, losses, norms, lrs)  # train()'s divergence guard, run by run
+            if ok is not None:  # deferred: a diverged run's gradients zeroed (its error comes at the next check)
+                masked(grads, ok)
+                norms = torch.where(ok, norms, torch.ones_like(norms))
             self._clip(grads, norms)
             self._adamw(torch.tensor(lrs, dtype=torch.float32, device=self.device))
         return losses.detach()

@@ -39,6 +39,7 @@ class FinetuneResult(Result):
     stopped_early: bool
     train_seconds: float
     resumed_from: int | None
+    stop_reason: str | None = None  # "threshold" or "plateau" where the stop rule ended it (training/stopping.py)
 
 
 class ReftCurve(Result):

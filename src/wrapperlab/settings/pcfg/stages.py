@@ -180,6 +180,7 @@ def _finetune_stage(cfg: FinetuneRunConfig, store: RunStore, say: Say, kind: str
                 "first_step_at": first_steps(run.metrics()),
                 "steps": state.step,
                 "stopped_early": state.stopped_early,
+                "stop_reason": state.stop_reason,
                 "train_seconds": state.seconds,
                 "resumed_from": state.resumed_from,
             }
