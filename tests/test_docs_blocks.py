@@ -125,3 +125,42 @@ def test_the_tracr_reft_block_is_the_table_4_replica_with_its_verdicts():
     assert lines[2].startswith("| FT η_M, C_Tr=1 | 500") and "(3/3;" in lines[2] and "(0/3;" in lines[2]
     assert lines[3].startswith("| Scr.+FT (compiled for O_FT) |") and lines[3].endswith("| – |")
     assert f"**{verdict.outcome}**" in lines[-1] and "Scr.+FT learns it" in lines[-1]
+
+
+def test_snapshots_regenerate_the_blocks_and_the_check_finds_a_drift(tmp_path, capsys):
+    """Snapshots hold exactly what the blocks read: from them alone every block renders as `--docs` wrote it; a
+    typed edit inside a block is found (exit 1, the block named); a block of a reproduction without a snapshot is
+    listed, not passed silently; a damaged snapshot is one line."""
+    from wrapperlab.report.docs import check_docs, load_snapshots, write_snapshots
+
+    doc, snaps = tmp_path / "doc.md", tmp_path / "results"
+    summary = _summary()
+    doc.write_text(DOC)
+    update_docs(summary, [doc])  # as `report --docs` writes it, then a block of a reproduction with no snapshot
+    doc.write_text(doc.read_text() + "<!-- wrapperlab:wall-time pcfg-depth/quick -->\n<!-- /wrapperlab -->\n")
+    assert [p.name for p in write_snapshots(summary, snaps)] == ["pcfg-counter-quick.json"]
+    found = check_docs([doc], load_snapshots(snaps))
+    assert (found.differing, found.checked) == ([], 2) and found.unchecked == [f"{doc}: wall-time pcfg-depth/quick"]
+    assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 0
+    doc.write_text(doc.read_text().replace("27 nodes", "28 nodes"))  # a number typed over a generated one
+    assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 1
+    assert f"differs from its snapshot: {doc}: wall-time pcfg-counter/quick" in capsys.readouterr().err
+    (snaps / "pcfg-counter-quick.json").write_text("{torn")
+    assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 2
+    err = capsys.readouterr().err
+    assert "pcfg-counter-quick.json" in err and len(err.strip().splitlines()) == 1
+    assert main(["report"]) == 2 and "--check-docs" in capsys.readouterr().err
+
+
+def test_the_published_blocks_match_the_committed_snapshots():
+    """What CI checks: every block of README.md and docs/*.md whose reproduction has a snapshot in docs/results/
+    renders from it exactly as committed (`wrapperlab report --check-docs`)."""
+    from pathlib import Path
+
+    from wrapperlab.report.docs import check_docs, load_snapshots
+
+    root = Path(__file__).resolve().parent.parent
+    snapshots = load_snapshots(root / "docs" / "results")
+    assert "pcfg-counter/quick" in snapshots
+    found = check_docs([root / "README.md", *sorted((root / "docs").glob("*.md"))], snapshots)
+    assert found.differing == [] and found.checked >= 6

@@ -84,6 +84,8 @@ def test_every_shipped_spec_reproduces_and_reports(shipped_specs_store):
     assert (summary["pcfg-indexer/test"]["task"], summary["pcfg-indexer/test"]["o_pt"]) == ("index", "a")
     for cell in summary["pcfg-indexer/test"]["analysed"]:  # the rules speak of the Indexer's task, not of counting
         assert all("index(O_PT)" in claim for claim in cell["signatures"])
+    # the Tracr pruning verdict is a rule of claims/verdicts.py now: one seed in the test profile, so inconclusive
+    assert summary["tracr-counter/test"]["single_weight_verdict"]["outcome"] == "inconclusive"
     moved = summary["tracr-max/test"]["finetune"][0]["attention_change"]
     assert len(moved) >= 2 and all(0.0 <= m["mean"] <= 1.0 for m in moved)
     # the deeper story model: probes at every one of its 6 blocks beside the random-init twin, the revival rules
@@ -155,3 +157,23 @@ def test_report_renders_in_headless_chromium(shipped_specs_store, tmp_path):
     subprocess.run([chromium, *_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,2400",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_max_identifier_sort_verdict_is_the_rule_seed_by_seed():
+    """The report's Block-0 verdict comes from claims/verdicts.py (sort_kept), paired by seed across the lrs."""
+    from wrapperlab.report.render import Section
+    from wrapperlab.report.sections.tracr import _tracr_attention_verdict
+
+    stat = {"mean": 1.0, "ci95": 0.1, "n": 3, "missing": 0}
+    def cell(label, lr, by_seed):
+        return {"label": label, "lr": lr, "attention_change": [stat], "acc_ft_cte0": stat,
+                "block0_change_by_seed": by_seed}
+    cells = [cell("η_M", "M", {0: 30.0, 1: 28.0, 2: 35.0}), cell("η_VS", "VS", {0: 1.0, 1: 2.0, 2: 1.5})]
+    sec, summary = Section("tracr-max"), {}
+    _tracr_attention_verdict(sec, cells, {"claims": {}}, "max-identifier", {"η_M": 1e-2, "η_VS": 1e-4}, summary)
+    assert summary["sort_verdict"]["outcome"] == "shown" and summary["sort_verdict"]["numbers"]["effect"]["n"] == 3
+    assert any("keeps the Block-0 sort" in text and "**shown**" in text for _, text in sec.parts)
+    cells[1]["block0_change_by_seed"] = {0: 41.0, 1: 37.0, 2: 46.0}  # the smallest lr moved it most
+    _tracr_attention_verdict(Section("again"), cells, {"claims": {}}, "max-identifier", {"η_M": 1e-2, "η_VS": 1e-4},
+                             summary)
+    assert summary["sort_verdict"]["outcome"] == "not shown"

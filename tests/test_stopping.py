@@ -38,6 +38,12 @@ def test_the_rule_resumes_from_its_state():
     cfg = TrainConfig(iters=10, batch_size=1, lr=1e-3, stop_when={"acc": 0.99}, stop_plateau=3)
     resumed = StopRule.of(cfg, first.state())
     assert head + decisions(resumed, values[4:]) == whole
+    import json
+
+    unreported = StopRule({"acc": 0.99}, plateau=3)
+    unreported.update({"loss": 1.0})  # the metric missing from an evaluation: -inf, kept as JSON null
+    state = json.loads(json.dumps(unreported.state(), allow_nan=False))
+    assert StopRule.of(cfg, state).best == {"acc": float("-inf")}
 
 
 def test_the_new_options_keep_old_run_ids_and_need_stop_when():

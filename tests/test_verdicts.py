@@ -209,3 +209,16 @@ def test_audit_signature_rules_reach_every_outcome():
     assert V.audit_pruning([0.6, 0.5, 0.7], [0.02, 0.0, 0.05], "CONTROL").outcome == SHOWN
     assert V.audit_pruning([0.01, 0.0, 0.02], [0.02, 0.0, 0.01], "CONTROL").outcome == NOT_SHOWN
     assert V.audit_pruning([0.6, None, 0.7], [0.02, 0.0, 0.05], "CONTROL").outcome == INCONCLUSIVE
+
+
+def test_the_tracr_rules_reach_each_outcome():
+    """The two Tracr verdicts the report decided by a mean with no interval, now rules: each reaches all three
+    outcomes, inconclusive where the interval straddles the margin or fewer than 3 seeds have both values."""
+    floor = [0.1, 0.1, 0.1]
+    assert V.single_weight_revival([0.6, 0.62, 0.58], floor).outcome == V.SHOWN  # 50 points above the floor
+    assert V.single_weight_revival([0.15, 0.12, 0.14], floor).outcome == V.NOT_SHOWN  # within 20 points of it
+    assert V.single_weight_revival([0.6, 0.1, 0.35], floor).outcome == V.INCONCLUSIVE  # straddles
+    assert V.single_weight_revival([0.6, None, 0.6], floor).outcome == V.INCONCLUSIVE  # two seeds
+    assert V.sort_kept([1.0, 2.0, 1.5], [30.0, 28.0, 35.0]).outcome == V.SHOWN  # the smallest lr moved it least
+    assert V.sort_kept([30.0, 28.0, 35.0], [1.0, 2.0, 1.5]).outcome == V.NOT_SHOWN
+    assert V.sort_kept([10.0, 1.0, 30.0], [12.0, 20.0, 5.0]).outcome == V.INCONCLUSIVE

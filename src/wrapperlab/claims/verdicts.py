@@ -248,6 +248,29 @@ def jailbreak_revives(jailbreak: Sequence[float | None], ordinary: Sequence[floa
     return paired_rule("a jailbreak token brings count(O_PT) back", jailbreak, ordinary, BEHAVIOUR_MARGIN,
                        "Acc O_PT(C_Te=0) through T_J1/T_J2 minus through T_NJ, fine-tuned model")
 
+# -- the Tracr claims (paper §5.2: single-weight pruning, Fig. 26; the Max-identifier's sort, Figs. 11-12) ---------
+
+TRACR_PRUNE_MARGIN = 0.2  # the best single pruned weight ends at least 20 points above the constant-output floor
+TRACR_SORT_MARGIN = 0.0  # the smallest lr moves Block 0 (the sort) less than every larger lr (TV points)
+
+
+def single_weight_revival(best: Sequence[float | None], floor: Sequence[float | None]) -> Verdict:
+    """Pruning one weight of a fine-tuned compiled model revives the pretraining answer: per fine-tuned model, the
+    best single pruned weight's Acc O_PT (C_Te = 0) minus the constant-output floor of the same test set (the control:
+    what answering one class everywhere scores). Until 2026-12-07 the report decided it by the mean above 0.2, with
+    no interval."""
+    return paired_rule("one pruned weight revives the pretraining answer", best, floor, TRACR_PRUNE_MARGIN,
+                       "best single pruned weight's Acc O_PT(C_Te=0) minus the constant-output floor")
+
+
+def sort_kept(smallest_lr_change: Sequence[float | None], larger_lr_change: Sequence[float | None]) -> Verdict:
+    """Max-identifier: fine-tuning at the smallest lr keeps the Block-0 sort — per seed, the least Block-0 attention
+    change (TV %) among the larger lrs' fine-tunings minus the smallest lr's (the seeds share their compiled model and
+    data). Until 2026-12-07 the report compared cell means, with no interval."""
+    return paired_rule("the smallest lr keeps the Block-0 sort", larger_lr_change, smallest_lr_change,
+                       TRACR_SORT_MARGIN, "Block-0 attention change (TV %), least of the larger lrs minus the smallest")
+
+
 # -- the stories claims (paper §5.2, Table 1; docs/reproduce.md, "stories") -----------------------------------
 # The story model's capability is a behaviour (write the requested Twist) and a likelihood (of Twist stories); the
 # paper's claim is about *revival* after deletion, so the words are "revived" / "not revived", never "wrapper".

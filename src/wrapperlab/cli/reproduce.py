@@ -4,9 +4,13 @@ store."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from wrapperlab.cli.common import PROFILE_HELP, add_examples, positive, runtime, runtime_args, say
 from wrapperlab.errors import ConfigError
+
+DEFAULT_SNAPSHOTS = "docs/results"  # the committed snapshots the published blocks are checked against
 
 
 def add_parsers(sub) -> None:
@@ -47,11 +51,20 @@ def add_parsers(sub) -> None:
         "wrapperlab reproduce pcfg-table5 --executor submitit --partition gpu --workers 64 --device cuda --runs /shared/runs"]})
 
     p = sub.add_parser("report", help="write the HTML/Markdown report and summary.json for a reproduction directory")
-    p.add_argument("dir", help="the run store `reproduce` used")
+    p.add_argument("dir", nargs="?", help="the run store `reproduce` used (not with --check-docs)")
     p.add_argument("--docs", nargs="+", metavar="FILE",
                    help="also rewrite the marked blocks (<!-- wrapperlab:KIND SPEC/PROFILE -->) of these Markdown "
                         "files from summary.json: published numbers are generated, never typed")
-    add_examples(sub, {"report": ["wrapperlab report runs", "wrapperlab report runs --docs README.md docs/reproduce.md"]})
+    p.add_argument("--snapshots", metavar="DIR",
+                   help="also write each reproduction's summary entry (what the blocks read) as DIR/SPEC-PROFILE.json "
+                        "(commit docs/results/ so the blocks can be checked); with --check-docs: where to read them "
+                        f"(default {DEFAULT_SNAPSHOTS})")
+    p.add_argument("--check-docs", nargs="*", metavar="FILE",
+                   help="render every block of these files (default README.md and docs/*.md) from the committed "
+                        "snapshots and exit 1 where one differs from the text; blocks without a snapshot are listed")
+    add_examples(sub, {"report": ["wrapperlab report runs", "wrapperlab report runs --docs README.md docs/reproduce.md",
+                                  f"wrapperlab report runs --docs README.md docs/reproduce.md --snapshots "
+                                  f"{DEFAULT_SNAPSHOTS}", "wrapperlab report --check-docs"]})
 
 
 def cmd_reproduce(args) -> int:
@@ -94,15 +107,40 @@ def cmd_reproduce(args) -> int:
 def cmd_report(args) -> int:
     import json
 
-    from wrapperlab.report.docs import update_docs
+    from wrapperlab.report.docs import update_docs, write_snapshots
     from wrapperlab.report.render import write_report
 
+    if getattr(args, "check_docs", None) is not None:
+        if args.dir is not None or args.docs:
+            raise ConfigError("check-docs", args.dir or args.docs, "no run store and no --docs (it reads the "
+                                                                   "committed snapshots, and writes nothing)")
+        return _check_docs(args.check_docs, Path(args.snapshots or DEFAULT_SNAPSHOTS))
+    if args.dir is None:
+        raise ConfigError("dir", None, "the run store `reproduce` used (or --check-docs)")
     paths = write_report(args.dir)
     print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}\nsummary: {paths['summary']}")
+    summary = json.loads(paths["summary"].read_text()) if args.docs or args.snapshots else {}
     if getattr(args, "docs", None):
-        counts = update_docs(json.loads(paths["summary"].read_text()), args.docs)
+        counts = update_docs(summary, args.docs)
         print("docs: " + ", ".join(f"{path} ({n} blocks)" for path, n in counts.items()))
+    if getattr(args, "snapshots", None):
+        print("snapshots: " + ", ".join(str(p) for p in write_snapshots(summary, Path(args.snapshots))))
     return 0
+
+
+def _check_docs(files: list[str], snapshots: Path) -> int:
+    """`report --check-docs`: 1 where a block differs from what the committed snapshots give."""
+    from wrapperlab.report.docs import check_docs, load_snapshots
+
+    paths = [Path(f) for f in files] or [Path("README.md"), *sorted(Path("docs").glob("*.md"))]
+    found = check_docs(paths, load_snapshots(snapshots))
+    for block in found.unchecked:
+        print(f"not checked (no snapshot in {snapshots}): {block}", file=sys.stderr)
+    for block in found.differing:
+        print(f"differs from its snapshot: {block}", file=sys.stderr)
+    print(f"check-docs: {found.checked} blocks rendered, {len(found.differing)} differ, {len(found.unchecked)} "
+          f"without a snapshot")
+    return 1 if found.differing else 0
 
 
 def reproduce_shortcut(spec: str, args) -> int:

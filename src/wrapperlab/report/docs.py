@@ -13,7 +13,9 @@ naming the file and the block, and no file is written.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -251,40 +253,106 @@ BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def _render(path: Path, summary: dict[str, Any], strict: bool = True) -> tuple[str, str, int, list[str]]:
+    """``path``'s text and its text with every block rendered: (old, new, blocks rendered, blocks left as they are —
+    those whose reproduction ``summary`` lacks, where not ``strict``; strict, such a block is a ConfigError)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("docs", str(path), f"a readable Markdown file ({type(e).__name__})") from None
+    count, left = 0, []
+
+    def render(m: re.Match) -> str:
+        nonlocal count
+        kind, key = m.group("kind"), m.group("key")
+        where = f"{path}: block wrapperlab:{kind} {key}"
+        if kind in FILE_BLOCKS:
+            try:
+                body = FILE_BLOCKS[kind](Path(path).parent, key)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ConfigError(where, key, f"a directory of results this block shows (missing {e})") from None
+            count += 1
+            return m.group(1) + body + m.group(5)
+        if kind not in BLOCKS:
+            raise ConfigError(where, kind, f"a block kind among {sorted([*BLOCKS, *FILE_BLOCKS])}")
+        if key not in summary:
+            if strict:
+                raise ConfigError(where, key, f"a reproduction in this store's summary ({sorted(summary)})")
+            left.append(f"{kind} {key}")
+            return m.group(0)
+        try:
+            body = BLOCKS[kind](summary[key])
+        except (KeyError, TypeError) as e:
+            raise ConfigError(where, key, f"a reproduction with what this block shows (missing {e})") from None
+        count += 1
+        return m.group(1) + body + m.group(5)
+
+    return text, _BLOCK.sub(render, text), count, left
+
+
 def update_docs(summary: dict[str, Any], paths: list[Path]) -> dict[Path, int]:
     """Rewrite every marked block of ``paths`` from ``summary``; returns blocks rewritten per file. All files are
     checked before any is written."""
-    out: dict[Path, str] = {}
-    counts: dict[Path, int] = {}
-    for path in paths:
+    out = {Path(path): _render(Path(path), summary) for path in paths}
+    for path, (_, text, _, _) in out.items():
+        atomic_write_text(path, text)
+    return {path: count for path, (_, _, count, _) in out.items()}
+
+
+# -- snapshots: what the blocks read, committed, so the published numbers can be regenerated and checked ----------
+
+
+def snapshot_name(key: str) -> str:
+    """``pcfg-counter/quick`` -> ``pcfg-counter-quick.json``."""
+    return key.replace("/", "-") + ".json"
+
+
+def write_snapshots(summary: dict[str, Any], directory: Path, keys: list[str] | None = None) -> list[Path]:
+    """One small JSON per reproduction of ``summary`` (or of ``keys``) under ``directory``: exactly the summary
+    entry the blocks render from, in its order (a block lists cells and claims in the order it finds them), so
+    `report --check-docs` can regenerate every block from the repository."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key in keys if keys is not None else sorted(summary):
+        path = directory / snapshot_name(key)
+        atomic_write_text(path, json.dumps({"key": key, "summary": summary[key]}, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def load_snapshots(directory: Path) -> dict[str, Any]:
+    """Every snapshot under ``directory`` as one summary (key -> entry); a damaged one is a ConfigError naming it."""
+    summary: dict[str, Any] = {}
+    for path in sorted(Path(directory).glob("*.json")):
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError("docs", str(path), f"a readable Markdown file ({type(e).__name__})") from None
-        counts[path] = 0
+            data = json.loads(path.read_text(encoding="utf-8"))
+            summary[data["key"]] = data["summary"]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError("snapshot", str(path), f"a snapshot written by `wrapperlab report --snapshots` "
+                                                     f"({type(e).__name__})") from None
+    return summary
 
-        def render(m: re.Match) -> str:
-            kind, key = m.group("kind"), m.group("key")
-            where = f"{path}: block wrapperlab:{kind} {key}"
-            if kind in FILE_BLOCKS:
-                try:
-                    body = FILE_BLOCKS[kind](Path(path).parent, key)
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ConfigError(where, key, f"a directory of results this block shows (missing {e})") from None
-                counts[path] += 1
-                return m.group(1) + body + m.group(5)
-            if kind not in BLOCKS:
-                raise ConfigError(where, kind, f"a block kind among {sorted([*BLOCKS, *FILE_BLOCKS])}")
-            if key not in summary:
-                raise ConfigError(where, key, f"a reproduction in this store's summary ({sorted(summary)})")
-            try:
-                body = BLOCKS[kind](summary[key])
-            except (KeyError, TypeError) as e:
-                raise ConfigError(where, key, f"a reproduction with what this block shows (missing {e})") from None
-            counts[path] += 1
-            return m.group(1) + body + m.group(5)
 
-        out[path] = _BLOCK.sub(render, text)
-    for path, text in out.items():
-        atomic_write_text(Path(path), text)
-    return counts
+@dataclass
+class DocsCheck:
+    """What `report --check-docs` found: blocks that differ from what the snapshots give, and blocks it could not
+    check (no snapshot of their reproduction)."""
+
+    differing: list[str]
+    unchecked: list[str]
+    checked: int
+
+
+def check_docs(paths: list[Path], snapshots: dict[str, Any]) -> DocsCheck:
+    """Render every block of ``paths`` from ``snapshots`` and compare with the committed text."""
+    differing, unchecked, checked = [], [], 0
+    for path in paths:
+        old, new, count, left = _render(Path(path), snapshots, strict=False)
+        checked += count
+        unchecked += [f"{path}: {block}" for block in left]
+        if old != new:
+            olds = {(m.group("kind"), m.group("key")): m.group(0) for m in _BLOCK.finditer(old)}
+            differing += [f"{path}: {kind} {key}" for m in _BLOCK.finditer(new)
+                          for kind, key in [(m.group("kind"), m.group("key"))] if olds.get((kind, key)) != m.group(0)]
+    return DocsCheck(differing, unchecked, checked)

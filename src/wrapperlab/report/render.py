@@ -44,11 +44,6 @@ class Section:
     def figure(self, path: Path, caption: str) -> None:
         self.parts.append(("figure", (path, caption)))
 
-    def verdict(self, claim: str, shown: bool | None, numbers: str,
-                words: tuple[str, str] = ("wrapper shown", "not shown at this scale")) -> None:
-        word = {True: words[0], False: words[1], None: "not measured"}[shown]
-        self.parts.append(("verdict", f"**{claim}** — {word}: {numbers}"))
-
     def rule(self, claim: str, outcome: str, reason: str) -> None:
         """A verdict from claims/verdicts.py: shown / not shown / inconclusive, and what it rests on."""
         self.parts.append(("verdict", f"**{claim}** — **{outcome}**: {reason}"))

@@ -40,7 +40,7 @@ class StopRule:
         rule = cls(dict(cfg.stop_when), cfg.stop_holds, cfg.stop_plateau, cfg.plateau_delta)
         if state:
             rule.holds, rule.since_best = int(state["holds"]), int(state["since_best"])
-            rule.best = {k: float(v) for k, v in state["best"].items()}
+            rule.best = {k: -math.inf if v is None else float(v) for k, v in state["best"].items()}
         return rule
 
     def update(self, record: dict[str, Any]) -> str | None:
@@ -61,5 +61,6 @@ class StopRule:
         return "plateau" if self.since_best >= self.plateau else None
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps of the rule (a metric an evaluation did not report counts as -inf there)."""
-        return {"holds": self.holds, "best": dict(self.best), "since_best": self.since_best}
+        """What a checkpoint keeps of the rule, as JSON (a metric no evaluation reported, -inf, is written None)."""
+        best = {k: v if math.isfinite(v) else None for k, v in self.best.items()}
+        return {"holds": self.holds, "best": best, "since_best": self.since_best}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.claims import verdicts as V
 from wrapperlab.report.records import Record, Reproduced, groups
 from wrapperlab.report.render import Section
 from wrapperlab.report.sections.common import lr_text
@@ -48,6 +49,7 @@ def tracr_section(rep: Reproduced, paper: dict, store_root: Path, figures: Path)
                 cell[f"attention_{token}"] = mean_ci([a.after[1].get(token) for a in attn])
         if attn and attn[0].change is not None:
             cell["attention_change"] = [mean_ci([a.change[b] for a in attn]) for b in range(len(attn[0].change))]
+            cell["block0_change_by_seed"] = {n.seed: n.result.change[0] for n in attention[key]}
         row.append(f"{ci_text(cell['attention_a'])} / {ci_text(cell['attention_b'])}" if "attention_a" in cell else "-")
         row.append(" / ".join(ci_text(c) for c in cell.get("attention_change", [])) or "-")
         rows.append(row)
@@ -58,38 +60,41 @@ def tracr_section(rep: Reproduced, paper: dict, store_root: Path, figures: Path)
                "answers r(O_PT)+q", "floor", "block-1 attention on a / b", "attention moved per block (TV %)"], rows)
     sec.figure(behaviour_figure({"": cells}, figures / f"{name}-behaviour.png"), "accuracies after fine-tuning per cell")
     sec.figure(finetune_curves_figure(curves, figures / f"{name}-ft-curves.png"), "accuracy vs fine-tuning step")
-    _tracr_attention_verdict(sec, cells, paper, program, lrs)
+    _tracr_attention_verdict(sec, cells, paper, program, lrs, summary)
     prunes = [n.result for n in rep.of("prune")]
     if prunes:
         gains = mean_ci([r.gain for r in prunes])
         margin = mean_ci([r.best[0]["acc_pt_cte0"] - r.floor_pt_cte0 for r in prunes])
         summary["single_weight_gain"], summary["single_weight_above_floor"] = gains, margin
-        shown = (margin.get("mean") or 0) > 0.2
-        sec.verdict("one pruned weight revives the pretraining answer", shown,
-                    f"best single weight gains {ci_text(gains)} points, ending {ci_text(margin)} points above the "
-                    f"constant-output floor (paper: {paper['claims'].get('pruning', '-')})")
+        verdict = V.single_weight_revival([r.best[0]["acc_pt_cte0"] for r in prunes], [r.floor_pt_cte0 for r in prunes])
+        summary["single_weight_verdict"] = verdict.as_dict()
+        sec.rule(verdict.claim, verdict.outcome, f"{verdict.reason}; the best single weight gains {ci_text(gains)} "
+                                                 f"points (paper: {paper['claims'].get('pruning', '-')})")
     if rep.of("reft"):
         summary["reft"], summary["reft_verdicts"] = _reft_section(sec, nodes, store, figures, name, paper)
     return sec, summary
 
 
 def _tracr_attention_verdict(sec: Section, cells: list[dict], paper: dict, program: str,
-                             lrs: dict[str, float]) -> None:
+                             lrs: dict[str, float], summary: dict) -> None:
     """Max-identifier: does the smallest lr (``lrs``: each cell's, as its runs trained at it) leave Block 0 (the
-    sort) least moved, and fine-tune best?"""
-    moved = [c for c in cells if c.get("attention_change")]
+    sort) least moved? The rule of claims/verdicts.py (``sort_kept``), seed by seed; each cell's Block-0 change and
+    fine-tuning accuracy beside it."""
+    moved = [c for c in cells if c.get("block0_change_by_seed")]
     if program != "max-identifier" or len(moved) < 2:
         return
     by_lr = sorted(moved, key=lambda c: lrs[c["label"]])
     smallest = by_lr[0]["lr"]
     small = [c for c in moved if c["lr"] == smallest]
     large = [c for c in moved if c["lr"] != smallest]
-    block0 = lambda cs: max(c["attention_change"][0]["mean"] for c in cs)  # noqa: E731
-    kept = block0(small) < min(c["attention_change"][0]["mean"] for c in large)
+    seeds = sorted(set.intersection(*(set(c["block0_change_by_seed"]) for c in moved)))
+    verdict = V.sort_kept([max(c["block0_change_by_seed"][s] for c in small) for s in seeds],
+                          [min(c["block0_change_by_seed"][s] for c in large) for s in seeds])
+    summary["sort_verdict"] = verdict.as_dict()
     text = "; ".join(f"{c['label']}: Block 0 moved {ci_text(c['attention_change'][0])} %, Acc O_FT(C_Te=0) "
                      f"{ci_text(c['acc_ft_cte0'])} %" for c in by_lr)
-    sec.verdict(f"η_{lr_text(smallest)} keeps the Block-0 sort", kept,
-                f"{text} (paper: {paper['claims'].get('attention', '-')})", words=("reproduced", "not reproduced at this scale"))
+    sec.rule(f"η_{lr_text(smallest)} keeps the Block-0 sort", verdict.outcome,
+             f"{verdict.reason}; {text} (paper: {paper['claims'].get('attention', '-')})")
 
 
 def _steps(node: Record) -> int | None:
@@ -155,8 +160,6 @@ def _reft_section(sec: Section, nodes: list[Record], store, figures: Path, name:
 def _reft_verdicts(sec: Section, store, by_seed: dict[tuple, dict[int, Record]], cells: list, lrs: list[str]) -> list:
     """The speed rules of claims/verdicts.py: each reFT against Scr.+FT at its reFT lr, and at each reFT lr a
     fine-tuning at η_M against one at η_L (the paper: η_L's cannot be revived)."""
-    from wrapperlab.claims import verdicts as V
-
     iters: dict[str, int] = {}  # run id -> its step budget (read once per run)
     verdicts: list[dict] = []
 
