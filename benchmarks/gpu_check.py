@@ -24,7 +24,7 @@ stage of step e). docs/gpu.md says how to run it there and what each step's goal
     python benchmarks/gpu_check.py [--out DIR] [--budget-s 480] [--device cuda] [--only a,b,f] [--seed 0]
                                    [--store DIR] [--threads N]
     python benchmarks/gpu_check.py --smoke --device cpu --out DIR        # every step at toy size, in seconds
-    python benchmarks/gpu_check.py --render docs/results/gpu_check.json  # a result as a markdown table
+    python benchmarks/gpu_check.py --render docs/results/gpu/gpu_check.json  # a result as a markdown table
 """
 
 from __future__ import annotations
