@@ -110,21 +110,22 @@ def cmd_report(args) -> int:
     from wrapperlab.report.docs import update_docs, write_snapshots
     from wrapperlab.report.render import write_report
 
+    docs, snapshots = getattr(args, "docs", None), getattr(args, "snapshots", None)  # reproduce passes only dir
     if getattr(args, "check_docs", None) is not None:
-        if args.dir is not None or args.docs:
-            raise ConfigError("check-docs", args.dir or args.docs, "no run store and no --docs (it reads the "
-                                                                   "committed snapshots, and writes nothing)")
-        return _check_docs(args.check_docs, Path(args.snapshots or DEFAULT_SNAPSHOTS))
+        if args.dir is not None or docs:
+            raise ConfigError("check-docs", args.dir or docs, "no run store and no --docs (it reads the committed "
+                                                              "snapshots, and writes nothing)")
+        return _check_docs(args.check_docs, Path(snapshots or DEFAULT_SNAPSHOTS))
     if args.dir is None:
         raise ConfigError("dir", None, "the run store `reproduce` used (or --check-docs)")
     paths = write_report(args.dir)
     print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}\nsummary: {paths['summary']}")
-    summary = json.loads(paths["summary"].read_text()) if args.docs or args.snapshots else {}
-    if getattr(args, "docs", None):
-        counts = update_docs(summary, args.docs)
+    summary = json.loads(paths["summary"].read_text()) if docs or snapshots else {}
+    if docs:
+        counts = update_docs(summary, docs)
         print("docs: " + ", ".join(f"{path} ({n} blocks)" for path, n in counts.items()))
-    if getattr(args, "snapshots", None):
-        print("snapshots: " + ", ".join(str(p) for p in write_snapshots(summary, Path(args.snapshots))))
+    if snapshots:
+        print("snapshots: " + ", ".join(str(p) for p in write_snapshots(summary, Path(snapshots))))
     return 0
 
 
