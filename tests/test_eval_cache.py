@@ -1,5 +1,5 @@
 """What the store caches across runs (issue 14) gives exactly what computing it again would: a parent's evaluation on
-its children's final sets, and a random-init control's residuals on one probe input set."""
+its children's final sets, and a random-init control's residuals and probes on one probe input set."""
 
 import json
 
@@ -44,15 +44,21 @@ def test_control_residuals_cached_by_content_equal_to_computing_them(store, caps
     assert main(["probe", fts[0], *argv]) == 0
     cache = sorted((runs / "cache" / "residuals").glob("*.pt"))
     assert len(cache) == 2  # the twin's residuals on the training and the test inputs
+    (probes,) = (runs / "cache" / "control-probes").glob("*.pt")  # and its probes' accuracies
     (result,) = (runs / fts[0] / "analysis").glob("probe-*.json")
     cold = json.loads(result.read_text())["accuracy"]
     result.unlink()
-    stamps = [p.stat().st_mtime_ns for p in cache]
-    assert main(["probe", fts[0], *argv]) == 0  # the control's residuals read back, the model's computed
-    assert [p.stat().st_mtime_ns for p in cache] == stamps
+    stamps = [p.stat().st_mtime_ns for p in [*cache, probes]]
+    assert main(["probe", fts[0], *argv]) == 0  # the control's residuals and probes read back, the model's computed
+    assert [p.stat().st_mtime_ns for p in [*cache, probes]] == stamps
+    assert json.loads(result.read_text())["accuracy"] == cold
+    probes.unlink()  # the control's probes trained again give what the cache held
+    result.unlink()
+    assert main(["probe", fts[0], *argv]) == 0
     assert json.loads(result.read_text())["accuracy"] == cold
     assert main(["probe", fts[1], *argv]) == 0  # a sibling meets the same twin on the same inputs
     assert sorted((runs / "cache" / "residuals").glob("*.pt")) == cache
+    assert len(list((runs / "cache" / "control-probes").glob("*.pt"))) == 1
     (sibling,) = (runs / fts[1] / "analysis").glob("probe-*.json")
     assert json.loads(sibling.read_text())["accuracy"]["count_a"]["random_init"] == cold["count_a"]["random_init"]
     # a damaged cache file is only a cache: computed again, said once, the same numbers

@@ -1,9 +1,18 @@
 """Probes: perfect where the target is linearly there, chance where it is not."""
 
 import numpy as np
+import pytest
 import torch
 
-from wrapperlab.analysis.probing import ProbeConfig, layer_names, residuals_at, train_probe_sets, train_probes
+from wrapperlab.analysis.probing import (
+    ProbeConfig,
+    layer_names,
+    residual_hooks,
+    residuals_at,
+    residuals_at_positions,
+    train_probe_sets,
+    train_probes,
+)
 from wrapperlab.data.samples import PCFGData, PCFGDataConfig
 from wrapperlab.models.gpt import GPT, GPTConfig
 
@@ -57,3 +66,25 @@ def test_residuals_are_read_at_the_answer_predicting_position():
     pos = int(samples.answer_pos[0]) - 1
     assert torch.allclose(acts[2, 0], cache["blocks.1.hook_resid_post"][0, pos], atol=1e-5)
     assert torch.allclose(acts[0, 3], cache["blocks.0.hook_resid_pre"][3, pos], atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"norm": "rmsnorm", "positions": "rope", "act": "swiglu", "bias": False},
+                                     {"n_kv_heads": 1}, {"n_layers": 1}])
+def test_residuals_through_the_trimmed_last_block_equal_the_full_pass(options):
+    """The last block's output is read at the final norm, so the model computes that block at the read positions
+    only: every layer's residual equals the full pass's within float rounding, and the last block's MLP really
+    ran on one position per row (its input is ``(b, 1, d)``), except in a one-block model, whose block is hooked."""
+    torch.manual_seed(0)
+    cfg = {"vocab_size": 30, "n_ctx": 24, "d_model": 32, "n_heads": 4, "n_layers": 2, **options}
+    model = GPT(GPTConfig(**cfg)).eval()
+    x = torch.randint(0, 30, (5, 24))
+    query = torch.tensor([3, 23, 7, 0, 12])
+    shapes = []
+    handle = model.blocks[-1].mlp.register_forward_pre_hook(lambda _m, inputs: shapes.append(inputs[0].shape))
+    acts = residuals_at_positions(model, x, query, batch_size=2)
+    handle.remove()
+    _, cache = model.run_with_cache(x)
+    rows = torch.arange(5)
+    full = torch.stack([cache[name][rows, query] for name in residual_hooks(cfg["n_layers"])])
+    assert acts.shape == full.shape and torch.allclose(acts, full, atol=1e-5)
+    assert len(shapes) == 3 and all((s[1] == 1) == (cfg["n_layers"] > 1) for s in shapes)

@@ -55,9 +55,14 @@ def residuals_at(model: nn.Module, samples: Samples, batch_size: int = 256) -> t
 def residuals_at_positions(model: nn.Module, tokens: torch.Tensor, query: torch.Tensor,
                            batch_size: int = 256) -> torch.Tensor:
     """Residual stream of each row of ``tokens`` at its position ``query``, at B0 and after every block:
-    ``(n_layers + 1, n, d_model)``. Each batch runs only as far as its furthest query (nothing after it matters)."""
+    ``(n_layers + 1, n, d_model)``. Each batch runs only as far as its furthest query (nothing after it matters).
+
+    The last block's output is read where the final norm receives it (a forward pre-hook on ``ln_final``), not
+    through a hook on the block: with no hook on it, :class:`~wrapperlab.models.gpt.GPT` computes the last block
+    at the query positions only (its keys and values everywhere), which is all a probe reads — the same values
+    within float rounding, for a block's work less per input (docs/performance.md)."""
     device = next(model.parameters()).device
-    names = residual_hooks(len(model.blocks))
+    names = residual_hooks(len(model.blocks))[:-1]
     out = []
     for i in range(0, len(tokens), batch_size):
         part = tokens[i : i + batch_size].to(device)
@@ -68,8 +73,15 @@ def residuals_at_positions(model: nn.Module, tokens: torch.Tensor, query: torch.
         def grab(x, hook):
             grabbed[hook.name] = x[rows, where].float().cpu()
 
-        model.run_with_hooks(part[:, : int(where.max()) + 1], [(names, grab)], logits_at=where)
-        out.append(torch.stack([grabbed[n] for n in names]))
+        def grab_final(_module, inputs):  # (b, d_model): the last block's output at ``where``
+            grabbed["final"] = inputs[0].float().cpu()
+
+        handle = model.ln_final.register_forward_pre_hook(grab_final)
+        try:
+            model.run_with_hooks(part[:, : int(where.max()) + 1], [(names, grab)], logits_at=where)
+        finally:
+            handle.remove()
+        out.append(torch.stack([grabbed[n] for n in names] + [grabbed["final"]]))
     return torch.cat(out, dim=1)
 
 
@@ -144,6 +156,19 @@ class ProbeResult(Result):
     config: dict[str, Any]
 
 
+def target_probes(acts: dict[str, tuple[torch.Tensor, torch.Tensor]], targets: dict[str, tuple[np.ndarray, np.ndarray]],
+                  cfg: ProbeConfig, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Per-layer probe accuracy for every target on every model's residuals (``acts``: name -> (train, test)), all
+    trained as one batch: ``{target: {name: [...]}}``."""
+    cells = [(target, name) for target in targets for name in acts]
+    results = train_probe_sets([(acts[name][0], targets[target][0], acts[name][1], targets[target][1])
+                                for target, name in cells], cfg, seed)
+    accuracy: dict[str, dict[str, list[float]]] = {target: {} for target in targets}
+    for (target, name), values in zip(cells, results):
+        accuracy[target][name] = values
+    return accuracy
+
+
 def probe(
     model: nn.Module,
     control: nn.Module,
@@ -153,19 +178,22 @@ def probe(
     cfg: ProbeConfig,
     seed: int = 0,
     control_acts: tuple[torch.Tensor, torch.Tensor] | None = None,
+    control_accuracy: dict[str, list[float]] | None = None,
 ) -> ProbeResult:
     """Probe ``model`` and a random-init ``control`` for each target (train labels, test labels).
 
     ``control_acts``: the control's residuals on ``train`` and ``test`` (:func:`residuals_at`) where the caller
-    has them — the same twin on the same inputs serves every run probed with them, so a store caches them."""
-    acts = {"model": (residuals_at(model, train), residuals_at(model, test)),
-            "random_init": control_acts or (residuals_at(control, train), residuals_at(control, test))}
-    cells = [(target, name) for target in targets for name in acts]  # every probe problem, trained as one batch
-    results = train_probe_sets([(acts[name][0], targets[target][0], acts[name][1], targets[target][1])
-                                for target, name in cells], cfg, seed)
-    accuracy: dict[str, dict[str, list[float]]] = {target: {} for target in targets}
-    for (target, name), values in zip(cells, results):
-        accuracy[target][name] = values
+    has them — the same twin on the same inputs serves every run probed with them, so a store caches them.
+    ``control_accuracy``: the control's probe accuracies per target where the caller has them (the same twin, inputs,
+    targets, config and seed give the same probes: each problem trains as alone, :func:`train_probe_sets`), so only
+    the model's probes are trained."""
+    acts = {"model": (residuals_at(model, train), residuals_at(model, test))}
+    if control_accuracy is None:
+        acts["random_init"] = control_acts or (residuals_at(control, train), residuals_at(control, test))
+    accuracy = target_probes(acts, targets, cfg, seed)
+    if control_accuracy is not None:
+        for target in targets:
+            accuracy[target]["random_init"] = list(control_accuracy[target])
     majority = {target: float(np.bincount(y_test).max() / len(y_test)) for target, (_, y_test) in targets.items()}
     return ProbeResult(layers=layer_names(len(model.blocks)), accuracy=accuracy, majority=majority,
                        config=cfg.model_dump(mode="json"))

@@ -6,12 +6,13 @@ config, so asking twice reads the stored answer instead of recomputing it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from wrapperlab.analysis.probing import ProbeConfig, probe, residuals_at
+from wrapperlab.analysis.probing import ProbeConfig, probe, residuals_at, target_probes
 from wrapperlab.analysis.pruning import PruneConfig, check_ks, prune_sweep
 from wrapperlab.analysis.rng import random_init_twin
 from wrapperlab.analysis.weight_diff import as_dicts, weight_diff
@@ -30,9 +31,12 @@ from wrapperlab.settings.pcfg.maps import attention_maps
 from wrapperlab.settings.pcfg.stages import load_model, pretraining_config
 
 #: code version per analysis: bump one when what it computes changes meaning (runs/stage.py)
-VERSIONS = {"prune": 1, "probe": 1, "attention": 2, "diff": 1, "jailbreak": 1}  # attention 2: the index families' span
+# attention 2: the index families' span; probe 2: the last block computed at the read position only
+VERSIONS = {"prune": 1, "probe": 2, "attention": 2, "diff": 1, "jailbreak": 1}
 #: code version of the random-init controls' cached residuals (bump when the forward or the position read changes)
-RESIDUALS_VERSION = 1
+RESIDUALS_VERSION = 2  # 2: the last block computed at the query positions only (float rounding differs)
+#: code version of the random-init controls' cached probe accuracies (bump when probe training changes)
+CONTROL_PROBES_VERSION = 1
 
 
 def _pair_data(store: RunStore, ref: str, pair: FinetuneDataConfig | None) -> tuple[Run, FinetuneDataConfig, FinetuneData]:
@@ -101,9 +105,19 @@ def probe_run(lab: Lab, ref: str, cfg: ProbeConfig, prompt: str = "pt", seed: in
             for op in (ft.pt_operand, ft.operand)
         }
         say(f"probing {run.id}: {len(targets)} targets x {len(model.blocks) + 1} layers, model and random init")
-        return probe(model, control, sets[0], sets[1], targets, cfg, seed, control_residuals(store, control, sets)).to_json()
+        twin = control_residuals(store, control, sets)
+        named = {**_control_key(control), "samples": [s.digest() for s in sets]}
+        return probe(model, control, sets[0], sets[1], targets, cfg, seed, twin,
+                     control_probes(store, named, twin, targets, cfg, seed)).to_json()
 
     return cached(run, "probe", key, compute, VERSIONS["probe"])
+
+
+def _control_key(control: GPT) -> dict[str, Any]:
+    """What names a random-init control by content: its config, its weights' digest, the device kind its forward
+    ran on."""
+    return {"model": control.cfg.model_dump(mode="json"), "weights": tensors_digest(weights(control)),
+            "device": next(control.parameters()).device.type}
 
 
 def control_residuals(store: RunStore, control: GPT, sets: Sequence[Samples]) -> tuple[torch.Tensor, ...]:
@@ -112,11 +126,30 @@ def control_residuals(store: RunStore, control: GPT, sets: Sequence[Samples]) ->
     pretrained model and its fine-tunings), and the twin's forward passes are half a probe node. Keyed by content —
     the twin's config and weights digest, each set's digest, the device kind, a code version — so a hit is exactly
     what :func:`~wrapperlab.analysis.probing.residuals_at` would compute."""
-    device = next(control.parameters()).device.type
-    base = {"model": control.cfg.model_dump(mode="json"), "weights": tensors_digest(weights(control)),
-            "device": device, "code_version": RESIDUALS_VERSION}
+    base = {**_control_key(control), "code_version": RESIDUALS_VERSION}
     return tuple(cached_tensor(store, "residuals", {**base, "samples": s.digest()}, lambda s=s: residuals_at(control, s))
                  for s in sets)
+
+
+def control_probes(store: RunStore, twin: dict[str, Any], acts: tuple[torch.Tensor, ...],
+                   targets: dict[str, tuple[np.ndarray, np.ndarray]], cfg: ProbeConfig, seed: int) -> dict[str, list[float]]:
+    """The random-init control's probe accuracies per target, through the store's cache: the runs that share a twin
+    and inputs (:func:`control_residuals`) share its probes too, and training them was half of every probe node's
+    probe training. Keyed by the twin, the input sets, the labels (digest), the probe config, the seed and a code
+    version, so a hit is what training them would give (each probe problem trains as alone). ``twin``: what names
+    the twin and its inputs by content (:func:`_control_key` and the input sets' digests)."""
+    names = list(targets)
+    labels_digest = hashlib.sha256(b"".join(np.ascontiguousarray(y, dtype=np.int64).tobytes() + b"|"
+                                            for name in names for y in targets[name])).hexdigest()
+    key = {**twin, "targets": names, "labels": labels_digest, "probe": cfg.model_dump(mode="json"), "seed": seed,
+           "code_version": CONTROL_PROBES_VERSION}
+
+    def fit_probes() -> torch.Tensor:
+        accuracy = target_probes({"random_init": (acts[0], acts[1])}, targets, cfg, seed)
+        return torch.tensor([accuracy[name]["random_init"] for name in names], dtype=torch.float64)
+
+    value = cached_tensor(store, "control-probes", key, fit_probes)
+    return {name: value[i].tolist() for i, name in enumerate(names)}
 
 
 def jailbreak_tokens(pt_tasks: Sequence[str], ft: FinetuneDataConfig, field: str, value: Any) -> list[str]:
