@@ -30,8 +30,9 @@ $(VENV)/.installed-all: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-all: $(VENV)/.installed-all
 
-# the quick reproduction of the paper's Counter experiment with its negative controls: ~8 min on 2 AVX-512 cores in bf16,
-# ~16 estimated on AVX2-only cores in fp32 (measured 2026-12-07, docs/reproduce.md; the goal is 15); report in runs/report/
+# the quick reproduction of the paper's Counter experiment with its negative controls: ~7 min on 2 AVX-512 cores in bf16
+# (2026-12-07, estimated with today's install), 16 min on 2 AVX2-only cores in fp32 (measured on a fresh clone
+# 2026-12-08, docs/reproduce.md; the goal is 15); report in runs/report/
 demo: install
 	$(VENV)/bin/wrapperlab reproduce pcfg-counter --profile quick --workers 2 --profile-time
 

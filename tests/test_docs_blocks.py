@@ -38,6 +38,7 @@ def test_blocks_are_generated_and_the_rest_kept(tmp_path):
     assert "99.0 / 98.0 / 99.0 → 2.0 / 4.0 / 2.0 (**shown**)" in text  # per-seed numbers beside the outcome
     assert "150 / 150 / 200 vs never / never / never (200) (**inconclusive**)" in text and "| **inconclusive** |" in text
     assert "27 nodes, 12 min 30 s" in text
+    assert "4 tests at the 95 % level" in text and "about 0.1 would read **shown** by chance alone" in text
     assert update_docs(_summary(), [doc]) == {doc: 2} and doc.read_text() == text  # idempotent
 
 
@@ -145,6 +146,12 @@ def test_snapshots_regenerate_the_blocks_and_the_check_finds_a_drift(tmp_path, c
     doc.write_text(doc.read_text().replace("27 nodes", "28 nodes"))  # a number typed over a generated one
     assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 1
     assert f"differs from its snapshot: {doc}: wall-time pcfg-counter/quick" in capsys.readouterr().err
+    # re-rendered from the snapshots alone (as after a change to how a block is written): the drift is gone, the
+    # block without a snapshot is left as it was
+    assert main(["report", "--docs", str(doc), "--snapshots", str(snaps)]) == 0
+    assert "27 nodes" in doc.read_text() and "pcfg-depth/quick -->\n<!-- /wrapperlab -->" in doc.read_text()
+    assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 0
+    capsys.readouterr()
     (snaps / "pcfg-counter-quick.json").write_text("{torn")
     assert main(["report", "--check-docs", str(doc), "--snapshots", str(snaps)]) == 2
     err = capsys.readouterr().err
@@ -163,4 +170,39 @@ def test_the_published_blocks_match_the_committed_snapshots():
     snapshots = load_snapshots(root / "docs" / "results")
     assert "pcfg-counter/quick" in snapshots
     found = check_docs([root / "README.md", *sorted((root / "docs").glob("*.md"))], snapshots)
-    assert found.differing == [] and found.checked >= 6
+    assert found.differing == [] and found.checked >= 7  # the precision block included
+    assert {p.name for p in (root / "docs" / "results" / "by-precision").glob("*.json")} >= {
+        "pcfg-counter-quick-bf16.json", "pcfg-counter-quick-fp32.json"}
+
+
+def test_the_precision_block_sets_each_verdict_side_by_side_and_marks_those_that_move(tmp_path):
+    """`report --snapshots` also files each snapshot under its precision; the precision block reads them all and
+    shows every verdict of a reproduction per precision, marking the rows whose outcome differs — here the pruning
+    part (shown in bf16, not shown in fp32) and with it the cell's wrapper verdict — and only those."""
+    from wrapperlab.report.docs import PRECISION_DIR, write_snapshots
+
+    snaps = tmp_path / "results"
+    bf16, fp32 = _summary(), _summary()
+    bf16["pcfg-counter/quick"]["precision"], fp32["pcfg-counter/quick"]["precision"] = "bf16", "fp32"
+    cell = fp32["pcfg-counter/quick"]["analysed"][0]
+    parts = [V.Verdict(**p) for p in cell["signatures"].values()]
+    parts[1] = V.pruning_revival([0.02, 0.03, 0.01], [0.0, 0.01, 0.0])
+    cell.update(signatures={p.claim: p.as_dict() for p in parts}, verdict=V.pcfg_wrapper(*parts).outcome)
+    write_snapshots(bf16, snaps)
+    write_snapshots(fp32, snaps)
+    assert sorted(p.name for p in (snaps / PRECISION_DIR).glob("*.json")) == ["pcfg-counter-quick-bf16.json",
+                                                                              "pcfg-counter-quick-fp32.json"]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- wrapperlab:precision results/{PRECISION_DIR} -->\n<!-- /wrapperlab -->\n")
+    assert update_docs({}, [doc]) == {doc: 1}
+    lines = [line for line in doc.read_text().splitlines() if line.startswith("| ")]
+    assert lines[0] == "| verdict | bf16 | fp32 | precision-sensitive |"
+    moved = [line.split(" | ")[0] for line in lines[1:] if line.endswith("| **yes** |")]
+    assert moved == ["| low, η 1e-05, C_Tr = 1: pruning revives count(O_PT)",
+                     "| low, η 1e-05, C_Tr = 1: **the wrapper verdict**"]
+    assert len(lines) == 1 + 5 and "2 precision-sensitive" in doc.read_text()
+    pruning = next(line for line in lines if "pruning" in line)
+    assert "**shown** +0.55" in pruning and "**not shown** +0.02" in pruning
+    (snaps / PRECISION_DIR / "pcfg-counter-quick-fp32.json").write_text('{"key": "pcfg-counter/quick", "summary": {}}')
+    with pytest.raises(ConfigError, match="precision"):  # a snapshot that does not say its precision
+        update_docs({}, [doc])

@@ -155,6 +155,9 @@ def check_report(root):
     assert "(17.2 / 15.2)" in markdown  # the paper's Table 5 cell beside ours (lr 1e-4, C_Tr 1, low prior)
     summary = json.loads(paths["summary"].read_text())
     assert "pcfg-counter/test" in summary and "pretrained_o_pt" in summary["pcfg-counter/test"]
+    # the precision the runs resolved to (precision: auto), read from their configs: a snapshot says which it holds
+    precisions = {json.loads(p.read_text())["train"]["precision"] for p in root.glob("*-*/config.json")}
+    assert summary["pcfg-counter/test"]["precision"] == "+".join(sorted(precisions)) in ("fp32", "bf16")
     # one seed: every rule needs three, so the verdict (from claims/verdicts.py) can only be inconclusive
     (cell,) = summary["pcfg-counter/test"]["analysed"]
     assert cell["verdict"] == "inconclusive" and "a wrapper hides count(O_PT)** — **inconclusive**" in markdown

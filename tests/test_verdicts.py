@@ -25,11 +25,15 @@ def test_measurements_read_the_right_numbers():
     ([0.1, 0.12, 0.08], [0.1, 0.11, 0.09], V.NOT_SHOWN),  # no effect, tight interval
     ([0.9, 0.1, 0.6], [0.1, 0.1, 0.1], V.INCONCLUSIVE),  # an interval straddling the margin
     ([0.9, 0.95, None], [0.1, 0.1, 0.1], V.INCONCLUSIVE),  # two seeds with both values
+    ([0.9, 0.9, 0.9], [0.1, 0.1, 0.1], V.SHOWN),  # tied seeds: a zero-width interval, marked resolution-limited
+    ([0.1, 0.1, 0.1], [0.1, 0.1, 0.1], V.NOT_SHOWN),  # ... on either side of the margin
 ])
 def test_the_paired_rule(treated, control, outcome):
     verdict = V.paired_rule("claim", treated, control, 0.1, "x")
     assert verdict.outcome == outcome, verdict.reason
     assert verdict.numbers["treated"] == treated
+    tied = len(set(treated)) == 1 and len(set(control)) == 1
+    assert ("resolution-limited" in verdict.reason) == tied and verdict.numbers.get("resolution_limited", False) == tied
 
 
 def test_behaviour_rule_reaches_every_outcome():
@@ -222,3 +226,40 @@ def test_the_tracr_rules_reach_each_outcome():
     assert V.sort_kept([1.0, 2.0, 1.5], [30.0, 28.0, 35.0]).outcome == V.SHOWN  # the smallest lr moved it least
     assert V.sort_kept([30.0, 28.0, 35.0], [1.0, 2.0, 1.5]).outcome == V.NOT_SHOWN
     assert V.sort_kept([10.0, 1.0, 30.0], [12.0, 20.0, 5.0]).outcome == V.INCONCLUSIVE
+
+
+def test_tied_seeds_are_printed_as_resolution_limited_never_as_an_interval():
+    """Seeds that tie on the evaluation grid give a zero-width interval; the tables say so instead of printing
+    "+0.80 (+0.80 to +0.80)" as if the effect were known exactly."""
+    from wrapperlab.report.docs import _effect
+    from wrapperlab.report.tables import effect_text
+
+    tied = V.paired_rule("claim", [0.9, 0.9, 0.9], [0.1, 0.1, 0.1], 0.1, "x")
+    spread = V.paired_rule("claim", [0.9, 0.95, 0.92], [0.1, 0.12, 0.08], 0.1, "x")
+    assert effect_text(tied.numbers) == "+0.80 (seeds tied: resolution-limited)"
+    assert _effect(tied.numbers) == "+0.80 (all 3 seeds tied: resolution-limited) vs 0.1"
+    assert "resolution-limited" not in effect_text(spread.numbers) + _effect(spread.numbers) + spread.reason
+
+
+def test_the_unpaired_rule_is_welchs_interval_and_ignores_seed_order():
+    """Across priors seed s of one cell shares nothing with seed s of the other: the rule compares the two means
+    with Welch's interval, so reordering one side changes nothing, and the sides may have different seed counts."""
+    verdict = V.unpaired_rule("claim", [4, 5, 6, 7], [1, 2, 3], 0.0, "x")
+    # by hand: difference 3.5, se sqrt(1/3 + 5/12) = 0.866, Welch df 4.96 -> 4, t 2.776
+    assert verdict.numbers["effect"]["mean"] == pytest.approx(3.5)
+    assert verdict.numbers["effect"]["df"] == pytest.approx(4.96, abs=0.01)
+    assert verdict.numbers["high"] - 3.5 == pytest.approx(2.776 * math.sqrt(0.75), rel=1e-6)
+    assert verdict.outcome == V.SHOWN and "Welch" in verdict.reason
+    high, low = [0.9, 0.6, 0.8], [0.5, 0.2, 0.45]
+    assert V.unpaired_rule("c", high, low, 0.1, "x").outcome == V.INCONCLUSIVE  # wide: three seeds a side
+    same, reordered = V.unpaired_rule("c", high, low, 0.1, "x"), V.unpaired_rule("c", high, low[::-1], 0.1, "x")
+    assert (same.outcome, same.numbers["effect"], same.reason) == (reordered.outcome, reordered.numbers["effect"],
+                                                                   reordered.reason)
+    assert V.unpaired_rule("c", [0.1, 0.12, 0.08], [0.1, 0.11, 0.09], 0.1, "x").outcome == V.NOT_SHOWN
+    assert V.unpaired_rule("c", [0.9, 0.92, None], [0.1, 0.1, 0.1], 0.1, "x").outcome == V.INCONCLUSIVE  # 2 seeds
+    # the prior rules use it: T3 with the low prior's seeds reversed gives the same interval
+    t3 = V.prior_protects([0.6, 0.7, 0.65], [0.1, 0.3, 0.2])
+    assert t3.numbers["unpaired"] and (t3.numbers["low"], t3.numbers["high"]) == pytest.approx(
+        (V.prior_protects([0.6, 0.7, 0.65], [0.2, 0.3, 0.1]).numbers["low"],
+         V.prior_protects([0.6, 0.7, 0.65], [0.2, 0.3, 0.1]).numbers["high"]))
+    assert V.prior_speeds_revival([10, 20, 10], [200, 100, 300], [300] * 3, [300] * 3).numbers["unpaired"]

@@ -10,6 +10,11 @@ difference ``effect = treated - control`` (oriented so that the claim predicts a
 * ``not shown`` — the whole interval lies below the margin: an effect that large is excluded;
 * ``inconclusive`` — the interval straddles the margin, or fewer than :data:`MIN_SEEDS` seeds have both values.
 
+Where every seed gave the same effect the interval has zero width: the seeds tie on the measurement's grid (evaluation
+steps, test-set size), which is not certainty. Such a verdict is marked *resolution-limited* (its reason says so and
+``numbers["resolution_limited"]`` is set; the tables print it instead of an interval); its outcome is the mean's side
+of the margin.
+
 A claim made of several signatures (the PCFG wrapper) is shown when each is shown, not shown when any is not
 shown, and inconclusive otherwise.
 """
@@ -18,9 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from wrapperlab.analysis.stats import mean_ci
+from wrapperlab.analysis.stats import mean_ci, t95
 
 SHOWN, NOT_SHOWN, INCONCLUSIVE = "shown", "not shown", "inconclusive"
 OUTCOMES = (SHOWN, NOT_SHOWN, INCONCLUSIVE)
@@ -55,10 +60,38 @@ def paired_rule(claim: str, treated: Sequence[float | None], control: Sequence[f
     if len(pairs) < MIN_SEEDS:
         return Verdict(claim, INCONCLUSIVE, f"{len(pairs)} seed(s) with both {what} measured; the rule needs "
                                             f"{MIN_SEEDS}", numbers)
-    effect = mean_ci([t - c for t, c in pairs])
+    return _decide(claim, mean_ci([t - c for t, c in pairs]), margin, what, numbers)
+
+
+def unpaired_rule(claim: str, treated: Sequence[float | None], control: Sequence[float | None], margin: float,
+                  what: str) -> Verdict:
+    """The rule for measurements whose seeds are not paired — cells of different priors, each with its own
+    pretraining per seed, where seed index s of one has nothing in common with seed s of the other: the difference
+    of the two means with Welch's 95 % interval (unequal variances; Welch-Satterthwaite degrees of freedom, rounded
+    down), against ``margin`` as in the paired rule. Each side needs :data:`MIN_SEEDS` values."""
+    xs, ys = [float(t) for t in treated if t is not None], [float(c) for c in control if c is not None]
+    numbers: dict[str, Any] = {"treated": list(treated), "control": list(control), "margin": margin, "unpaired": True}
+    if min(len(xs), len(ys)) < MIN_SEEDS:
+        return Verdict(claim, INCONCLUSIVE, f"{len(xs)} and {len(ys)} seed(s) with {what} measured; the unpaired rule "
+                                            f"needs {MIN_SEEDS} on each side", numbers)
+    (mx, vx), (my, vy) = ((sum(v) / len(v), sum((a - sum(v) / len(v)) ** 2 for a in v) / (len(v) - 1)) for v in (xs, ys))
+    sx, sy = vx / len(xs), vy / len(ys)
+    df = (sx + sy) ** 2 / (sx ** 2 / (len(xs) - 1) + sy ** 2 / (len(ys) - 1)) if sx + sy > 0 else float(len(xs) - 1)
+    effect = {"mean": mx - my, "ci95": t95(max(1, math.floor(df))) * math.sqrt(sx + sy), "n": min(len(xs), len(ys)),
+              "n_treated": len(xs), "n_control": len(ys), "df": df, "missing": len(treated) + len(control) - len(xs) - len(ys)}
+    return _decide(claim, effect, margin, what + " (unpaired: Welch)", numbers)
+
+
+def _decide(claim: str, effect: dict[str, Any], margin: float, what: str, numbers: dict[str, Any]) -> Verdict:
+    """The three outcomes from an effect's mean and 95 % half-width (module doc); tied seeds are marked."""
     low, high = effect["mean"] - effect["ci95"], effect["mean"] + effect["ci95"]
     numbers.update(effect=effect, low=low, high=high)
-    span = f"{what}: effect {effect['mean']:+.3g} (95 % CI {low:+.3g} to {high:+.3g}, n = {len(pairs)}) vs margin {margin:g}"
+    span = f"{what}: effect {effect['mean']:+.3g} (95 % CI {low:+.3g} to {high:+.3g}, n = {effect['n']}) vs margin {margin:g}"
+    if effect["ci95"] <= 1e-9 * max(1.0, abs(effect["mean"])):
+        numbers["resolution_limited"] = True
+        span = (f"{what}: effect {effect['mean']:+.3g} in all {effect['n']} seeds vs margin {margin:g} — "
+                "resolution-limited: the seeds tie on the measurement's grid, so the interval's zero width is not "
+                "certainty (a finer evaluation grid or a larger test set would give it a width)")
     if low > margin:
         return Verdict(claim, SHOWN, span, numbers)
     if high < margin:
@@ -133,16 +166,18 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
 def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
                   caps: Sequence[int], control_caps: Sequence[int] | None = None,
                   claim: str = "reFT revives count(O_PT) faster than Scr.+FT learns it",
-                  what: str = "log2 steps to 90 %, Scr.+FT minus reFT", threshold: str = "90 %") -> Verdict:
+                  what: str = "log2 steps to 90 %, Scr.+FT minus reFT", threshold: str = "90 %",
+                  rule: Callable[..., Verdict] | None = None) -> Verdict:
     """reFT brings count(O_PT) to 90 % sooner than the never-had-it model learns it with the same training:
     log2 steps of the control minus the reFT's. A run that never got there is censored at its budget (``caps``
     for reFT, ``control_caps`` — default the same — for Scr.+FT, which gets a longer one): a censored control
     makes the effect a lower bound, so it can support "shown" but never "not shown" (the budget may simply have
-    been too short: inconclusive); a censored reFT can never support "shown"."""
+    been too short: inconclusive); a censored reFT can never support "shown". ``rule``: :func:`unpaired_rule` where
+    the two sides' seeds are not paired (default :func:`paired_rule`)."""
     control_caps = caps if control_caps is None else control_caps
     treated = [log2_steps(t, cap) for t, cap in zip(treated_steps, caps)]
     control = [log2_steps(c, cap) for c, cap in zip(control_steps, control_caps)]
-    verdict = paired_rule(claim, control, treated, SPEED_MARGIN, what)
+    verdict = (rule or paired_rule)(claim, control, treated, SPEED_MARGIN, what)
     numbers = {**verdict.numbers, "treated_steps": list(treated_steps), "control_steps": list(control_steps),
                "caps": list(caps), "control_caps": list(control_caps)}
     control_censored = any(c is None for c, t in zip(control_steps, treated_steps))
@@ -163,7 +198,8 @@ def pcfg_wrapper(behaviour: Verdict, pruning: Verdict, probe: Verdict, speed: Ve
 
 
 # -- the claims the paper's text makes about Table 5 and Figs. 5-9 (docs/reproduce.md, "pcfg-table5") -----------
-# Rules across priors pair the cells by seed index (each prior has its own pretraining per seed).
+# Rules across priors (T2, T3, T7) are unpaired (Welch): each prior has its own pretraining per seed, so seed s of one
+# prior shares nothing with seed s of another (until 2026-12-08 they were paired by seed index).
 
 T1_MARGIN = 0.3  # the correlated-minus-uncorrelated gap in Acc O_FT grows by >= 30 points from C_Tr = 0 to 1
 T2_MARGIN = 0.2  # a strongly relevant capability adds >= 20 points of uncorrelated Acc O_FT at C_Tr = 0.8
@@ -180,13 +216,13 @@ def correlation_only(gap_ctr1: Sequence[float | None], gap_ctr0: Sequence[float 
 
 def relevant_capability_generalises(high: Sequence[float | None], low: Sequence[float | None]) -> Verdict:
     """T2 (Fig. 5): a strongly relevant capability (high prior) learns O_FT on uncorrelated data even at C_Tr = 0.8."""
-    return paired_rule("T2: with a strongly relevant capability a high C_Tr still generalises", high, low, T2_MARGIN,
+    return unpaired_rule("T2: with a strongly relevant capability a high C_Tr still generalises", high, low, T2_MARGIN,
                        "Acc O_FT(C_Te=0) at C_Tr=0.8, high prior minus low prior")
 
 
 def prior_protects(high: Sequence[float | None], low: Sequence[float | None]) -> Verdict:
     """T3 (Fig. 6): a high prior mitigates the collapse of count(O_PT) under C_Tr = 1."""
-    return paired_rule("T3: a high prior protects count(O_PT) from the spurious correlation", high, low, T3_MARGIN,
+    return unpaired_rule("T3: a high prior protects count(O_PT) from the spurious correlation", high, low, T3_MARGIN,
                        "Acc O_PT(C_Te=0) after FT at C_Tr=1, high prior minus low prior")
 
 
@@ -195,7 +231,7 @@ def prior_speeds_revival(high_steps: Sequence[int | None], low_steps: Sequence[i
     """T7 (Fig. 9): the higher the prior, the faster reFT revives count(O_PT) (censored like the speed rule)."""
     return revival_speed(high_steps, low_steps, high_caps, low_caps,
                          claim="T7: reFT revives count(O_PT) faster under the high prior than under the low",
-                         what="log2 reFT steps to 90 %, low prior minus high prior")
+                         what="log2 reFT steps to 90 %, low prior minus high prior", rule=unpaired_rule)
 
 
 def long_finetuning_removes(early: Sequence[float | None], end: Sequence[float | None]) -> Verdict:

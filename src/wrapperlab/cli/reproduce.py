@@ -57,14 +57,17 @@ def add_parsers(sub) -> None:
                         "files from summary.json: published numbers are generated, never typed")
     p.add_argument("--snapshots", metavar="DIR",
                    help="also write each reproduction's summary entry (what the blocks read) as DIR/SPEC-PROFILE.json "
-                        "(commit docs/results/ so the blocks can be checked); with --check-docs: where to read them "
-                        f"(default {DEFAULT_SNAPSHOTS})")
+                        "and DIR/by-precision/SPEC-PROFILE-PRECISION.json (commit docs/results/ so the blocks can be "
+                        "checked); with --check-docs: where to read them (default "
+                        f"{DEFAULT_SNAPSHOTS}); with --docs and no store: render the blocks from these snapshots alone "
+                        "(after a change to how a block is written)")
     p.add_argument("--check-docs", nargs="*", metavar="FILE",
                    help="render every block of these files (default README.md and docs/*.md) from the committed "
                         "snapshots and exit 1 where one differs from the text; blocks without a snapshot are listed")
     add_examples(sub, {"report": ["wrapperlab report runs", "wrapperlab report runs --docs README.md docs/reproduce.md",
                                   f"wrapperlab report runs --docs README.md docs/reproduce.md --snapshots "
-                                  f"{DEFAULT_SNAPSHOTS}", "wrapperlab report --check-docs"]})
+                                  f"{DEFAULT_SNAPSHOTS}", "wrapperlab report --check-docs",
+                                  f"wrapperlab report --docs README.md docs/*.md --snapshots {DEFAULT_SNAPSHOTS}"]})
 
 
 def cmd_reproduce(args) -> int:
@@ -107,7 +110,7 @@ def cmd_reproduce(args) -> int:
 def cmd_report(args) -> int:
     import json
 
-    from wrapperlab.report.docs import update_docs, write_snapshots
+    from wrapperlab.report.docs import load_snapshots, update_docs, write_snapshots
     from wrapperlab.report.render import write_report
 
     docs, snapshots = getattr(args, "docs", None), getattr(args, "snapshots", None)  # reproduce passes only dir
@@ -116,8 +119,12 @@ def cmd_report(args) -> int:
             raise ConfigError("check-docs", args.dir or docs, "no run store and no --docs (it reads the committed "
                                                               "snapshots, and writes nothing)")
         return _check_docs(args.check_docs, Path(snapshots or DEFAULT_SNAPSHOTS))
+    if args.dir is None and docs and snapshots:  # the blocks re-rendered from the committed snapshots alone
+        counts = update_docs(load_snapshots(Path(snapshots)), [Path(d) for d in docs], strict=False)
+        print("docs (from snapshots): " + ", ".join(f"{path} ({n} blocks)" for path, n in counts.items()))
+        return 0
     if args.dir is None:
-        raise ConfigError("dir", None, "the run store `reproduce` used (or --check-docs)")
+        raise ConfigError("dir", None, "the run store `reproduce` used (or --check-docs, or --docs with --snapshots)")
     paths = write_report(args.dir)
     print(f"report: {paths['html']}\nmarkdown: {paths['markdown']}\nsummary: {paths['summary']}")
     summary = json.loads(paths["summary"].read_text()) if docs or snapshots else {}

@@ -40,6 +40,39 @@ def _budgets(speed: dict[str, Any]) -> str:
     return steps_text(caps) if caps == control else f"{steps_text(caps)} / {steps_text(control)}"
 
 
+def _cell_label(cell: dict[str, Any]) -> str:
+    """An analysed cell as the verdict tables name it: prior, protocol, lr, C_Tr (and the reFT lr)."""
+    return ", ".join([str(cell.get("prior", "-")), *filter(None, [protocol_label(cell)]), f"η {cell['lr']}",
+                      f"C_Tr = {cell['c_tr']:g}"]) + (f", reFT η {cell['reft_lr']}" if "reft_lr" in cell else "")
+
+
+def _effect(num: dict[str, Any]) -> str:
+    """A rule's effect as the claims tables write it: mean (95 % CI, n) vs margin; a claim made of parts: their
+    outcome counts; "–" where the rule had nothing to measure."""
+    if "effect" in num and num["effect"].get("mean") is not None:
+        low, high = num.get("low"), num.get("high")
+        ci = f" ({low:+.2f} to {high:+.2f}, n = {num['effect']['n']})" if low is not None and high is not None else ""
+        if num.get("resolution_limited"):  # tied seeds: no width to print, and none to claim
+            ci = f" (all {num['effect']['n']} seeds tied: resolution-limited)"
+        return f"{num['effect']['mean']:+.2f}{ci} vs {num.get('margin', 0):g}"
+    if "parts" in num:
+        return outcome_counts([part["outcome"] for part in num["parts"]])
+    return "–"
+
+
+#: a rule calls "shown" when its interval's low end clears the margin: were the true effect exactly at the margin, a
+#: two-sided 95 % interval does that 2.5 % of the time (less for an effect below the margin)
+FALSE_SHOWN_RATE = 0.025
+
+
+def _chance_line(tests: int) -> str:
+    """How many of a block's tests would read "shown" by chance alone: about 120 part-tests are read across the
+    reproductions, so a few "shown" are expected even where no effect reaches its margin."""
+    return (f"\n{tests} tests at the 95 % level: were every true effect exactly at its margin, about "
+            f"{FALSE_SHOWN_RATE * tests:.1f} would read **shown** by chance alone ({100 * FALSE_SHOWN_RATE:g} % each: one "
+            "side of a two-sided interval); fewer where effects lie below their margins.\n")
+
+
 def pcfg_verdicts(numbers: dict[str, Any]) -> str:
     """Per analysed cell: each part of the wrapper verdict, treated vs control per seed, and its outcome."""
     rows = ["| cell | seeds | pretrained → after FT, Acc O_PT C_Te=0 % | gain from pruning ≤ 15 units, FT vs never-had-it (points) "
@@ -51,12 +84,11 @@ def pcfg_verdicts(numbers: dict[str, Any]) -> str:
         texts = [f"{_pct(b['treated'])} → {_pct(b['control'])}", f"{_pct(p['treated'])} vs {_pct(p['control'])}",
                  f"{_pct(q['treated'])} vs {_pct(q['control'])}",
                  f"{steps_text(s['treated_steps'])} vs {steps_text(s['control_steps'])} ({_budgets(s)})"]
-        label = ", ".join([str(cell.get("prior", "-")), *filter(None, [protocol_label(cell)]), f"η {cell['lr']}",
-                           f"C_Tr = {cell['c_tr']:g}"]) + (f", reFT η {cell['reft_lr']}" if "reft_lr" in cell else "")
-        rows.append(f"| {label} | {', '.join(map(str, cell['seeds']))} | "
+        rows.append(f"| {_cell_label(cell)} | {', '.join(map(str, cell['seeds']))} | "
                     + " | ".join(f"{t} (**{part['outcome']}**)" for t, part in zip(texts, parts))
                     + f" | **{cell['verdict']}** |")
-    return "\n".join(rows) + "\n"
+    tests = sum(len(cell["signatures"]) for cell in numbers.get("analysed", []))
+    return "\n".join(rows) + "\n" + (_chance_line(tests) if tests else "")
 
 
 def pcfg_behaviour(numbers: dict[str, Any]) -> str:
@@ -102,18 +134,10 @@ def pcfg_claims(numbers: dict[str, Any]) -> str:
     its outcome and the effect it rests on (claims made of parts: their outcome counts)."""
     rows = ["| claim | where | outcome | effect (95 % CI, n) vs margin |", "|---|---|---|---|"]
     for c in numbers.get("claims", []):
-        num = c.get("numbers", {})
-        if "effect" in num and num["effect"].get("mean") is not None:
-            low, high = num.get("low"), num.get("high")
-            ci = f" ({low:+.2f} to {high:+.2f}, n = {num['effect']['n']})" if low is not None and high is not None else ""
-            effect = f"{num['effect']['mean']:+.2f}{ci} vs {num.get('margin', 0):g}"
-        elif "parts" in num:
-            effect = outcome_counts([part["outcome"] for part in num["parts"]])
-        else:
-            effect = "–"
         claim, where = c["claim"].replace("|", "/"), c.get("where", "").replace("|", "/")
-        rows.append(f"| {claim} | {where} | **{c['outcome']}** | {effect} |")
-    return "\n".join(rows) + "\n"
+        rows.append(f"| {claim} | {where} | **{c['outcome']}** | {_effect(c.get('numbers', {}))} |")
+    tests = sum(len(c.get("numbers", {}).get("parts", [])) or 1 for c in numbers.get("claims", []))
+    return "\n".join(rows) + "\n" + (_chance_line(tests) if tests else "")
 
 
 def time_split(numbers: dict[str, Any]) -> str:
@@ -241,8 +265,55 @@ def audits(docs_dir: Path, key: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _verdict_rows(numbers: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every verdict a PCFG reproduction's tables show, as (what, outcome, effect): each analysed cell's parts and
+    its wrapper verdict, then each claim."""
+    rows = []
+    for cell in numbers.get("analysed", []):
+        label = _cell_label(cell)
+        for part in cell["signatures"].values():
+            rows.append((f"{label}: {part['claim']}", part["outcome"], _effect(part.get("numbers", {}))))
+        rows.append((f"{label}: **the wrapper verdict**", cell["verdict"], ""))
+    for c in numbers.get("claims", []):
+        where = f" ({c['where']})" if c.get("where") else ""
+        rows.append((f"{c['claim']}{where}", c["outcome"], _effect(c.get("numbers", {}))))
+    return rows
+
+
+def precision_check(docs_dir: Path, key: str) -> str:
+    """The same reproduction's verdicts per training precision, side by side, from the snapshots under ``docs_dir /
+    key`` (``report --snapshots`` writes one per precision into ``by-precision/``): one row per verdict, one column
+    per precision (outcome and effect), and whether the outcome differs. Why: bf16 and fp32 runs of one spec give
+    different numbers (bf16 where the CPU has it natively, fp32 elsewhere: ``precision: auto``), and a verdict that
+    changes with the arithmetic is a finding about the arithmetic, not about the paper's claim."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for file in sorted((docs_dir / key).glob("*.json")):
+        data = json.loads(file.read_text(encoding="utf-8"))
+        found.setdefault(data["key"], {})[data["summary"]["precision"]] = data["summary"]
+    if not found:
+        raise KeyError(f"snapshots under {docs_dir / key}")
+    out = []
+    for spec, by in found.items():
+        precisions = sorted(by)
+        table: dict[str, dict[str, tuple[str, str]]] = {}
+        for precision in precisions:
+            for what, outcome, effect in _verdict_rows(by[precision]):
+                table.setdefault(what, {})[precision] = (outcome, effect)
+        sensitive = [what for what, per in table.items() if len({o for o, _ in per.values()}) > 1 or len(per) < len(by)]
+        rows = [f"`{spec}`: {len(table)} verdicts, **{len(sensitive)} precision-sensitive** (the outcome differs, or "
+                f"one precision lacks it)", "", "| verdict | " + " | ".join(precisions) + " | precision-sensitive |",
+                "|---|" + "---|" * (len(precisions) + 1)]
+        for what, per in table.items():
+            cells = [f"**{per[p][0]}**" + (f" {per[p][1]}" if per[p][1] else "") if p in per else "–"
+                     for p in precisions]
+            mark = "**yes**" if what in sensitive else "no"
+            rows.append(f"| {what.replace('|', '/')} | " + " | ".join(cells) + f" | {mark} |")
+        out.append("\n".join(rows) + "\n")
+    return "\n".join(out)
+
+
 #: blocks read from files beside the docs file (the key is a directory relative to it), not from a store's summary
-FILE_BLOCKS: dict[str, Callable[[Path, str], str]] = {"audits": audits}
+FILE_BLOCKS: dict[str, Callable[[Path, str], str]] = {"audits": audits, "precision": precision_check}
 
 BLOCKS: dict[str, Callable[[dict[str, Any]], str]] = {
     "time-split": time_split, "tracr-reft": tracr_reft,
@@ -290,16 +361,21 @@ def _render(path: Path, summary: dict[str, Any], strict: bool = True) -> tuple[s
     return text, _BLOCK.sub(render, text), count, left
 
 
-def update_docs(summary: dict[str, Any], paths: list[Path]) -> dict[Path, int]:
+def update_docs(summary: dict[str, Any], paths: list[Path], strict: bool = True) -> dict[Path, int]:
     """Rewrite every marked block of ``paths`` from ``summary``; returns blocks rewritten per file. All files are
-    checked before any is written."""
-    out = {Path(path): _render(Path(path), summary) for path in paths}
+    checked before any is written. Not ``strict`` (rendering from the committed snapshots, which hold only some
+    reproductions): a block whose reproduction ``summary`` lacks is left as it is."""
+    out = {Path(path): _render(Path(path), summary, strict) for path in paths}
     for path, (_, text, _, _) in out.items():
         atomic_write_text(path, text)
     return {path: count for path, (_, _, count, _) in out.items()}
 
 
 # -- snapshots: what the blocks read, committed, so the published numbers can be regenerated and checked ----------
+
+
+#: where `report --snapshots DIR` also writes each snapshot under its precision (by-precision/SPEC-PROFILE-fp32.json)
+PRECISION_DIR = "by-precision"
 
 
 def snapshot_name(key: str) -> str:
@@ -315,9 +391,16 @@ def write_snapshots(summary: dict[str, Any], directory: Path, keys: list[str] | 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for key in keys if keys is not None else sorted(summary):
+        text = json.dumps({"key": key, "summary": summary[key]}, indent=1) + "\n"
         path = directory / snapshot_name(key)
-        atomic_write_text(path, json.dumps({"key": key, "summary": summary[key]}, indent=1) + "\n")
+        atomic_write_text(path, text)
         written.append(path)
+        precision = summary[key].get("precision")
+        if precision:  # and one per precision, which the precision block reads side by side
+            (directory / PRECISION_DIR).mkdir(exist_ok=True)
+            path = directory / PRECISION_DIR / snapshot_name(f"{key}-{precision}")
+            atomic_write_text(path, text)
+            written.append(path)
     return written
 
 

@@ -123,6 +123,22 @@ def write_report(store_root: str | Path) -> dict[str, Path]:
         return _write_report(root)
 
 
+def _precision(root: Path, nodes: list) -> str | None:
+    """The training precision the reproduction's runs resolved to (``fp32``, ``bf16``; ``bf16+fp32`` when they
+    differ), read from their stored configs: one spec gives different numbers per precision, so a summary (and its
+    snapshot) says which it holds. None where no run config names one."""
+    found = set()
+    for node in nodes:
+        try:
+            config = json.loads((root / str(node.run_id) / "config.json").read_text())
+        except (OSError, ValueError, AttributeError):
+            continue
+        train = config.get("train") if isinstance(config, dict) else None
+        if isinstance(train, dict) and isinstance(train.get("precision"), str):
+            found.add(train["precision"])
+    return "+".join(sorted(found)) or None
+
+
 def _write_report(root: Path) -> dict[str, Path]:
     from wrapperlab.files import atomic_write_text
 
@@ -140,7 +156,7 @@ def _write_report(root: Path) -> dict[str, Path]:
         section = registry.resolve_entry(registry.get(rep.kind).report_section)
         sec, numbers = section(rep, ref, root, figures)
         numbers.update(nodes=len(rep.nodes), seconds=rep.seconds,  # the call that wrote the reproduction
-                       time_split=per_stage(n.timing() for n in rep.nodes))
+                       time_split=per_stage(n.timing() for n in rep.nodes), precision=_precision(root, rep.nodes))
         sections.append(sec)
         summary[f"{rep.spec}/{rep.profile}"] = numbers
     atomic_write_text(out / "report.md", markdown_page(sections, out))

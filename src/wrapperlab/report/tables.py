@@ -66,4 +66,6 @@ def effect_text(effect: dict | None) -> str:
     """A rule's paired effect as "+2.3 (+1.1 to +3.5)", or "–" where the rule had too few seeds to compute one."""
     if not effect or not effect.get("effect") or effect["effect"].get("mean") is None or effect.get("low") is None:
         return "–"
+    if effect.get("resolution_limited"):  # tied seeds (claims/verdicts.py): a zero width is not certainty
+        return f"{effect['effect']['mean']:+.2f} (seeds tied: resolution-limited)"
     return f"{effect['effect']['mean']:+.2f} ({effect['low']:+.2f} to {effect['high']:+.2f})"
