@@ -263,3 +263,32 @@ def test_the_unpaired_rule_is_welchs_interval_and_ignores_seed_order():
         (V.prior_protects([0.6, 0.7, 0.65], [0.2, 0.3, 0.1]).numbers["low"],
          V.prior_protects([0.6, 0.7, 0.65], [0.2, 0.3, 0.1]).numbers["high"]))
     assert V.prior_speeds_revival([10, 20, 10], [200, 100, 300], [300] * 3, [300] * 3).numbers["unpaired"]
+
+
+def test_steps_to_a_threshold_are_read_between_evaluation_points():
+    """Log-linear interpolation between the last evaluation below the threshold and the first at or above it: three
+    seeds that all first reach 90 % at the evaluation at step 20 no longer tie (their curves differ), and the speed
+    rule's interval gets a width; a curve already there at its first point, or never there, stays exact / None."""
+    curve = [(0, 0.1), (10, 0.5), (20, 0.95), (35, 0.99)]
+    # by hand: log2 10 + (0.9 - 0.5) / (0.95 - 0.5) * (log2 20 - log2 10) = 3.3219 + 0.8889 -> 2 ** 4.2108 = 18.52
+    assert V.crossing_step(curve, 0.9) == pytest.approx(18.52, abs=0.01)
+    assert V.crossing_step(curve, 0.95) == pytest.approx(20.0) and V.crossing_step(curve, 0.05) == 0.0
+    assert V.crossing_step(curve, 0.999) is None and V.crossing_step([], 0.9) is None
+    assert V.crossing_step([(1, 0.2), (2, 0.95)], 0.9) == pytest.approx(2 ** (0.7 / 0.75))  # step 1 is log2 = 0
+    seeds = [[(10, 0.5), (20, 0.95)], [(10, 0.8), (20, 0.92)], [(10, 0.3), (20, 0.99)]]
+    first = [V.first_step(c, lambda v: v >= 0.9) for c in seeds]
+    read = [V.crossing_step(c, 0.9) for c in seeds]
+    assert first == [20, 20, 20] and len(set(read)) == 3 and all(10 < r <= 20 for r in read)
+    control = [400, 500, 600]
+    assert V.revival_speed(first, control, [300] * 3, [3000] * 3).numbers.get("resolution_limited") is None  # control varies
+    tied = V.revival_speed(first, [500] * 3, [300] * 3, [3000] * 3)
+    assert tied.numbers["resolution_limited"] and "resolution_limited" not in V.revival_speed(
+        read, [500] * 3, [300] * 3, [3000] * 3).numbers
+
+
+def test_a_reft_curve_reads_its_crossing_from_its_own_points():
+    from wrapperlab.settings.pcfg.results import ReftCurve
+
+    curve = ReftCurve.from_json({"run": "r", "start": 0.1, "end": 0.95, "steps_to_0.5": 10, "steps_to_0.9": 20,
+                                 "curve": [(0, 0.1), (10, 0.5), (20, 0.95)]})
+    assert curve.steps_to_90 == 20 and curve.crossed() == pytest.approx(18.52, abs=0.01)

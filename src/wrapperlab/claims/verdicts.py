@@ -133,7 +133,24 @@ def best_block(acc: Sequence[float]) -> float:
     return max(acc[1:] or acc)
 
 
-def log2_steps(steps: int | None, cap: int) -> float:
+def crossing_step(curve: Sequence[tuple[float, float]], threshold: float) -> float | None:
+    """The step at which a learning curve (``(step, value)`` at its evaluation points) crossed ``threshold``, read
+    between the last evaluation below it and the first at or above it by log-linear interpolation (log2 of the step,
+    linear in the value), or None if it never got there. Why: read at the first evaluation alone, every seed whose
+    crossing falls between two grid points gets the same step (20 / 20 / 20 on the quick reFT grid) and the speed
+    rules' intervals shrink to zero width by construction; interpolated, seeds tie only where their curves do."""
+    points = sorted((float(step), value) for step, value in curve if value is not None)
+    for i, (step, value) in enumerate(points):
+        if value >= threshold:
+            if i == 0:
+                return step
+            (s0, a0), (s1, a1) = points[i - 1], (step, value)
+            l0, l1 = math.log2(max(s0, 1.0)), math.log2(max(s1, 1.0))
+            return 2 ** (l0 + (threshold - a0) / (a1 - a0) * (l1 - l0))
+    return None
+
+
+def log2_steps(steps: float | None, cap: int) -> float:
     """Steps to a threshold on a log2 scale; a run that never got there within ``cap`` counts as ``cap`` (so a
     control that never learns is credited with the least it could have needed: the rule stays conservative)."""
     return math.log2(max(1, cap if steps is None else min(steps, cap)))
@@ -163,7 +180,7 @@ def probe_readout(treated: Sequence[float | None], controls: Sequence[Sequence[f
                        "best-block probe accuracy, FT model minus the best control")
 
 
-def revival_speed(treated_steps: Sequence[int | None], control_steps: Sequence[int | None],
+def revival_speed(treated_steps: Sequence[float | None], control_steps: Sequence[float | None],
                   caps: Sequence[int], control_caps: Sequence[int] | None = None,
                   claim: str = "reFT revives count(O_PT) faster than Scr.+FT learns it",
                   what: str = "log2 steps to 90 %, Scr.+FT minus reFT", threshold: str = "90 %",
@@ -226,7 +243,7 @@ def prior_protects(high: Sequence[float | None], low: Sequence[float | None]) ->
                        "Acc O_PT(C_Te=0) after FT at C_Tr=1, high prior minus low prior")
 
 
-def prior_speeds_revival(high_steps: Sequence[int | None], low_steps: Sequence[int | None],
+def prior_speeds_revival(high_steps: Sequence[float | None], low_steps: Sequence[float | None],
                          high_caps: Sequence[int], low_caps: Sequence[int]) -> Verdict:
     """T7 (Fig. 9): the higher the prior, the faster reFT revives count(O_PT) (censored like the speed rule)."""
     return revival_speed(high_steps, low_steps, high_caps, low_caps,
@@ -256,7 +273,7 @@ def mixing_keeps(mixed: Sequence[float | None], plain: Sequence[float | None], s
                        "Acc O_PT(C_Te=0) after FT, mixed minus not mixed")
 
 
-def randft_revives_like_ft(randft_steps: Sequence[int | None], plain_steps: Sequence[int | None],
+def randft_revives_like_ft(randft_steps: Sequence[float | None], plain_steps: Sequence[float | None],
                            randft_caps: Sequence[int], plain_caps: Sequence[int]) -> Verdict:
     """E.4, Fig. 28: reFT after randFT is about as sample-efficient as after plain fine-tuning — a non-inferiority
     rule: at most one doubling (:data:`SPEED_MARGIN`) slower, i.e. ``log2 plain + 1 - log2 randFT`` above 0.

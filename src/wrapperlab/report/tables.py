@@ -57,9 +57,17 @@ def ci_text(stat: dict | None, pct: bool = True, digits: int | None = None) -> s
     return text
 
 
-def steps_text(values: Sequence[int | None]) -> str:
-    """Steps to a threshold per seed, "never" where a run did not get there: "150 / never / 200"."""
-    return " / ".join("never" if v is None else str(v) for v in values)
+def steps_text(values: Sequence[float | None]) -> str:
+    """Steps to a threshold per seed, "never" where a run did not get there: "150 / never / 200"; steps read
+    between evaluation points (claims/verdicts.py ``crossing_step``) with one decimal below 100: "14.3 / 17.9"."""
+    def one(v: float | None) -> str:
+        if v is None:
+            return "never"
+        if isinstance(v, int) or float(v).is_integer():
+            return str(int(v))
+        return f"{v:.1f}" if v < 100 else f"{v:.0f}"
+
+    return " / ".join(one(v) for v in values)
 
 
 def effect_text(effect: dict | None) -> str:

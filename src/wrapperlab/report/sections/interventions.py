@@ -74,8 +74,8 @@ def _randft(nodes: list[Record]) -> Claims:
         control = refts.get(_swap(cell, randft=False))
         if dict(cell).get("randft") is True and control:
             seeds = sorted(set(treated) & set(control))
-            verdict = V.randft_revives_like_ft([treated[s].reft.steps_to_90 for s in seeds],
-                                               [control[s].reft.steps_to_90 for s in seeds],
+            verdict = V.randft_revives_like_ft([treated[s].reft.crossed() for s in seeds],
+                                               [control[s].reft.crossed() for s in seeds],
                                                [treated[s].reft.allowed() for s in seeds],
                                                [control[s].reft.allowed() for s in seeds])
             point = {k: v for k, v in cell if k not in ("randft", "reft_lr")}

@@ -280,8 +280,8 @@ def cell_verdicts(cell: AnalysedCell) -> CellVerdicts:
     probing = V.probe_readout(per_seed(cell.probe, ProbeRecord.best),
                               [per_seed(cell.probe, lambda r: r.best("random_init")),
                                per_seed(cell.never_probe, ProbeRecord.best)])
-    speed = V.revival_speed(per_seed(cell.reft, lambda r: r.reft.steps_to_90),
-                            per_seed(cell.reft, lambda r: r.scr_ft.steps_to_90 if r.scr_ft else None),
+    speed = V.revival_speed(per_seed(cell.reft, lambda r: r.reft.crossed()),
+                            per_seed(cell.reft, lambda r: r.scr_ft.crossed() if r.scr_ft else None),
                             [cell.reft[s].reft.allowed() if s in cell.reft else 0 for s in seeds],
                             [cell.reft[s].scr_ft.allowed() if s in cell.reft and cell.reft[s].scr_ft else 0
                              for s in seeds])
@@ -339,7 +339,7 @@ def _cell_row(cell: AnalysedCell, decided: CellVerdicts) -> list[str]:
     never_probe = mean_ci([r.best() for r in cell.never_probe.values()])
     random_probe = mean_ci([r.best("random_init") for r in cell.probe.values()])
     pre_probe = mean_ci([r.best() for r in cell.pretrained_probe.values()])
-    steps = {name: mean_ci([c.curves()[name].steps_to_90 for c in cell.reft.values() if name in c.curves()])
+    steps = {name: mean_ci([c.curves()[name].crossed() for c in cell.reft.values() if name in c.curves()])
              for name in ("reft", "scr+ft")}
     return [cell.label, _stat_text(behaviour), _stat_text(pruning),
             f"{ci_text(mean_ci(probing.numbers['treated']))} (pretrained {ci_text(pre_probe)}) vs "

@@ -61,7 +61,7 @@ class _Within:
         if not rows:
             return None
         found = {n.seed: n.result.reft for n in rows}
-        return ([found[s].steps_to_90 if s in found else None for s in self.seeds],
+        return ([found[s].crossed() if s in found else None for s in self.seeds],
                 [found[s].allowed() if s in found else 0 for s in self.seeds])
 
     def per_lr(self, lr: Any) -> Claims:

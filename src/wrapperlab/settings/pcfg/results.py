@@ -54,6 +54,13 @@ class ReftCurve(Result):
     lr: float | None = None
     curve: list[tuple[int, float]]
 
+    def crossed(self, threshold: float = 0.9) -> float | None:
+        """Steps to ``threshold`` read between evaluation points (:func:`~wrapperlab.claims.verdicts.crossing_step`):
+        what the speed rules compare, so seeds do not tie on the evaluation grid."""
+        from wrapperlab.claims.verdicts import crossing_step
+
+        return crossing_step(self.curve, threshold)
+
     def allowed(self) -> int:
         """The steps the curve was allowed."""
         return self.budget or max((step for step, _ in self.curve), default=0)
