@@ -157,6 +157,8 @@ def test_snapshots_regenerate_the_blocks_and_the_check_finds_a_drift(tmp_path, c
     err = capsys.readouterr().err
     assert "pcfg-counter-quick.json" in err and len(err.strip().splitlines()) == 1
     assert main(["report"]) == 2 and "--check-docs" in capsys.readouterr().err
+    assert main(["report", "--docs", str(doc), "--snapshots", str(tmp_path / "none")]) == 2  # no snapshots: an error
+    assert "snapshots" in capsys.readouterr().err
 
 
 def test_the_published_blocks_match_the_committed_snapshots():
@@ -203,6 +205,14 @@ def test_the_precision_block_sets_each_verdict_side_by_side_and_marks_those_that
     assert len(lines) == 1 + 5 and "2 precision-sensitive" in doc.read_text()
     pruning = next(line for line in lines if "pruning" in line)
     assert "**shown** +0.55" in pruning and "**not shown** +0.02" in pruning
+    assert "different rule versions" not in doc.read_text()
+    fp32["pcfg-counter/quick"]["rules"] = 2  # decided by newer rules than the bf16 snapshot: said in the block
+    write_snapshots(fp32, snaps)
+    update_docs({}, [doc])
+    assert "**decided by different rule versions** (bf16: 1, fp32: 2)" in doc.read_text()
+    (snaps / PRECISION_DIR / "pcfg-counter-quick-bf16.json").unlink()  # one precision: nothing compared, none claimed
+    update_docs({}, [doc])
+    assert "in fp32 only: nothing to compare yet" in doc.read_text() and "precision-sensitive**" not in doc.read_text()
     (snaps / PRECISION_DIR / "pcfg-counter-quick-fp32.json").write_text('{"key": "pcfg-counter/quick", "summary": {}}')
     with pytest.raises(ConfigError, match="precision"):  # a snapshot that does not say its precision
         update_docs({}, [doc])

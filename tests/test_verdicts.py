@@ -27,12 +27,14 @@ def test_measurements_read_the_right_numbers():
     ([0.9, 0.95, None], [0.1, 0.1, 0.1], V.INCONCLUSIVE),  # two seeds with both values
     ([0.9, 0.9, 0.9], [0.1, 0.1, 0.1], V.SHOWN),  # tied seeds: a zero-width interval, marked resolution-limited
     ([0.1, 0.1, 0.1], [0.1, 0.1, 0.1], V.NOT_SHOWN),  # ... on either side of the margin
+    ([0.9, 0.8, 0.7], [0.5, 0.4, 0.3], V.SHOWN),  # ... and where the sides vary but their differences tie
 ])
 def test_the_paired_rule(treated, control, outcome):
     verdict = V.paired_rule("claim", treated, control, 0.1, "x")
     assert verdict.outcome == outcome, verdict.reason
     assert verdict.numbers["treated"] == treated
-    tied = len(set(treated)) == 1 and len(set(control)) == 1
+    diffs = [t - c for t, c in zip(treated, control) if t is not None and c is not None]
+    tied = len(diffs) >= V.MIN_SEEDS and max(diffs) - min(diffs) < 1e-9
     assert ("resolution-limited" in verdict.reason) == tied and verdict.numbers.get("resolution_limited", False) == tied
 
 
@@ -249,7 +251,7 @@ def test_the_unpaired_rule_is_welchs_interval_and_ignores_seed_order():
     assert verdict.numbers["effect"]["mean"] == pytest.approx(3.5)
     assert verdict.numbers["effect"]["df"] == pytest.approx(4.96, abs=0.01)
     assert verdict.numbers["high"] - 3.5 == pytest.approx(2.776 * math.sqrt(0.75), rel=1e-6)
-    assert verdict.outcome == V.SHOWN and "Welch" in verdict.reason
+    assert verdict.outcome == V.SHOWN and "Welch" in verdict.reason and "n = 4 and 3" in verdict.reason
     high, low = [0.9, 0.6, 0.8], [0.5, 0.2, 0.45]
     assert V.unpaired_rule("c", high, low, 0.1, "x").outcome == V.INCONCLUSIVE  # wide: three seeds a side
     same, reordered = V.unpaired_rule("c", high, low, 0.1, "x"), V.unpaired_rule("c", high, low[::-1], 0.1, "x")
@@ -272,7 +274,8 @@ def test_steps_to_a_threshold_are_read_between_evaluation_points():
     curve = [(0, 0.1), (10, 0.5), (20, 0.95), (35, 0.99)]
     # by hand: log2 10 + (0.9 - 0.5) / (0.95 - 0.5) * (log2 20 - log2 10) = 3.3219 + 0.8889 -> 2 ** 4.2108 = 18.52
     assert V.crossing_step(curve, 0.9) == pytest.approx(18.52, abs=0.01)
-    assert V.crossing_step(curve, 0.95) == pytest.approx(20.0) and V.crossing_step(curve, 0.05) == 0.0
+    assert V.crossing_step(curve, 0.95) == 20.0 and V.crossing_step(curve, 0.05) == 0.0  # exactly there: exact
+    assert all(V.crossing_step([(s0, 0.5), (s1, 0.9)], 0.9) == s1 for s0, s1 in [(20, 50), (50, 100), (200, 300)])
     assert V.crossing_step(curve, 0.999) is None and V.crossing_step([], 0.9) is None
     assert V.crossing_step([(1, 0.2), (2, 0.95)], 0.9) == pytest.approx(2 ** (0.7 / 0.75))  # step 1 is log2 = 0
     seeds = [[(10, 0.5), (20, 0.95)], [(10, 0.8), (20, 0.92)], [(10, 0.3), (20, 0.99)]]

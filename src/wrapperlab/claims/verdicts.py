@@ -29,6 +29,10 @@ from wrapperlab.analysis.stats import mean_ci, t95
 
 SHOWN, NOT_SHOWN, INCONCLUSIVE = "shown", "not shown", "inconclusive"
 OUTCOMES = (SHOWN, NOT_SHOWN, INCONCLUSIVE)
+#: the rules' version, recorded in every summary: two snapshots compared side by side (the precision block) must have
+#: been decided by the same rules. 2 (2026-12-08): tied seeds marked, Welch across priors, steps read between
+#: evaluations; 1 (unrecorded): before
+RULES_VERSION = 2
 MIN_SEEDS = 3
 
 #: margins (the smallest effect a rule counts as the claim): accuracies are fractions, speed is log2 steps
@@ -78,7 +82,8 @@ def unpaired_rule(claim: str, treated: Sequence[float | None], control: Sequence
     sx, sy = vx / len(xs), vy / len(ys)
     df = (sx + sy) ** 2 / (sx ** 2 / (len(xs) - 1) + sy ** 2 / (len(ys) - 1)) if sx + sy > 0 else float(len(xs) - 1)
     effect = {"mean": mx - my, "ci95": t95(max(1, math.floor(df))) * math.sqrt(sx + sy), "n": min(len(xs), len(ys)),
-              "n_treated": len(xs), "n_control": len(ys), "df": df, "missing": len(treated) + len(control) - len(xs) - len(ys)}
+              "n_treated": len(xs), "n_control": len(ys), "df": df, "missing": len(treated) + len(control) - len(xs) - len(ys),
+              "n_text": f"{len(xs)} and {len(ys)}"}
     return _decide(claim, effect, margin, what + " (unpaired: Welch)", numbers)
 
 
@@ -86,10 +91,11 @@ def _decide(claim: str, effect: dict[str, Any], margin: float, what: str, number
     """The three outcomes from an effect's mean and 95 % half-width (module doc); tied seeds are marked."""
     low, high = effect["mean"] - effect["ci95"], effect["mean"] + effect["ci95"]
     numbers.update(effect=effect, low=low, high=high)
-    span = f"{what}: effect {effect['mean']:+.3g} (95 % CI {low:+.3g} to {high:+.3g}, n = {effect['n']}) vs margin {margin:g}"
+    n = effect.get("n_text", effect["n"])  # unpaired: the seeds of each side
+    span = f"{what}: effect {effect['mean']:+.3g} (95 % CI {low:+.3g} to {high:+.3g}, n = {n}) vs margin {margin:g}"
     if effect["ci95"] <= 1e-9 * max(1.0, abs(effect["mean"])):
         numbers["resolution_limited"] = True
-        span = (f"{what}: effect {effect['mean']:+.3g} in all {effect['n']} seeds vs margin {margin:g} — "
+        span = (f"{what}: effect {effect['mean']:+.3g} in all {n} seeds vs margin {margin:g} — "
                 "resolution-limited: the seeds tie on the measurement's grid, so the interval's zero width is not "
                 "certainty (a finer evaluation grid or a larger test set would give it a width)")
     if low > margin:
@@ -142,7 +148,7 @@ def crossing_step(curve: Sequence[tuple[float, float]], threshold: float) -> flo
     points = sorted((float(step), value) for step, value in curve if value is not None)
     for i, (step, value) in enumerate(points):
         if value >= threshold:
-            if i == 0:
+            if i == 0 or value == threshold:  # exactly there: the evaluated step itself, not a rounding of it
                 return step
             (s0, a0), (s1, a1) = points[i - 1], (step, value)
             l0, l1 = math.log2(max(s0, 1.0)), math.log2(max(s1, 1.0))

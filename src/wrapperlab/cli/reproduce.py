@@ -120,7 +120,10 @@ def cmd_report(args) -> int:
                                                               "snapshots, and writes nothing)")
         return _check_docs(args.check_docs, Path(snapshots or DEFAULT_SNAPSHOTS))
     if args.dir is None and docs and snapshots:  # the blocks re-rendered from the committed snapshots alone
-        counts = update_docs(load_snapshots(Path(snapshots)), [Path(d) for d in docs], strict=False)
+        found = load_snapshots(Path(snapshots))
+        if not found:
+            raise ConfigError("snapshots", snapshots, "a directory of snapshots written by `report --snapshots`")
+        counts = update_docs(found, [Path(d) for d in docs], strict=False)
         print("docs (from snapshots): " + ", ".join(f"{path} ({n} blocks)" for path, n in counts.items()))
         return 0
     if args.dir is None:

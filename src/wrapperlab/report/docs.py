@@ -299,9 +299,19 @@ def precision_check(docs_dir: Path, key: str) -> str:
         for precision in precisions:
             for what, outcome, effect in _verdict_rows(by[precision]):
                 table.setdefault(what, {})[precision] = (outcome, effect)
+        if not table:  # a reproduction without PCFG verdict tables (Tracr, stories): nothing to set side by side
+            continue
         sensitive = [what for what, per in table.items() if len({o for o, _ in per.values()}) > 1 or len(per) < len(by)]
-        rows = [f"`{spec}`: {len(table)} verdicts, **{len(sensitive)} precision-sensitive** (the outcome differs, or "
-                f"one precision lacks it)", "", "| verdict | " + " | ".join(precisions) + " | precision-sensitive |",
+        rules = {p: by[p].get("rules") for p in precisions}
+        if len(precisions) < 2:
+            head = f"`{spec}`: {len(table)} verdicts in {precisions[0]} only: nothing to compare yet"
+        else:
+            head = (f"`{spec}`: {len(table)} verdicts, **{len(sensitive)} precision-sensitive** (the outcome differs, "
+                    "or one precision lacks it)")
+        if len(set(rules.values())) > 1:
+            head += (" — **decided by different rule versions** (" + ", ".join(f"{p}: {r or 1}" for p, r in rules.items())
+                     + "), so a difference may be the rules', not the precision's")
+        rows = [head, "", "| verdict | " + " | ".join(precisions) + " | precision-sensitive |",
                 "|---|" + "---|" * (len(precisions) + 1)]
         for what, per in table.items():
             cells = [f"**{per[p][0]}**" + (f" {per[p][1]}" if per[p][1] else "") if p in per else "–"
@@ -340,7 +350,7 @@ def _render(path: Path, summary: dict[str, Any], strict: bool = True) -> tuple[s
         if kind in FILE_BLOCKS:
             try:
                 body = FILE_BLOCKS[kind](Path(path).parent, key)
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OSError) as e:
                 raise ConfigError(where, key, f"a directory of results this block shows (missing {e})") from None
             count += 1
             return m.group(1) + body + m.group(5)

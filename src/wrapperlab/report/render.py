@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from wrapperlab.claims import verdicts as V
 from wrapperlab.errors import ConfigError
 from wrapperlab.report.records import read_reproduction
 from wrapperlab.settings import registry
@@ -156,7 +157,8 @@ def _write_report(root: Path) -> dict[str, Path]:
         section = registry.resolve_entry(registry.get(rep.kind).report_section)
         sec, numbers = section(rep, ref, root, figures)
         numbers.update(nodes=len(rep.nodes), seconds=rep.seconds,  # the call that wrote the reproduction
-                       time_split=per_stage(n.timing() for n in rep.nodes), precision=_precision(root, rep.nodes))
+                       time_split=per_stage(n.timing() for n in rep.nodes), precision=_precision(root, rep.nodes),
+                       rules=V.RULES_VERSION)
         sections.append(sec)
         summary[f"{rep.spec}/{rep.profile}"] = numbers
     atomic_write_text(out / "report.md", markdown_page(sections, out))

@@ -142,7 +142,7 @@ def control_probes(store: RunStore, twin: dict[str, Any], acts: tuple[torch.Tens
     labels_digest = hashlib.sha256(b"".join(np.ascontiguousarray(y, dtype=np.int64).tobytes() + b"|"
                                             for name in names for y in targets[name])).hexdigest()
     key = {**twin, "targets": names, "labels": labels_digest, "probe": cfg.model_dump(mode="json"), "seed": seed,
-           "code_version": CONTROL_PROBES_VERSION}
+           "code_version": CONTROL_PROBES_VERSION, "residuals_version": RESIDUALS_VERSION}  # trained on those residuals
 
     def fit_probes() -> torch.Tensor:
         accuracy = target_probes({"random_init": (acts[0], acts[1])}, targets, cfg, seed)
