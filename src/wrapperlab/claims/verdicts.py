@@ -25,7 +25,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
-from wrapperlab.analysis.stats import mean_ci, t95
+from wrapperlab.analysis.stats import mean_ci, welch_ci
 
 SHOWN, NOT_SHOWN, INCONCLUSIVE = "shown", "not shown", "inconclusive"
 OUTCOMES = (SHOWN, NOT_SHOWN, INCONCLUSIVE)
@@ -78,11 +78,9 @@ def unpaired_rule(claim: str, treated: Sequence[float | None], control: Sequence
     if min(len(xs), len(ys)) < MIN_SEEDS:
         return Verdict(claim, INCONCLUSIVE, f"{len(xs)} and {len(ys)} seed(s) with {what} measured; the unpaired rule "
                                             f"needs {MIN_SEEDS} on each side", numbers)
-    (mx, vx), (my, vy) = ((sum(v) / len(v), sum((a - sum(v) / len(v)) ** 2 for a in v) / (len(v) - 1)) for v in (xs, ys))
-    sx, sy = vx / len(xs), vy / len(ys)
-    df = (sx + sy) ** 2 / (sx ** 2 / (len(xs) - 1) + sy ** 2 / (len(ys) - 1)) if sx + sy > 0 else float(len(xs) - 1)
-    effect = {"mean": mx - my, "ci95": t95(max(1, math.floor(df))) * math.sqrt(sx + sy), "n": min(len(xs), len(ys)),
-              "n_treated": len(xs), "n_control": len(ys), "df": df, "missing": len(treated) + len(control) - len(xs) - len(ys),
+    welch = welch_ci(xs, ys)
+    effect = {"mean": welch["mean"], "ci95": welch["ci95"], "df": welch["df"], "n": min(len(xs), len(ys)),
+              "n_treated": len(xs), "n_control": len(ys), "missing": len(treated) + len(control) - len(xs) - len(ys),
               "n_text": f"{len(xs)} and {len(ys)}"}
     return _decide(claim, effect, margin, what + " (unpaired: Welch)", numbers)
 

@@ -287,9 +287,8 @@ def precision_check(docs_dir: Path, key: str) -> str:
     different numbers (bf16 where the CPU has it natively, fp32 elsewhere: ``precision: auto``), and a verdict that
     changes with the arithmetic is a finding about the arithmetic, not about the paper's claim."""
     found: dict[str, dict[str, dict[str, Any]]] = {}
-    for file in sorted((docs_dir / key).glob("*.json")):
-        data = json.loads(file.read_text(encoding="utf-8"))
-        found.setdefault(data["key"], {})[data["summary"]["precision"]] = data["summary"]
+    for spec, summary in read_snapshots(docs_dir / key):
+        found.setdefault(spec, {})[summary["precision"]] = summary
     if not found:
         raise KeyError(f"snapshots under {docs_dir / key}")
     out = []
@@ -414,17 +413,23 @@ def write_snapshots(summary: dict[str, Any], directory: Path, keys: list[str] | 
     return written
 
 
-def load_snapshots(directory: Path) -> dict[str, Any]:
-    """Every snapshot under ``directory`` as one summary (key -> entry); a damaged one is a ConfigError naming it."""
-    summary: dict[str, Any] = {}
+def read_snapshots(directory: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every snapshot under ``directory`` as (key, summary entry), in file-name order; a damaged one is a ConfigError
+    naming it."""
+    out = []
     for path in sorted(Path(directory).glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            summary[data["key"]] = data["summary"]
+            out.append((data["key"], data["summary"]))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
             raise ConfigError("snapshot", str(path), f"a snapshot written by `wrapperlab report --snapshots` "
                                                      f"({type(e).__name__})") from None
-    return summary
+    return out
+
+
+def load_snapshots(directory: Path) -> dict[str, Any]:
+    """Every snapshot under ``directory`` as one summary (key -> entry); a damaged one is a ConfigError naming it."""
+    return dict(read_snapshots(directory))
 
 
 @dataclass

@@ -129,9 +129,9 @@ def _precision(root: Path, nodes: list) -> str | None:
     differ), read from their stored configs: one spec gives different numbers per precision, so a summary (and its
     snapshot) says which it holds. None where no run config names one."""
     found = set()
-    for node in nodes:
+    for run_id in {str(node.run_id) for node in nodes}:  # an analysis node names the run it analysed: read each once
         try:
-            config = json.loads((root / str(node.run_id) / "config.json").read_text())
+            config = json.loads((root / run_id / "config.json").read_text())
         except (OSError, ValueError, AttributeError):
             continue
         train = config.get("train") if isinstance(config, dict) else None

@@ -63,7 +63,7 @@ def steps_text(values: Sequence[float | None]) -> str:
     def one(v: float | None) -> str:
         if v is None:
             return "never"
-        if isinstance(v, int) or float(v).is_integer():
+        if float(v).is_integer():
             return str(int(v))
         return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
